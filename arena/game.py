@@ -1,0 +1,250 @@
+"""The base class for turn-based text games.
+
+A game author writes only the rules; :class:`TextGame` turns them into a
+PettingZoo ``AECEnv`` and owns every piece of AEC bookkeeping: per-step
+rewards (derived from the rules' cumulative returns, OpenSpiel style),
+cumulative rewards, terminations, truncations, dead steps and the
+illegal-move rule.
+
+The rules an author implements::
+
+    players                      the seats, in a fixed order (class attribute)
+    setup(rng)                   start a fresh game; all randomness from ``rng``
+    to_move()                    the player whose turn it is
+    observe_text(player)         what ``player`` sees now, as text
+    apply(player, action)        change the state, or raise IllegalMove(reason)
+    is_over()                    whether the game has ended
+    returns()                    cumulative returns so far, one per player
+
+and optionally ``reward_components()``, ``group_return()``, ``metrics()``,
+``sample_moves(player)`` and ``private_info()`` (for random play and the
+conformance checker) and ``forfeit(player, reason)``.
+
+The illegal-move rule (shared, configurable per game): an action the rules
+reject is recorded with its reason in ``infos[player]["illegal_move"]``; the
+player is asked again, with the reason appended to its observation, up to
+``max_illegal_retries`` times in a row; one more illegal move forfeits the
+game for that player (``forfeit``), which by default ends the game and adds
+``forfeit_penalty`` to the offender's return. Nothing raises out of ``step``
+because of what an action says.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any, ClassVar
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import AECEnv
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class IllegalMove(Exception):
+    """Raised by :meth:`TextGame.apply` when an action breaks the rules.
+
+    The message is the reason, shown to the player on its next observation and
+    recorded on the turn.
+    """
+
+
+class FreeText(spaces.Text):
+    """A text space that admits any string up to ``max_length`` characters.
+
+    Language-model output can hold any character, so membership is not limited
+    to a charset; ``sample()`` draws printable ASCII, which is enough to probe a
+    game's parser with arbitrary input.
+    """
+
+    def __init__(self, max_length: int = 100_000, seed: int | None = None):
+        super().__init__(max_length=max_length, min_length=0, charset=string.printable, seed=seed)
+
+    def contains(self, x: Any) -> bool:
+        return isinstance(x, str) and len(x) <= self.max_length
+
+    def __repr__(self) -> str:
+        return f"FreeText({self.max_length})"
+
+
+class GameConfig(BaseModel):
+    """Settings every game shares. Each game subclasses this with its own fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_illegal_retries: int = Field(2, ge=0, description="re-prompts after an illegal move before the player forfeits")
+    forfeit_penalty: float = Field(-1.0, description="added to a forfeiting player's return")
+
+
+class TextGame(AECEnv):
+    """A PettingZoo AEC environment built from pure rules. See the module docstring."""
+
+    players: ClassVar[tuple[str, ...]] = ()
+    Config: ClassVar[type[GameConfig]] = GameConfig
+    metadata: ClassVar[dict[str, Any]] = {"name": "text_game", "render_modes": ["human", "ansi"], "is_parallelizable": False}
+    #: one-line description shown by ``arena games``
+    description: ClassVar[str] = ""
+
+    # ----- rules: the author implements these -------------------------------------------------
+    def setup(self, rng: np.random.Generator) -> None:
+        raise NotImplementedError
+
+    def to_move(self) -> str:
+        raise NotImplementedError
+
+    def observe_text(self, player: str) -> str:
+        raise NotImplementedError
+
+    def apply(self, player: str, action: str) -> None:
+        raise NotImplementedError
+
+    def is_over(self) -> bool:
+        raise NotImplementedError
+
+    def returns(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    # ----- optional rules ---------------------------------------------------------------------
+    def reward_components(self) -> dict[str, float]:
+        """Named parts of the returns (e.g. ``{"f1": .8, "search_cost": -.1}``)."""
+        return {}
+
+    def group_return(self) -> float:
+        """The group's return; by default the mean of the players' returns."""
+        total = self._total_returns()
+        return float(sum(total.values()) / max(len(total), 1))
+
+    def metrics(self) -> dict[str, float]:
+        """Episode-level metrics the game defines (deal made, cooperation rate, ...)."""
+        return {}
+
+    def sample_moves(self, player: str) -> list[str]:
+        """A few legal moves for ``player`` now, as text: random play and the
+        conformance checker draw from them (free text stays allowed)."""
+        return []
+
+    def private_info(self) -> dict[str, list[str]]:
+        """Text fragments private to each player: no other player's observation may contain them."""
+        return {}
+
+    def forfeit(self, player: str, reason: str) -> None:
+        """What happens after too many illegal moves in a row: by default the game ends."""
+        self._forfeited = player
+
+    # ----- PettingZoo bookkeeping -------------------------------------------------------------
+    def __init__(self, config: GameConfig | None = None, render_mode: str | None = None, **kwargs: Any):
+        super().__init__()
+        if config is None:
+            config = self.Config(**kwargs)
+        elif kwargs:
+            config = config.model_copy(update=kwargs)
+        if not isinstance(config, self.Config):
+            raise TypeError(f"{type(self).__name__} expects a {self.Config.__name__}, got {type(config).__name__}")
+        self.config = config
+        self.render_mode = render_mode
+        self.possible_agents = list(self.players)
+        text = FreeText()
+        self.observation_spaces = {p: spaces.Dict({"text": text}) for p in self.possible_agents}
+        self.action_spaces = {p: FreeText() for p in self.possible_agents}
+        self._forfeited: str | None = None
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        return self.observation_spaces[agent]
+
+    def action_space(self, agent: str) -> spaces.Space:
+        return self.action_spaces[agent]
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> None:
+        self.np_random = np.random.default_rng(seed)
+        self.agents = list(self.possible_agents)
+        self.rewards = {p: 0.0 for p in self.agents}
+        self._cumulative_rewards = {p: 0.0 for p in self.agents}
+        self.terminations = {p: False for p in self.agents}
+        self.truncations = {p: False for p in self.agents}
+        self.infos = {p: {} for p in self.agents}
+        self._illegal_streak = {p: 0 for p in self.agents}
+        self._illegal_reason: dict[str, str | None] = {p: None for p in self.agents}
+        self._forfeited = None
+        self._skip_agent_selection = None
+        self.num_moves = 0
+        self.setup(self.np_random)
+        self._returns_paid = self._total_returns()
+        self.agent_selection = self.to_move()
+
+    def observe(self, agent: str) -> dict[str, str]:
+        text = self.observe_text(agent)
+        reason = self._illegal_reason.get(agent)
+        if reason:
+            text += f"\nYour last move was illegal: {reason}. Try again."
+        return {"text": text}
+
+    def step(self, action: Any) -> None:
+        player = self.agent_selection
+        if self.terminations[player] or self.truncations[player]:
+            self._was_dead_step(action)
+            return
+        self._cumulative_rewards[player] = 0.0
+        self.infos = {p: {} for p in self.agents}
+        reason = self._apply_checked(player, action)
+        self.num_moves += 1
+        if reason is None:
+            self._illegal_streak[player] = 0
+            self._illegal_reason[player] = None
+        else:
+            self.infos[player]["illegal_move"] = reason
+            self._illegal_streak[player] += 1
+            self._illegal_reason[player] = reason
+            if self._illegal_streak[player] > self.config.max_illegal_retries:
+                self.infos[player]["forfeit"] = True
+                self.forfeit(player, reason)
+
+        total = self._total_returns()
+        for p in self.agents:
+            self.rewards[p] = total[p] - self._returns_paid[p]
+        self._returns_paid = total
+        self._accumulate_rewards()
+
+        if self._forfeited is not None or self.is_over():
+            for p in self.agents:
+                self.terminations[p] = True
+            self._deads_step_first()
+        else:
+            self.agent_selection = self.to_move()
+
+    def _apply_checked(self, player: str, action: Any) -> str | None:
+        if not isinstance(action, str):
+            return f"an action must be text, got {type(action).__name__}"
+        try:
+            self.apply(player, action)
+        except IllegalMove as e:
+            return str(e) or "illegal move"
+        return None
+
+    def _total_returns(self) -> dict[str, float]:
+        total = {p: float(r) for p, r in self.returns().items()}
+        if self._forfeited is not None:
+            total[self._forfeited] += self.config.forfeit_penalty
+        return total
+
+    # ----- reading the outcome (the runtime uses these) --------------------------------------
+    def final_returns(self) -> dict[str, float]:
+        return self._total_returns()
+
+    def final_components(self) -> dict[str, float]:
+        parts = dict(self.reward_components())
+        parts["forfeit_penalty"] = self.config.forfeit_penalty if self._forfeited is not None else 0.0
+        return parts
+
+    def final_metrics(self) -> dict[str, float]:
+        out = dict(self.metrics())
+        out["forfeited"] = float(self._forfeited is not None)
+        return out
+
+    def render(self) -> str | None:
+        text = "\n\n".join(f"[{p}]\n{self.observe_text(p)}" for p in self.possible_agents)
+        if self.render_mode == "human":
+            print(text)
+            return None
+        return text
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,76 @@
+"""What an episode leaves behind: its matchup, its turns and its outcome.
+
+Records are plain pydantic models with a JSON round trip
+(``Episode.model_validate_json(ep.model_dump_json()) == ep``). Token ids and
+sampler logprobs are stored exactly as sampled: they are what a learner trains
+on, never a re-tokenisation of the text.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Matchup(_Record):
+    """Who plays what, decided before play: game id, seed, and player -> policy id."""
+
+    game: str
+    seed: int
+    seats: dict[str, str]
+    game_kwargs: dict = Field(default_factory=dict)
+
+
+class Turn(_Record):
+    """One decision by one player."""
+
+    index: int
+    player: str
+    policy_id: str
+    policy_version: int = 0
+    observation: str
+    action: str
+    prompt_ids: list[int] = Field(default_factory=list)
+    completion_ids: list[int] = Field(default_factory=list)
+    logprobs: list[float] = Field(default_factory=list)
+    illegal_reason: str | None = None
+    reward: float = 0.0
+    start_ns: int = 0
+    end_ns: int = 0
+
+    @property
+    def illegal(self) -> bool:
+        return self.illegal_reason is not None
+
+
+class Episode(_Record):
+    """One finished game."""
+
+    episode_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    matchup: Matchup
+    turns: list[Turn] = Field(default_factory=list)
+    returns: dict[str, float] = Field(default_factory=dict)
+    group_return: float = 0.0
+    reward_components: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    truncated: bool = False
+
+    @property
+    def length(self) -> int:
+        return len(self.turns)
+
+    @property
+    def illegal_moves(self) -> int:
+        return sum(t.illegal for t in self.turns)
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str) -> "Episode":
+        return cls.model_validate_json(text)

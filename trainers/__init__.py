@@ -1,0 +1,1 @@
+"""Learning algorithms (credit assignment, losses, training loops)."""
