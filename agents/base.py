@@ -15,6 +15,7 @@ class PlayerView:
     ``history`` holds this player's earlier (observation, action) pairs in the
     same episode, oldest first; ``rng`` is the episode's own generator for this
     player, so a policy's randomness is reproducible from the run seed.
+    ``sample_moves`` lists a few legal moves when the game offers them.
     """
 
     game: str
@@ -23,6 +24,8 @@ class PlayerView:
     history: list[tuple[str, str]] = field(default_factory=list)
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
     turn: int = 0
+    #: a few legal moves, when the game offers them (Arena text games do); free text stays allowed
+    sample_moves: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -9,20 +9,24 @@ from arena.agents.base import PlayerView, ScriptedPolicy
 
 
 class RandomPolicy(ScriptedPolicy):
-    """Picks one of ``choices`` at random; with no choices, types random printable text.
+    """Plays a uniformly random move.
 
-    Games list their move vocabulary for this bot (e.g. ``["C", "D"]``); random
-    text exercises the illegal-move rule.
+    It picks from ``choices`` when given, else from the legal moves the game
+    offers in ``view.sample_moves``; with ``junk_rate`` > 0 (or when there is
+    nothing to pick from) it types random printable text instead, which
+    exercises a game's illegal-move rule.
     """
 
-    def __init__(self, choices: Sequence[str] = (), policy_id: str = "random", max_len: int = 24):
+    def __init__(self, choices: Sequence[str] = (), policy_id: str = "random", junk_rate: float = 0.0, max_len: int = 24):
         self.choices = list(choices)
         self.policy_id = policy_id
+        self.junk_rate = junk_rate
         self.max_len = max_len
 
     def choose(self, view: PlayerView) -> str:
-        if self.choices:
-            return self.choices[int(view.rng.integers(len(self.choices)))]
+        options = self.choices or view.sample_moves
+        if options and (self.junk_rate <= 0 or view.rng.random() >= self.junk_rate):
+            return options[int(view.rng.integers(len(options)))]
         n = int(view.rng.integers(0, self.max_len + 1))
         alphabet = string.printable
         return "".join(alphabet[i] for i in view.rng.integers(0, len(alphabet), size=n))

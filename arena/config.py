@@ -1,0 +1,224 @@
+"""Run configuration: typed, validated before any work starts, logged with the run.
+
+A run's config is a YAML file (optional) plus ``key=value`` overrides with
+dotted keys (``sampling.temperature=0.7``). Each component owns its section;
+every field has a default, so ``arena run`` with nothing else runs the
+embedded default. Unknown keys and bad values raise :class:`ConfigError`
+naming the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from arena.tiny import TinyModelConfig
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(Section):
+    #: a local directory or hub id of a causal LM; none = build the tiny model locally
+    path: str | None = None
+    tiny: TinyModelConfig = TinyModelConfig()
+    device: Literal["cpu", "cuda"] = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class EngineConfig(Section):
+    kind: Literal["hf"] = "hf"
+    #: most requests in one forward pass; concurrent episodes fill it
+    max_batch_size: int = Field(64, ge=1)
+
+
+class SamplingConfig(Section):
+    max_new_tokens: int = Field(24, ge=1, le=4096)
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+
+
+class AgentConfig(Section):
+    #: earlier (observation, reply) pairs rendered before the current observation
+    history_turns: int = Field(2, ge=0)
+    max_prompt_tokens: int = Field(1024, ge=16)
+
+
+class GameEntry(Section):
+    """One game of the run and the seatings it is played with."""
+
+    id: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    #: each entry seats every player: player -> policy id (``main`` is the model)
+    matchups: list[dict[str, str]]
+
+    @model_validator(mode="after")
+    def _check(self) -> "GameEntry":
+        from arena.agents.catalog import fixed_policy_ids, make_fixed_policy
+        from arena.registry import make, registered_games
+
+        games = registered_games()
+        if self.id not in games:
+            raise ValueError(f"unknown game id {self.id!r}; registered: {', '.join(games)}")
+        try:
+            env = make(self.id, **self.kwargs)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"bad kwargs for {self.id}: {e}") from e
+        players = set(env.possible_agents)
+        if not self.matchups:
+            raise ValueError(f"{self.id}: at least one matchup is needed")
+        for seats in self.matchups:
+            if set(seats) != players:
+                raise ValueError(f"{self.id}: a matchup must seat exactly the players {sorted(players)}, got {sorted(seats)}")
+            for pid in seats.values():
+                if pid in LLM_POLICIES:
+                    continue
+                try:
+                    make_fixed_policy(pid, self.id)
+                except ValueError as e:
+                    raise ValueError(f"{self.id}: {e} (fixed policies: {', '.join(fixed_policy_ids(self.id))})") from None
+        return self
+
+
+#: policy ids served by the run's model
+LLM_POLICIES = ("main",)
+
+
+class RolloutConfig(Section):
+    #: episodes in flight at once on the event loop
+    concurrency: int = Field(64, ge=1)
+    #: safety cap on turns per episode
+    max_steps: int = Field(1000, ge=1)
+
+
+class TrackingConfig(Section):
+    #: MLflow tracking URI; none = $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory
+    uri: str | None = None
+    experiment: str = "arena"
+    run_name: str | None = None
+    #: episodes logged as MLflow traces per round (a random sample when more were played)
+    traces_per_round: int = Field(32, ge=0)
+
+
+def _default_games() -> list[GameEntry]:
+    return [
+        GameEntry(
+            id="repeated_matrix-v0",
+            matchups=[
+                {"player_0": "main", "player_1": "scripted/tit_for_tat"},
+                {"player_0": "main", "player_1": "scripted/always_defect"},
+                {"player_0": "scripted/grim_trigger", "player_1": "main"},
+                {"player_0": "scripted/tit_for_tat", "player_1": "scripted/random"},
+            ],
+        ),
+        GameEntry(
+            id="negotiation-v0",
+            matchups=[
+                {"seller": "main", "buyer": "scripted/fair_buyer"},
+                {"seller": "scripted/fair_seller", "buyer": "main"},
+                {"seller": "scripted/fair_seller", "buyer": "scripted/fair_buyer"},
+            ],
+        ),
+    ]
+
+
+class RunConfig(Section):
+    """Everything one ``arena run`` needs. The defaults are the embedded default run:
+    the tiny local model against scripted bots in both shipped games, on CPU."""
+
+    name: str = "tournament"
+    seed: int = 0
+    #: passes over all matchups; each is one round of metrics
+    rounds: int = Field(1, ge=1)
+    episodes_per_matchup: int = Field(8, ge=1)
+    games: list[GameEntry] = Field(default_factory=_default_games)
+    model: ModelConfig = ModelConfig()
+    engine: EngineConfig = EngineConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    agent: AgentConfig = AgentConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("games")
+    @classmethod
+    def _some_games(cls, v: list[GameEntry]) -> list[GameEntry]:
+        if not v:
+            raise ValueError("at least one game is needed")
+        return v
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a YAML config (or the embedded default), apply ``key=value`` overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from e
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of config keys")
+        data = loaded or {}
+        _check_keys(data, RunConfig, "")
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. sampling.temperature=0.7)")
+        _check_keys(_nest(key.split("."), None), RunConfig, "")
+        _set(data, key.split("."), yaml.safe_load(raw) if raw else "")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e)) from None
+
+
+def _nest(parts: list[str], value: Any) -> dict[str, Any]:
+    out: Any = value
+    for part in reversed(parts):
+        out = {part: out}
+    return out
+
+
+def _set(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    for part in parts[:-1]:
+        nxt = data.get(part)
+        if not isinstance(nxt, dict):
+            nxt = data[part] = {}
+        data = nxt
+    data[parts[-1]] = value
+
+
+def _check_keys(data: dict[str, Any], model: type[BaseModel], prefix: str) -> None:
+    """Name unknown keys by their full dotted path, listing the keys that exist there."""
+    fields = model.model_fields
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            where = f"'{prefix[:-1]}'" if prefix else "the top level"
+            raise ConfigError(f"unknown config key '{dotted}': {where} has {', '.join(sorted(fields))}")
+        sub = fields[key].annotation
+        if isinstance(value, dict) and isinstance(sub, type) and issubclass(sub, BaseModel):
+            _check_keys(value, sub, f"{dotted}.")
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(config)"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"bad config value for '{key}': {msg}" + (f" (got {e['input']!r})" if e["type"] != "value_error" and not isinstance(e.get("input"), dict) else ""))
+    return "\n".join(lines)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

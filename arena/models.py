@@ -1,0 +1,52 @@
+"""Where a run's model comes from: a local path or hub id, or the tiny model built here.
+
+The tiny model's tokenizer is trained on text the games themselves produce:
+scripted bots play every shipped game and their observations and moves, plus
+the agent's system prompts, make the corpus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from pathlib import Path
+
+from arena.agents.catalog import make_fixed_policy, scripted_bots
+from arena.agents.llm import LLMAgent
+from arena.records import Matchup
+from arena.registry import make, registered_games
+from arena.rollout import play_many
+from arena.tiny import TinyModelConfig, cached_tiny_model
+
+
+def game_text_corpus(episodes_per_pairing: int = 3, seed: int = 0) -> list[str]:
+    """Observations, moves and prompts from scripted play of every game that has bots."""
+    texts: list[str] = []
+    matchups: list[Matchup] = []
+    for game_id in registered_games():
+        bots = scripted_bots(game_id)
+        if not bots:
+            continue
+        players = list(make(game_id).possible_agents)
+        names = [f"scripted/{b}" for b in bots]
+        for combo in itertools.product(names, repeat=len(players)):
+            for k in range(episodes_per_pairing):
+                matchups.append(Matchup(game=game_id, seed=seed * 100_003 + len(matchups), seats=dict(zip(players, combo))))
+        texts += [LLMAgent.DEFAULT_SYSTEM_PROMPT.format(player=p, game=game_id) for p in players]
+
+    def pool(m: Matchup):
+        return {pid: make_fixed_policy(pid, m.game) for pid in set(m.seats.values())}
+
+    episodes = asyncio.run(play_many(matchups, pool, concurrency=256))
+    for ep in episodes:
+        for t in ep.turns:
+            texts.append(t.observation)
+            texts.append(t.action)
+    return texts
+
+
+def resolve_model_path(path: str | None, tiny: TinyModelConfig, cache_dir: Path | None = None) -> str:
+    """A user's model path/hub id as given, else the cached tiny model (built on first use)."""
+    if path:
+        return path
+    return str(cached_tiny_model(tiny, game_text_corpus, cache_dir=cache_dir))

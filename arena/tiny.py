@@ -1,0 +1,217 @@
+"""A tiny Llama-style model built locally: no hub access, no downloads.
+
+The tokenizer is a byte-level BPE trained on the caller's corpus (usually a
+game's own text), so a few thousand parameters of embedding go a long way and
+any string round-trips exactly. The model is randomly initialised from
+``TinyModelConfig.seed``; warm-starting it (e.g. imitation of scripted agents)
+is the trainer's job. Everything is saved the way a real checkpoint is, so the
+rest of Arena loads it with ``AutoTokenizer`` / ``AutoModelForCausalLM``
+``.from_pretrained(path)`` and never needs to know it is tiny.
+
+    cfg = TinyModelConfig()
+    path = cached_tiny_model(cfg, lambda: my_game_corpus())
+    engine = HFEngine(path)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pydantic
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+PAD, BOS, END = "<|pad|>", "<|bos|>", "<|end|>"
+ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
+SPECIAL_TOKENS = [PAD, BOS, END, *ROLE_TOKENS.values()]
+
+#: ``<|role|>content<|end|>`` per message; the generation prompt opens the assistant's turn.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['role'] not in ['system', 'user', 'assistant'] -%}"
+    "{{ raise_exception('unknown role: ' + message['role']) }}"
+    "{%- endif -%}"
+    "{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|assistant|>' }}{%- endif -%}"
+)
+
+#: the 256 byte symbols plus the special tokens: a smaller vocabulary cannot spell every string
+MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
+
+META_FILE = "arena_tiny.json"
+
+
+class TinyModelConfig(pydantic.BaseModel):
+    """Shape of the tiny model. The defaults give ~0.2M parameters: fast on two CPU cores."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    #: target BPE vocabulary, special tokens included; a small corpus may yield fewer
+    #: merges, and the model's embedding always matches the trained tokenizer
+    vocab_size: int = pydantic.Field(1024, ge=MIN_VOCAB_SIZE)
+    hidden_size: int = pydantic.Field(64, gt=0)
+    num_layers: int = pydantic.Field(2, gt=0)
+    #: head_dim = hidden_size / num_heads must be >= 32: vLLM's CPU attention needs it
+    num_heads: int = pydantic.Field(2, gt=0)
+    #: MLP width; 4x hidden as in most Llama-style models
+    intermediate_size: int = pydantic.Field(256, gt=0)
+    #: longest prompt + completion the rotary embedding is configured for
+    max_position_embeddings: int = pydantic.Field(2048, gt=0)
+    #: fixes the initial weights (the tokenizer depends only on the corpus)
+    seed: int = 0
+
+    @pydantic.model_validator(mode="after")
+    def _check_heads(self) -> TinyModelConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
+            )
+        head_dim = self.hidden_size // self.num_heads
+        if head_dim < 32:
+            raise ValueError(
+                f"head_dim = hidden_size / num_heads = {self.hidden_size} / {self.num_heads} = {head_dim}, "
+                "but it must be >= 32 (vLLM's CPU attention rejects smaller heads): "
+                "raise hidden_size or lower num_heads"
+            )
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def short_hash(self) -> str:
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
+
+
+def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on ``corpus`` with Arena's special and chat tokens.
+
+    Byte-level means every string (spaces, newlines, unicode) encodes and
+    decodes back exactly; the BPE merges only decide how short the encoding is.
+    """
+    if vocab_size < MIN_VOCAB_SIZE:
+        raise ValueError(f"vocab_size must be >= {MIN_VOCAB_SIZE} (256 bytes + special tokens), got {vocab_size}")
+    tok = Tokenizer(models.BPE())
+    # add_prefix_space=False: a prompt is a concatenation of pieces, and an inserted space would change it
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=END,
+        pad_token=PAD,
+        extra_special_tokens=list(ROLE_TOKENS.values()),
+        chat_template=CHAT_TEMPLATE,
+        # the prompt is rendered by the chat template; never insert bos on our own
+        add_bos_token=False,
+        clean_up_tokenization_spaces=False,
+        padding_side="left",
+        model_max_length=1 << 30,
+    )
+
+
+def corpus_hash(lines: Iterable[str]) -> str:
+    h = hashlib.sha256()
+    for line in lines:
+        h.update(line.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def build_tiny_model(cfg: TinyModelConfig, corpus: Iterable[str], out_dir: str | Path) -> Path:
+    """Train a tokenizer on ``corpus``, initialise a Llama from ``cfg.seed``, save both to ``out_dir``.
+
+    Torch's global random state is left as it was: the seed is used inside a forked RNG.
+    """
+    lines = list(corpus)
+    if not lines:
+        raise ValueError("corpus is empty: the tokenizer needs some text to train on")
+    out = Path(out_dir)
+    tokenizer = train_tokenizer(lines, cfg.vocab_size)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        head_dim=cfg.head_dim,
+        max_position_embeddings=cfg.max_position_embeddings,
+        # at this size the embedding is most of the model; tying halves it
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = LlamaForCausalLM(config).to(torch.float32)
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    meta = {
+        "config": cfg.model_dump(),
+        "corpus_sha256": corpus_hash(lines),
+        "corpus_lines": len(lines),
+        "tokenizer_vocab_size": len(tokenizer),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+    }
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+def default_cache_dir() -> Path:
+    home = os.environ.get("ARENA_HOME")
+    return Path(home) if home else Path.home() / ".cache" / "arena"
+
+
+def cached_tiny_model(
+    cfg: TinyModelConfig,
+    corpus_fn: Callable[[], Iterable[str]],
+    cache_dir: Path | None = None,
+) -> Path:
+    """The directory of the tiny model for ``cfg``, built on first use and reused after.
+
+    The cache key is ``cfg`` alone: ``corpus_fn`` is only called to build, so a
+    changed corpus under the same config needs a new cache dir (or a different
+    ``cfg.seed``). The build happens in a temporary sibling directory that is
+    renamed into place, so a killed build never leaves a half-written model.
+    """
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    final = root / "models" / f"tiny-{cfg.short_hash()}"
+    if (final / META_FILE).is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        build_tiny_model(cfg, corpus_fn(), tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            # another process finished first (or a stale dir without metadata is in the way)
+            if (final / META_FILE).is_file():
+                return final
+            shutil.rmtree(final, ignore_errors=True)
+            os.rename(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
