@@ -18,7 +18,8 @@ app = typer.Typer(
     help="Arena: multi-agent self-play with language-model policies.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-console = Console()
+# Logs and CI output are not terminals; give tables room there instead of Rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True)
 
 # Exit status for a request that cannot start: a bad config, an unknown game or run.
@@ -156,6 +157,9 @@ def ui(
 
 
 def main() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-file load/save bars drown the run's own progress
     app()
 
 

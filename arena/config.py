@@ -56,6 +56,8 @@ class GameEntry(Section):
     """One game of the run and the seatings it is played with."""
 
     id: str
+    #: how metrics and tables name this entry; defaults to the id (set it when one game appears twice)
+    name: str | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
     #: each entry seats every player: player -> policy id (``main`` is the model)
     matchups: list[dict[str, str]]
@@ -86,6 +88,10 @@ class GameEntry(Section):
                 except ValueError as e:
                     raise ValueError(f"{self.id}: {e} (fixed policies: {', '.join(fixed_policy_ids(self.id))})") from None
         return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.id
 
 
 #: policy ids served by the run's model
@@ -152,6 +158,10 @@ class RunConfig(Section):
     def _some_games(cls, v: list[GameEntry]) -> list[GameEntry]:
         if not v:
             raise ValueError("at least one game is needed")
+        labels = [g.label for g in v]
+        repeated = sorted({x for x in labels if labels.count(x) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(repeated)} listed more than once: give each entry a distinct `name`")
         return v
 
 
@@ -174,7 +184,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like key=value (e.g. sampling.temperature=0.7)")
-        _check_keys(_nest(key.split("."), None), RunConfig, "")
+        _check_path(key, RunConfig)
         _set(data, key.split("."), yaml.safe_load(raw) if raw else "")
     try:
         return RunConfig.model_validate(data)
@@ -182,11 +192,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         raise ConfigError(_describe(e)) from None
 
 
-def _nest(parts: list[str], value: Any) -> dict[str, Any]:
-    out: Any = value
-    for part in reversed(parts):
-        out = {part: out}
-    return out
+def _check_path(dotted: str, model: type[BaseModel]) -> None:
+    """An override's key must name a field, section by section."""
+    prefix = ""
+    for part in dotted.split("."):
+        fields = model.model_fields
+        if part not in fields:
+            where = f"'{prefix[:-1]}'" if prefix else "the top level"
+            raise ConfigError(f"unknown config key '{dotted}': {where} has {', '.join(sorted(fields))}")
+        prefix += part + "."
+        sub = fields[part].annotation
+        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+            return  # a leaf, or a free-form value such as a list of games: validated as a whole
+        model = sub
 
 
 def _set(data: dict[str, Any], parts: list[str], value: Any) -> None:

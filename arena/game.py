@@ -136,7 +136,7 @@ class TextGame(AECEnv):
         if config is None:
             config = self.Config(**kwargs)
         elif kwargs:
-            config = config.model_copy(update=kwargs)
+            config = type(config).model_validate({**config.model_dump(), **kwargs})
         if not isinstance(config, self.Config):
             raise TypeError(f"{type(self).__name__} expects a {self.Config.__name__}, got {type(config).__name__}")
         self.config = config

@@ -49,4 +49,11 @@ def resolve_model_path(path: str | None, tiny: TinyModelConfig, cache_dir: Path 
     """A user's model path/hub id as given, else the cached tiny model (built on first use)."""
     if path:
         return path
-    return str(cached_tiny_model(tiny, game_text_corpus, cache_dir=cache_dir))
+    return str(cached_tiny_model(tiny, game_text_corpus, cache_dir=cache_dir, corpus_key=corpus_key()))
+
+
+def corpus_key() -> str:
+    """Names the tokenizer corpus: the Arena version and the games that have bots (their ids carry rule versions)."""
+    from arena import __version__
+
+    return ",".join([__version__] + [g for g in registered_games() if scripted_bots(g)])

@@ -187,16 +187,18 @@ def cached_tiny_model(
     cfg: TinyModelConfig,
     corpus_fn: Callable[[], Iterable[str]],
     cache_dir: Path | None = None,
+    corpus_key: str = "",
 ) -> Path:
     """The directory of the tiny model for ``cfg``, built on first use and reused after.
 
-    The cache key is ``cfg`` alone: ``corpus_fn`` is only called to build, so a
-    changed corpus under the same config needs a new cache dir (or a different
-    ``cfg.seed``). The build happens in a temporary sibling directory that is
+    The cache key is ``cfg`` plus ``corpus_key``, a name for what the corpus
+    holds (the caller bumps it when the corpus changes); ``corpus_fn`` is only
+    called to build. The build happens in a temporary sibling directory that is
     renamed into place, so a killed build never leaves a half-written model.
     """
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    final = root / "models" / f"tiny-{cfg.short_hash()}"
+    key = cfg.short_hash() if not corpus_key else hashlib.sha256(f"{cfg.short_hash()}:{corpus_key}".encode()).hexdigest()[:12]
+    final = root / "models" / f"tiny-{key}"
     if (final / META_FILE).is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,8 @@ from arena import tracking
 class RunResult:
     run_id: str
     episodes: list[Episode] = field(default_factory=list)
+    #: the game-entry label of each episode
+    labels: list[str] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     traces_logged: int = 0
     seconds: float = 0.0
@@ -42,15 +44,16 @@ def episode_seed(run_seed: int, *path: int) -> int:
     return int(np.random.SeedSequence([run_seed, *path]).generate_state(1)[0])
 
 
-def build_matchups(cfg: RunConfig, round_index: int) -> list[Matchup]:
-    out = []
+def build_matchups(cfg: RunConfig, round_index: int) -> tuple[list[Matchup], list[str]]:
+    """The round's matchups, and for each the label of its game entry."""
+    out, labels = [], []
     for gi, game in enumerate(cfg.games):
         for mi, seats in enumerate(game.matchups):
             for k in range(cfg.episodes_per_matchup):
-                out.append(
-                    Matchup(game=game.id, seed=episode_seed(cfg.seed, round_index, gi, mi, k), seats=dict(seats), game_kwargs=dict(game.kwargs))
-                )
-    return out
+                seed = episode_seed(cfg.seed, round_index, gi, mi, k)
+                out.append(Matchup(game=game.id, seed=seed, seats=dict(seats), game_kwargs=dict(game.kwargs)))
+                labels.append(game.label)
+    return out, labels
 
 
 def build_policies(cfg: RunConfig, llm: Policy | None) -> dict[str, dict[str, Policy]]:
@@ -86,11 +89,11 @@ def load_llm(cfg: RunConfig, console: Console) -> LLMAgent:
     )
 
 
-def round_metrics(episodes: list[Episode]) -> dict[str, float]:
-    """Means per game: returns per (player, policy), group return, illegal-move rate, length, game metrics."""
+def round_metrics(episodes: list[Episode], labels: list[str] | None = None) -> dict[str, float]:
+    """Means per game entry: returns per (player, policy), group return, illegal-move rate, length, game metrics."""
     by_game: dict[str, list[Episode]] = defaultdict(list)
-    for ep in episodes:
-        by_game[ep.matchup.game].append(ep)
+    for i, ep in enumerate(episodes):
+        by_game[labels[i] if labels else ep.matchup.game].append(ep)
     out: dict[str, float] = {}
     for game, eps in by_game.items():
         name = game.replace("-", "_")
@@ -132,14 +135,14 @@ def run(cfg: RunConfig, console: Console | None = None) -> RunResult:
         console.print(f"MLflow run [bold]{result.run_id}[/bold] in {mlflow.get_tracking_uri()}")
 
         for round_index in range(cfg.rounds):
-            matchups = build_matchups(cfg, round_index)
+            matchups, labels = build_matchups(cfg, round_index)
             ids = [f"r{round_index}-{i:05d}" for i in range(len(matchups))]
             tokens_before = llm.engine.stats.completion_tokens if llm else 0
             t0 = time.perf_counter()
             episodes = _play_with_progress(matchups, pools, ids, cfg, console, f"round {round_index + 1}/{cfg.rounds}")
             seconds = time.perf_counter() - t0
 
-            metrics = round_metrics(episodes)
+            metrics = round_metrics(episodes, labels)
             metrics["rollout/seconds"] = seconds
             metrics["rollout/episodes_per_s"] = len(episodes) / seconds
             if llm is not None:
@@ -155,12 +158,13 @@ def run(cfg: RunConfig, console: Console | None = None) -> RunResult:
             result.traces_logged += n
             tracking.log_episodes_artifact(episodes, f"episodes/round_{round_index:04d}.jsonl")
             result.episodes += episodes
+            result.labels += labels
             result.metrics = metrics
 
         tracking.flush_traces()
         result.seconds = time.perf_counter() - started
         mlflow.log_metric("run/seconds", result.seconds)
-    console.print(summary_table(result.episodes))
+    console.print(summary_table(result.episodes, result.labels))
     console.print(
         f"{len(result.episodes)} episodes, {result.traces_logged} traced, in {result.seconds:.1f} s. "
         f"Read them: [bold]arena episodes {result.run_id}[/bold] or [bold]arena ui[/bold]"
@@ -186,29 +190,27 @@ def _play_with_progress(
         )
 
 
-def summary_table(episodes: list[Episode]) -> Table:
-    """One row per game and seating: each seat's policy and mean return (± 95% interval), and illegal moves."""
+def summary_table(episodes: list[Episode], labels: list[str] | None = None) -> Table:
+    """One row per game, seating and player: its policy, the others, mean return (± 95% interval), illegal moves."""
     groups: dict[tuple[str, tuple], list[Episode]] = defaultdict(list)
-    for ep in episodes:
-        groups[(ep.matchup.game, tuple(ep.matchup.seats.items()))].append(ep)
-    table = Table(title="Tournament summary (mean return ± 95% interval)")
-    for col in ("game", "seats", "episodes", "returns", "illegal moves", "group return"):
-        table.add_column(col, justify="right" if col in ("episodes", "illegal moves", "group return") else "left")
+    for i, ep in enumerate(episodes):
+        groups[(labels[i] if labels else ep.matchup.game, tuple(ep.matchup.seats.items()))].append(ep)
+    table = Table(title="Tournament summary")
+    table.add_column("game")
+    table.add_column("player")
+    table.add_column("policy", style="bold")
+    table.add_column("against")
+    table.add_column("n", justify="right")
+    table.add_column("return ± 95%", justify="right")
+    table.add_column("illegal", justify="right")
     for (game, seats), eps in sorted(groups.items()):
-        returns = []
         for player, pid in seats:
             vals = np.array([ep.returns[player] for ep in eps])
-            returns.append(f"{player}: {vals.mean():+.2f} ± {_ci95(vals):.2f}")
-        turns = [t for ep in eps for t in ep.turns]
-        illegal = np.mean([t.illegal for t in turns]) if turns else 0.0
-        table.add_row(
-            game,
-            "\n".join(f"{p} = {pid}" for p, pid in seats),
-            str(len(eps)),
-            "\n".join(returns),
-            f"{illegal:.0%}",
-            f"{np.mean([ep.group_return for ep in eps]):+.2f}",
-        )
+            mine = [t for ep in eps for t in ep.turns if t.player == player]
+            illegal = np.mean([t.illegal for t in mine]) if mine else 0.0
+            others = ", ".join(o for p, o in seats if p != player)
+            table.add_row(game, player, pid, others, str(len(eps)), f"{vals.mean():+.2f} ± {_ci95(vals):.2f}", f"{illegal:.0%}")
+        table.add_section()
     return table
 
 

@@ -141,7 +141,7 @@ def episodes_from_run(run_id: str, uri: str | None = None, max_results: int | No
     mlflow.set_tracking_uri(tracking_uri(uri))
     run = mlflow.get_run(run_id)  # raises a clear MlflowException for an unknown id
     traces = mlflow.search_traces(
-        experiment_ids=[run.info.experiment_id],
+        locations=[run.info.experiment_id],
         run_id=run_id,
         return_type="list",
         max_results=max_results,

@@ -1,0 +1,27 @@
+"""Shared fixtures: a tiny model built once per test session, and an isolated MLflow store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """The default tiny model (tokenizer trained on the games' own text), built as a user's first run builds it."""
+    from arena.models import resolve_model_path
+    from arena.tiny import TinyModelConfig
+
+    cache = tmp_path_factory.mktemp("arena_home")
+    return Path(resolve_model_path(None, TinyModelConfig(), cache_dir=cache))
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch) -> str:
+    """A fresh SQLite MLflow store, used through $MLFLOW_TRACKING_URI like a user's would be."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    return uri

@@ -1,0 +1,80 @@
+import pytest
+
+from arena.config import ConfigError, RunConfig, load_config
+
+
+def test_embedded_default_is_valid_and_complete():
+    cfg = load_config()
+    assert cfg == RunConfig()
+    assert {g.id for g in cfg.games} == {"repeated_matrix-v0", "negotiation-v0"}
+    assert any("main" in seats.values() for g in cfg.games for seats in g.matchups)
+
+
+def test_yaml_and_dotted_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 3\nsampling:\n  temperature: 0.5\n")
+    cfg = load_config(path, ["sampling.max_new_tokens=7", "tracking.experiment=abc", "seed=4"])
+    assert (cfg.seed, cfg.sampling.temperature, cfg.sampling.max_new_tokens, cfg.tracking.experiment) == (4, 0.5, 7, "abc")
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["trainer.nonsense=1"], "unknown config key 'trainer.nonsense'"),
+        (["sampling.nonsense=1"], "unknown config key 'sampling.nonsense'"),
+        (["sampling.temperature=-1"], "sampling.temperature"),
+        (["rollout.concurrency=many"], "rollout.concurrency"),
+        (["seed"], "key=value"),
+    ],
+)
+def test_bad_overrides_name_the_key(overrides, expected):
+    with pytest.raises(ConfigError, match=expected.replace(".", r"\.")):
+        load_config(None, overrides)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize(
+    "games, expected",
+    [
+        ([{"id": "chess-v0", "matchups": [{"a": "main"}]}], "unknown game id 'chess-v0'"),
+        ([{"id": "negotiation-v0", "matchups": [{"seller": "main"}]}], "exactly the players"),
+        ([{"id": "negotiation-v0", "matchups": [{"seller": "main", "buyer": "scripted/tit_for_tat"}]}], "no scripted bot 'tit_for_tat'"),
+        ([{"id": "negotiation-v0", "kwargs": {"cost": 50}, "matchups": [{"seller": "main", "buyer": "random"}]}], "bad kwargs"),
+    ],
+)
+def test_bad_games_fail_before_any_work(tmp_path, games, expected):
+    import yaml
+
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({"games": games}))
+    with pytest.raises(ConfigError, match=expected):
+        load_config(path)
+
+
+def test_shipped_configs_validate():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+    assert configs, "configs/ holds at least the default experiment"
+    for path in configs:
+        load_config(path)
+
+
+def test_tournament_yaml_spells_out_the_embedded_default():
+    from pathlib import Path
+
+    assert load_config(Path(__file__).parent.parent / "configs" / "tournament.yaml") == RunConfig()
+
+
+def test_a_game_listed_twice_needs_names():
+    games = [{"id": "negotiation-v0", "matchups": [{"seller": "random", "buyer": "random"}]}] * 2
+    with pytest.raises(ConfigError, match="distinct `name`"):
+        load_config(None, [f"games={games}"])
