@@ -20,8 +20,10 @@ class LLMAgent:
 
     ``history_turns`` earlier (observation, reply) pairs of the same player are
     rendered as chat turns before the current observation; older ones are
-    dropped, and more are dropped if the prompt would exceed ``max_prompt_tokens``
-    (Arena's games put everything a player needs into each observation).
+    dropped, and more are dropped if the prompt would exceed ``max_prompt_tokens``.
+    The default is none: Arena's games put everything a player needs (the
+    dialogue, the history of rounds) into each observation, and repeating it
+    would triple prompt length for nothing.
     """
 
     DEFAULT_SYSTEM_PROMPT = "You are {player} in the game {game}. Reply with your move."
@@ -32,7 +34,7 @@ class LLMAgent:
         policy_id: str = "main",
         *,
         sampling: SamplingParams | None = None,
-        history_turns: int = 2,
+        history_turns: int = 0,
         max_prompt_tokens: int = 1024,
         system_prompt: str = DEFAULT_SYSTEM_PROMPT,
     ):

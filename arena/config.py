@@ -48,7 +48,7 @@ class SamplingConfig(Section):
 
 class AgentConfig(Section):
     #: earlier (observation, reply) pairs rendered before the current observation
-    history_turns: int = Field(2, ge=0)
+    history_turns: int = Field(0, ge=0)
     max_prompt_tokens: int = Field(1024, ge=16)
 
 

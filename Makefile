@@ -1,0 +1,35 @@
+# Set-up and the two things a new user does: run the default experiment, run the tests.
+# Everything is installed into .venv on first use; later runs reuse it.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.arena-installed
+SOURCES := pyproject.toml $(shell find arena environments agents trainers -name '*.py' -o -name '*.yaml' 2>/dev/null)
+
+.PHONY: run test install bench clean
+
+run: $(STAMP)
+	$(BIN)/arena run
+
+test: $(STAMP)
+	$(BIN)/pytest -q tests
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/rollout_throughput.py
+
+install: $(STAMP)
+
+# CPU torch first: the wheel on this kind of machine is torch==2.13.0 (CPU); a bare
+# `torch` requirement would pull a multi-GB CUDA build. GPU users install their own
+# torch first, and pip keeps it. The project is installed as a package (not from the
+# source tree), so tests exercise the installed layout.
+$(STAMP): $(SOURCES)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "torch==$${ARENA_TORCH_VERSION:-2.13.0}"
+	$(BIN)/pip install -q ".[dev]"
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,116 @@
+"""The real `arena` entry point, run as a user runs it, on tiny inputs."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+
+ARENA = str(Path(sys.executable).with_name("arena"))
+
+
+def arena(*args: str, cwd: Path, env: dict | None = None, input: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([ARENA, *args], cwd=cwd, env={**os.environ, **(env or {})}, input=input, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def home(tiny_model_dir: Path) -> dict:
+    # ARENA_HOME is where the tiny model is cached; the session fixture already built it there.
+    return {"ARENA_HOME": str(tiny_model_dir.parent.parent)}
+
+
+def test_games_lists_versioned_ids(tmp_path):
+    out = arena("games", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "repeated_matrix-v0" in out.stdout and "negotiation-v0" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["configs/does_not_exist.yaml"], "config file not found: configs/does_not_exist.yaml"),
+        (["trainer.nonsense=1"], "unknown config key 'trainer.nonsense'"),
+        (["sampling.temperature=-2"], "sampling.temperature"),
+    ],
+)
+def test_run_rejects_bad_config_with_status_2_before_any_work(tmp_path, args, message):
+    out = arena("run", *args, cwd=tmp_path)
+    assert out.returncode == 2
+    assert message in " ".join(out.stderr.split())
+    assert not (tmp_path / "mlflow.db").exists(), "nothing may start before the config is valid"
+
+
+def test_run_default_logs_episodes_and_episodes_command_reads_them(tmp_path, home):
+    out = arena("run", "episodes_per_matchup=3", "tracking.traces_per_round=21", cwd=tmp_path, env=home)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Tournament summary" in out.stdout
+    run_id = re.search(r"MLflow run (\w+)", out.stdout).group(1)
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = mlflow.get_run(run_id)
+    traces = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run_id, return_type="list")
+    assert len(traces) == 21
+    assert run.data.metrics["repeated_matrix_v0/episodes"] == 4 * 3
+    assert "negotiation_v0/return/seller/main" in run.data.metrics
+    assert run.data.metrics["rollout/tokens_per_s"] > 0
+    config_text = mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml")
+    assert "episodes_per_matchup: 3" in config_text
+
+    shown = arena("episodes", run_id, "--limit", "2", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.count("returns:") == 2
+    assert "#0 " in shown.stdout and "→" in shown.stdout
+
+
+def test_episodes_of_unknown_run_exits_2(tmp_path):
+    out = arena("episodes", "no_such_run", cwd=tmp_path)
+    assert out.returncode == 2 and "no_such_run" in out.stderr
+
+
+def test_play_by_hand_against_a_bot(tmp_path):
+    out = arena("play", "repeated_matrix-v0", "--opponent", "scripted/always_defect", cwd=tmp_path, input="J\nF\n" * 5)
+    assert out.returncode == 0, out.stderr
+    # J then F against always-defect in the Prisoner's Dilemma: 5 x (0 + 5) for the human, 5 x (10 + 5) for the bot
+    assert "player_0 +25.000" in out.stdout and "player_1 +75.000" in out.stdout
+
+
+def test_play_rejects_unknown_game_and_seat(tmp_path):
+    assert arena("play", "chess-v0", cwd=tmp_path).returncode == 2
+    out = arena("play", "negotiation-v0", "--seat", "judge", cwd=tmp_path)
+    assert out.returncode == 2 and "seller" in out.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ui_serves_the_store(tmp_path):
+    port = _free_port()
+    proc = subprocess.Popen([ARENA, "ui", "--port", str(port)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+                time.sleep(1)
+        else:
+            pytest.fail("the MLflow UI did not answer within 90 s")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search?max_results=5", timeout=10) as r:
+            assert b"experiments" in r.read()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
