@@ -34,6 +34,7 @@ def _fail(message: str) -> None:
 @app.command()
 def run(
     args: Optional[list[str]] = typer.Argument(None, help="[CONFIG.yaml] [key=value ...] — both optional; no arguments runs the embedded default."),
+    resume: bool = typer.Option(False, "--resume", help="continue this config's latest unfinished run from its last checkpoint, in the same MLflow run"),
 ) -> None:
     """Run an experiment from a YAML config and/or key=value overrides."""
     from arena.config import ConfigError, load_config
@@ -44,9 +45,12 @@ def run(
         cfg = load_config(path, args)
     except ConfigError as e:
         _fail(str(e))
-    from arena.tournament import run as run_tournament
+    from arena.experiment import run as run_experiment
 
-    run_tournament(cfg, console)
+    try:
+        run_experiment(cfg, console, resume=resume)
+    except ConfigError as e:  # e.g. nothing to resume, or a config that differs from the checkpoint's
+        _fail(str(e))
 
 
 @app.command()

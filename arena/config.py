@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from arena.tiny import TinyModelConfig
+from arena.trainers.imitation import ImitationConfig
 
 
 class ConfigError(ValueError):
@@ -30,6 +31,8 @@ class ModelConfig(Section):
     #: a local directory or hub id of a causal LM; none = build the tiny model locally
     path: str | None = None
     tiny: TinyModelConfig = TinyModelConfig()
+    #: behaviour cloning of the scripted bots before anything else (tiny model only; null = off)
+    warm_start: ImitationConfig | None = None
     device: Literal["cpu", "cuda"] = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
@@ -81,7 +84,7 @@ class GameEntry(Section):
             if set(seats) != players:
                 raise ValueError(f"{self.id}: a matchup must seat exactly the players {sorted(players)}, got {sorted(seats)}")
             for pid in seats.values():
-                if pid in LLM_POLICIES:
+                if is_model_policy(pid) or pid == SNAPSHOT:
                     continue
                 try:
                     make_fixed_policy(pid, self.id)
@@ -94,8 +97,81 @@ class GameEntry(Section):
         return self.name or self.id
 
 
-#: policy ids served by the run's model
-LLM_POLICIES = ("main",)
+#: the run's model policy; "main/<name>" seats a separate copy (e.g. one policy per role)
+MAIN = "main"
+#: a seat filled each round by a frozen past snapshot of the trained policy (main@<version>)
+SNAPSHOT = "snapshot"
+
+
+def is_model_policy(pid: str) -> bool:
+    """Policy ids served by the run's model: ``main`` and ``main/<name>``."""
+    return pid == MAIN or pid.startswith(MAIN + "/")
+
+
+class TrainerConfig(Section):
+    """How the model policies learn from the episodes they play."""
+
+    #: "pg": online policy gradient; "rest": filtered imitation of the best episodes; "none": evaluate only
+    recipe: Literal["pg", "rest", "none"] = "none"
+    rounds: int = Field(10, ge=0)
+    #: episodes of one matchup and seed that form a baseline group (GRPO-style); sampling differs
+    group_size: int = Field(4, ge=1)
+    #: groups per seating per round
+    groups_per_matchup: int = Field(4, ge=1)
+    #: advantage estimator, a name in arena.trainers.advantages.ADVANTAGES
+    advantage: str = "group_mean"
+    #: loss, a name in arena.trainers.losses.LOSSES
+    loss: str = "reinforce"
+    #: subtract a running baseline per (game, role) first (SPIRAL's role-conditioned advantage)
+    role_baseline: bool = False
+    role_baseline_decay: float = Field(0.9, ge=0.0, lt=1.0)
+    #: which return a seat trains on: 0 = its own, 1 = the group's, between = a mix
+    return_mix: float = Field(0.0, ge=0.0, le=1.0)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    #: sequences per optimizer step
+    batch_size: int = Field(64, ge=1)
+    #: passes over a round's samples (>1 makes samples stale: use loss=ppo_clip)
+    epochs: int = Field(1, ge=1)
+    clip_eps: float = Field(0.2, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    #: KL to the frozen starting policy
+    kl_coef: float = Field(0.0, ge=0)
+    #: a name in arena.trainers.losses.KL_ESTIMATORS
+    kl_estimator: str = "k3"
+    #: ReST: fraction of each game's episodes kept (by the trained seat's return)
+    rest_top_fraction: float = Field(0.25, gt=0, le=1)
+    #: add the current weights to the snapshot pool every N rounds (for "snapshot" seats)
+    snapshot_every: int = Field(5, ge=1)
+    #: save a checkpoint every N rounds (and always after the last)
+    checkpoint_every: int = Field(5, ge=1)
+
+    @field_validator("advantage")
+    @classmethod
+    def _advantage(cls, v: str) -> str:
+        from arena.trainers.advantages import ADVANTAGES
+
+        return _one_of(v, ADVANTAGES)
+
+    @field_validator("loss")
+    @classmethod
+    def _loss(cls, v: str) -> str:
+        from arena.trainers.losses import LOSSES
+
+        return _one_of(v, LOSSES)
+
+    @field_validator("kl_estimator")
+    @classmethod
+    def _kl(cls, v: str) -> str:
+        from arena.trainers.losses import KL_ESTIMATORS
+
+        return _one_of(v, KL_ESTIMATORS)
+
+
+def _one_of(name: str, table: dict) -> str:
+    if name not in table:
+        raise ValueError(f"unknown name {name!r}; valid names: {', '.join(sorted(table))}")
+    return name
 
 
 class RolloutConfig(Section):
@@ -142,8 +218,7 @@ class RunConfig(Section):
 
     name: str = "tournament"
     seed: int = 0
-    #: passes over all matchups; each is one round of metrics
-    rounds: int = Field(1, ge=1)
+    #: evaluation episodes per seating (the tournament; before and after training)
     episodes_per_matchup: int = Field(8, ge=1)
     games: list[GameEntry] = Field(default_factory=_default_games)
     model: ModelConfig = ModelConfig()
@@ -152,6 +227,16 @@ class RunConfig(Section):
     agent: AgentConfig = AgentConfig()
     rollout: RolloutConfig = RolloutConfig()
     tracking: TrackingConfig = TrackingConfig()
+    trainer: TrainerConfig = TrainerConfig()
+    #: where checkpoints go: <runs_dir>/<name>/
+    runs_dir: str = "arena_runs"
+
+    @model_validator(mode="after")
+    def _training_needs_a_model_seat(self) -> "RunConfig":
+        if self.trainer.recipe != "none" and self.trainer.rounds > 0:
+            if not any(is_model_policy(p) for g in self.games for seats in g.matchups for p in seats.values()):
+                raise ValueError(f"trainer.recipe={self.trainer.recipe} needs at least one seat played by 'main' (or 'main/<name>')")
+        return self
 
     @field_validator("games")
     @classmethod

@@ -45,11 +45,18 @@ def game_text_corpus(episodes_per_pairing: int = 3, seed: int = 0) -> list[str]:
     return texts
 
 
-def resolve_model_path(path: str | None, tiny: TinyModelConfig, cache_dir: Path | None = None) -> str:
-    """A user's model path/hub id as given, else the cached tiny model (built on first use)."""
+def resolve_model_path(path: str | None, tiny: TinyModelConfig, cache_dir: Path | None = None, warm_start=None) -> str:
+    """A user's model path/hub id as given, else the cached tiny model (built on first use),
+    warm-started by imitation of the scripted bots when ``warm_start`` (an ImitationConfig) is given."""
     if path:
         return path
-    return str(cached_tiny_model(tiny, game_text_corpus, cache_dir=cache_dir, corpus_key=corpus_key()))
+    base = cached_tiny_model(tiny, game_text_corpus, cache_dir=cache_dir, corpus_key=corpus_key())
+    if warm_start is None:
+        return str(base)
+    from arena.tiny import default_cache_dir
+    from arena.trainers.imitation import cached_warm_start
+
+    return str(cached_warm_start(base, warm_start, cache_dir if cache_dir is not None else default_cache_dir()))
 
 
 def corpus_key() -> str:

@@ -18,12 +18,18 @@ class _Record(BaseModel):
 
 
 class Matchup(_Record):
-    """Who plays what, decided before play: game id, seed, and player -> policy id."""
+    """Who plays what, decided before play: game id, seed, and player -> policy id.
+
+    ``seed`` fixes the game (its deal, private values, turn order); ``sample``
+    tells apart episodes of one group, which share the seed and differ only
+    in the players' own randomness (model sampling, bot noise).
+    """
 
     game: str
     seed: int
     seats: dict[str, str]
     game_kwargs: dict = Field(default_factory=dict)
+    sample: int = 0
 
 
 class Turn(_Record):

@@ -42,9 +42,10 @@ def observation_text(obs: Any) -> str:
     return str(obs)
 
 
-def episode_rngs(seed: int, players: Sequence[str]) -> dict[str, np.random.Generator]:
-    """One independent generator per player, all derived from the episode seed."""
-    children = np.random.SeedSequence(seed).spawn(len(players))
+def episode_rngs(seed: int, players: Sequence[str], sample: int = 0) -> dict[str, np.random.Generator]:
+    """One independent generator per player, derived from the episode seed and sample index."""
+    entropy = seed if sample == 0 else [seed, sample]
+    children = np.random.SeedSequence(entropy).spawn(len(players))
     return {p: np.random.default_rng(s) for p, s in zip(players, children)}
 
 
@@ -66,7 +67,7 @@ async def play_episode(
     unseated = [p for p in players if p not in matchup.seats]
     if unseated:
         raise KeyError(f"matchup for {matchup.game} seats no policy for player(s) {unseated}")
-    rngs = episode_rngs(matchup.seed, players)
+    rngs = episode_rngs(matchup.seed, players, matchup.sample)
     game = env.unwrapped if isinstance(env.unwrapped, TextGame) else None
     history: dict[str, list[tuple[str, str]]] = {p: [] for p in players}
     totals = {p: 0.0 for p in players}

@@ -1,0 +1,310 @@
+"""Warm start: behaviour cloning of scripted bots before any reinforcement learning.
+
+A tiny, randomly initialised model writes almost only illegal moves: every
+turn is re-asked and then forfeited, so RL sees nothing but the forfeit
+penalty and has no signal to climb. LMRL-Gym (Abdulhai et al., 2023) trains
+its policies by behaviour cloning on scripted or human data before RL for the
+same reason. Here the teachers are Arena's scripted bots: they play the
+shipped games against each other, every legal move they make becomes a
+(prompt, target) pair, and the model is fine-tuned to write the bot's move
+after the prompt the LLM agent would show it. The result plays legal,
+sensible moves; RL then has something to improve on.
+
+Reads top to bottom: config, demonstrations (episodes), examples (token ids),
+the training loop, then the entry points that load, train and save a model.
+
+    path = cached_warm_start(tiny_model_path, ImitationConfig(), cache_dir)
+    engine = HFEngine(path)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydantic
+import torch
+
+from arena.agents.base import PlayerView
+from arena.agents.catalog import make_fixed_policy
+from arena.records import Episode, Matchup
+from arena.rollout import play_many
+
+#: (game id, {player: policy id}); policy ids are "scripted/<bot>" or "random"
+Seating = tuple[str, dict[str, str]]
+
+META_FILE = "arena_warm_start.json"
+END_TOKEN = "<|end|>"
+
+#: how many times each negotiation seating appears in the default mix (see default_seatings)
+NEGOTIATION_REPEATS = 6
+_MATRIX_BOTS = ("tit_for_tat", "grim_trigger", "alternate", "always_cooperate", "always_defect", "random")
+
+
+def default_seatings() -> list[Seating]:
+    """Every ordered pair of the classic repeated-game strategies, and every fair/hard seller vs fair/hard buyer.
+
+    The four negotiation seatings are listed several times over: a matrix turn is
+    one letter, a negotiation turn a sentence and a price, and without the
+    repeats the matrix's 36 seatings would outnumber negotiation's turns ~20 to 1.
+    """
+    matrix = [
+        ("repeated_matrix-v0", {"player_0": f"scripted/{a}", "player_1": f"scripted/{b}"})
+        for a, b in itertools.product(_MATRIX_BOTS, repeat=2)
+    ]
+    negotiation = [
+        ("negotiation-v0", {"seller": f"scripted/{s}_seller", "buyer": f"scripted/{b}_buyer"})
+        for s, b in itertools.product(("fair", "hard"), repeat=2)
+    ]
+    return matrix + negotiation * NEGOTIATION_REPEATS
+
+
+class ImitationConfig(pydantic.BaseModel):
+    """Behaviour cloning of scripted bots. The defaults take about two minutes on two CPU cores."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    #: optimiser steps; the tiny model's loss has flattened well before this
+    steps: int = pydantic.Field(300, gt=0)
+    #: examples per step
+    batch_size: int = pydantic.Field(32, gt=0)
+    #: high for fine-tuning, but the default model is tiny and starts from random weights
+    lr: float = pydantic.Field(3e-3, gt=0)
+    weight_decay: float = pydantic.Field(0.0, ge=0)
+    #: prompts longer than this (in tokens, target excluded) keep their end, where the question is
+    max_len: int = pydantic.Field(512, gt=0)
+    #: seeds the demonstration episodes and the batch order
+    seed: int = 0
+    #: what the bots play to make the demonstrations
+    seatings: list[Seating] = pydantic.Field(default_factory=default_seatings, min_length=1)
+    #: episodes played per seating (each with its own seed)
+    episodes_per_seating: int = pydantic.Field(4, gt=0)
+
+    def short_hash(self) -> str:
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
+
+
+# ----- demonstrations and examples ------------------------------------------------------------
+
+
+def demonstrations(seatings: Sequence[Seating], episodes_per_seating: int, seed: int) -> list[Episode]:
+    """Scripted play of every seating, ``episodes_per_seating`` times each, seeds derived from ``seed``."""
+    matchups = [
+        Matchup(game=game, seed=_derived_seed(seed, i, k), seats=dict(seats))
+        for i, (game, seats) in enumerate(seatings)
+        for k in range(episodes_per_seating)
+    ]
+
+    def pool(m: Matchup) -> dict[str, Any]:
+        return {pid: make_fixed_policy(pid, m.game) for pid in set(m.seats.values())}
+
+    return asyncio.run(play_many(matchups, pool, concurrency=256))
+
+
+def _derived_seed(seed: int, *path: int) -> int:
+    return int(np.random.SeedSequence([seed, *path]).generate_state(1)[0])
+
+
+def imitation_examples(
+    episodes: Iterable[Episode],
+    tokenizer: Any,
+    *,
+    players: set[str] | None = None,
+    render: Callable[[PlayerView], list[int]],
+) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, target ids) for every legal turn of ``players`` (all players when None).
+
+    The prompt is ``render`` of the view the turn was played from (pass an
+    ``LLMAgent``'s ``prompt_ids`` so training sees exactly the prompts of play);
+    the view's history holds that player's earlier turns, illegal ones included,
+    as in :func:`~arena.rollout.play_episode`. The target is the bot's text
+    tokenised, then the end-of-turn token: the bots wrote text, not tokens, so
+    tokenising it is the only way to get a supervised target.
+    """
+    end_id = end_token_id(tokenizer)
+    out = []
+    for ep in episodes:
+        history: dict[str, list[tuple[str, str]]] = {}
+        for turn in ep.turns:
+            past = history.setdefault(turn.player, [])
+            if not turn.illegal and (players is None or turn.player in players):
+                view = PlayerView(
+                    game=ep.matchup.game,
+                    player=turn.player,
+                    observation=turn.observation,
+                    history=list(past),
+                    turn=turn.index,
+                )
+                target = list(tokenizer.encode(turn.action, add_special_tokens=False)) + [end_id]
+                out.append((list(render(view)), target))
+            past.append((turn.observation, turn.action))
+    return out
+
+
+def end_token_id(tokenizer: Any) -> int:
+    """Arena's ``<|end|>`` when the tokenizer has it (the tiny model), else its eos token."""
+    end = tokenizer.convert_tokens_to_ids(END_TOKEN)
+    if isinstance(end, int) and end != tokenizer.unk_token_id:
+        return end
+    if tokenizer.eos_token_id is None:
+        raise ValueError("tokenizer has neither <|end|> nor an eos token to end a target with")
+    return int(tokenizer.eos_token_id)
+
+
+# ----- the training loop ------------------------------------------------------------------------
+
+
+def collate(
+    examples: Sequence[tuple[list[int], list[int]]], max_len: int, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels``, each [B, T].
+
+    ``labels`` is -100 on the prompt and the padding, so only target tokens are
+    scored. A prompt longer than ``max_len`` keeps its last ``max_len`` tokens.
+    """
+    rows = [(p[-max_len:], t) for p, t in examples]
+    width = max(len(p) + len(t) for p, t in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, (p, t) in enumerate(rows):
+        n = len(p) + len(t)
+        input_ids[i, :n] = torch.tensor(p + t, dtype=torch.long)
+        mask[i, :n] = 1
+        labels[i, len(p) : n] = torch.tensor(t, dtype=torch.long)
+    return input_ids, mask, labels
+
+
+def target_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over target tokens. logits [B, T, V] predict position t+1 from t; labels [B, T]."""
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
+    )
+
+
+def train_imitation(
+    model: Any,
+    examples: Sequence[tuple[list[int], list[int]]],
+    cfg: ImitationConfig,
+    *,
+    pad_id: int = 0,
+    progress: Callable[[int, float], None] | None = None,
+) -> list[float]:
+    """Fine-tune ``model`` in place on ``examples``; returns the loss of every step.
+
+    Batches are drawn with replacement-free shuffles from a generator seeded by
+    ``cfg.seed``, so two runs from the same weights give the same curve.
+    ``pad_id`` only fills masked positions, so any id in the vocabulary works.
+    """
+    if not examples:
+        raise ValueError("no examples to imitate")
+    device = next(model.parameters()).device
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    order: list[int] = []
+    losses = []
+    model.train()
+    try:
+        for step in range(cfg.steps):
+            if len(order) < cfg.batch_size:
+                order += torch.randperm(len(examples), generator=gen).tolist()
+            batch, order = order[: cfg.batch_size], order[cfg.batch_size :]
+            input_ids, mask, labels = (x.to(device) for x in collate([examples[i] for i in batch], cfg.max_len, pad_id))
+            logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
+            loss = target_loss(logits, labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            # a few long negotiation targets can spike the gradient of a tiny model
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            losses.append(float(loss.detach()))
+            if progress is not None:
+                progress(step, losses[-1])
+    finally:
+        model.eval()
+    return losses
+
+
+# ----- entry points: load, train, save ----------------------------------------------------------
+
+
+def warm_start(
+    model_path: str | Path,
+    out_dir: str | Path,
+    cfg: ImitationConfig,
+    *,
+    progress: Callable[[int, float], None] | None = None,
+) -> Path:
+    """Load ``model_path``, imitate the bots of ``cfg.seatings``, save model and tokenizer to ``out_dir``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from arena.agents.llm import LLMAgent
+    from arena.engines.hf import HFEngine
+
+    start = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+    model = AutoModelForCausalLM.from_pretrained(str(model_path))
+    agent = LLMAgent(HFEngine.from_model(model, tokenizer))
+    episodes = demonstrations(cfg.seatings, cfg.episodes_per_seating, cfg.seed)
+    examples = imitation_examples(episodes, tokenizer, render=agent.prompt_ids)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_token_id(tokenizer)
+    losses = train_imitation(model, examples, cfg, pad_id=int(pad), progress=progress)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    tail = losses[-max(1, len(losses) // 10) :]
+    meta = {
+        "config": cfg.model_dump(mode="json"),
+        "base_model": str(model_path),
+        "examples": len(examples),
+        "episodes": len(episodes),
+        "final_loss": losses[-1],
+        #: the last tenth of the curve: one batch's loss is noisy
+        "final_loss_mean": sum(tail) / len(tail),
+        "first_loss": losses[0],
+        "seconds": time.perf_counter() - start,
+    }
+    # written last: its presence marks a complete directory
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+def cached_warm_start(model_path: str | Path, cfg: ImitationConfig, cache_dir: str | Path) -> Path:
+    """The warm-started model for (``model_path``'s name, ``cfg``), built on first use and reused after.
+
+    Keyed by the model directory's name (the tiny model's name holds its own
+    config hash) and ``cfg``. Built in a temporary sibling directory renamed
+    into place, so a killed build never leaves a half-written model.
+    """
+    name = Path(str(model_path).rstrip("/")).name
+    key = hashlib.sha256(f"{name}:{cfg.model_dump_json()}".encode()).hexdigest()[:12]
+    final = Path(cache_dir) / "models" / f"warm-{key}"
+    if (final / META_FILE).is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        warm_start(model_path, tmp, cfg)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            # another process finished first (or a stale dir without metadata is in the way)
+            if (final / META_FILE).is_file():
+                return final
+            shutil.rmtree(final, ignore_errors=True)
+            os.rename(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final

@@ -1,0 +1,154 @@
+"""Self-play learning from group rewards: credit assignment and the learner step.
+
+Read top to bottom: which return each seat trains on, how episodes become
+advantaged samples (policy gradient) or kept demonstrations (ReST), and the
+:class:`Learner` that turns samples into one round of weight updates. The
+round loop itself (play, learn, sync, log, checkpoint) is in
+:mod:`arena.experiment`.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from arena.config import TrainerConfig
+from arena.records import Episode
+from arena.trainers.advantages import ADVANTAGES, RoleBaseline, seat_returns
+from arena.trainers.batching import Sample, collate, forward_logprobs
+from arena.trainers.losses import KL_ESTIMATORS, LOSSES, masked_mean
+
+
+@dataclass
+class Seat:
+    """One trained seat in one episode: the turns it took and the return it trains on."""
+
+    episode: Episode
+    player: str
+    ret: float
+    #: episodes of the same matchup, seed and player: the baseline group
+    group: tuple
+    role: str
+    label: str = ""
+
+
+def trained_seats(episodes: list[Episode], policy_id: str, mix: float, labels: list[str] | None = None) -> list[Seat]:
+    """Every seat ``policy_id`` played, with its training return: (1-mix)·own + mix·group."""
+    out = []
+    for i, ep in enumerate(episodes):
+        for player, pid in ep.matchup.seats.items():
+            if pid != policy_id:
+                continue
+            own = torch.tensor([ep.returns[player]])
+            group = torch.tensor([ep.group_return])
+            ret = float(seat_returns(own, group, mix)[0])
+            key = (ep.matchup.game, tuple(sorted(ep.matchup.seats.items())), ep.matchup.seed, player)
+            out.append(Seat(ep, player, ret, key, f"{ep.matchup.game}/{player}", labels[i] if labels else ep.matchup.game))
+    return out
+
+
+def policy_gradient_samples(seats: list[Seat], cfg: TrainerConfig, baseline: RoleBaseline | None) -> tuple[list[Sample], dict[str, float]]:
+    """Advantage per seat (role baseline first, then the group estimator), shared by all its turns."""
+    if not seats:
+        return [], {}
+    returns = torch.tensor([s.ret for s in seats], dtype=torch.float32)
+    if baseline is not None:  # subtracts each role's running value, then folds this batch into it
+        returns = baseline.subtract(returns, [s.role for s in seats])
+    group_index = {g: i for i, g in enumerate(dict.fromkeys(s.group for s in seats))}
+    group_ids = torch.tensor([group_index[s.group] for s in seats], dtype=torch.long)
+    adv = ADVANTAGES[cfg.advantage](returns, group_ids)
+    samples = [
+        Sample(t.prompt_ids, t.completion_ids, t.logprobs, float(a), s.episode.episode_id, s.player)
+        for s, a in zip(seats, adv.tolist())
+        for t in s.episode.turns
+        if t.player == s.player and t.completion_ids
+    ]
+    stats = {"advantage_abs_mean": float(adv.abs().mean()), "advantage_std": float(adv.std()) if len(adv) > 1 else 0.0}
+    return samples, stats
+
+
+def rest_samples(seats: list[Seat], cfg: TrainerConfig) -> tuple[list[Sample], dict[str, float]]:
+    """ReST: keep each game's top fraction of seats by return; imitate their legal turns (advantage 1)."""
+    by_label: dict[str, list[Seat]] = defaultdict(list)
+    for s in seats:
+        by_label[s.label].append(s)
+    kept: list[Seat] = []
+    for group in by_label.values():
+        k = max(1, int(round(cfg.rest_top_fraction * len(group))))
+        kept += sorted(group, key=lambda s: s.ret, reverse=True)[:k]
+    samples = [
+        Sample(t.prompt_ids, t.completion_ids, t.logprobs, 1.0, s.episode.episode_id, s.player)
+        for s in kept
+        for t in s.episode.turns
+        if t.player == s.player and t.completion_ids and not t.illegal
+    ]
+    threshold = min((s.ret for s in kept), default=0.0)
+    return samples, {"rest_kept_seats": float(len(kept)), "rest_return_threshold": threshold}
+
+
+@dataclass
+class LearnStats:
+    values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, **kw: float) -> None:
+        for k, v in kw.items():
+            self.values[k].append(float(v))
+
+    def means(self) -> dict[str, float]:
+        return {k: float(np.mean(v)) for k, v in self.values.items() if v}
+
+
+class Learner:
+    """One trainable policy: its model, optimizer and (with a KL term) a frozen reference copy."""
+
+    def __init__(self, model, cfg: TrainerConfig, pad_id: int, max_len: int = 2048):
+        self.model = model
+        self.cfg = cfg
+        self.pad_id = pad_id
+        self.max_len = max_len
+        self.version = 0
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.reference = None
+        if cfg.kl_coef > 0:
+            self.reference = copy.deepcopy(model).eval()
+            for p in self.reference.parameters():
+                p.requires_grad_(False)
+
+    def learn(self, samples: list[Sample], generator: torch.Generator) -> dict[str, float]:
+        """One round of updates on ``samples``; bumps ``version`` when the weights changed."""
+        if not samples:
+            return {}
+        cfg, loss_fn = self.cfg, LOSSES[self.cfg.loss]
+        stats = LearnStats()
+        started, tokens = time.perf_counter(), 0
+        self.model.train()
+        for _ in range(cfg.epochs):
+            order = torch.randperm(len(samples), generator=generator).tolist()
+            for i in range(0, len(order), cfg.batch_size):
+                batch = collate([samples[j] for j in order[i : i + cfg.batch_size]], self.pad_id, self.max_len)
+                logp, ent = forward_logprobs(self.model, batch, with_entropy=True)
+                loss, parts = loss_fn(logp, batch.old_logprobs, batch.advantages, batch.mask, clip_eps=cfg.clip_eps)
+                kl = torch.zeros(())
+                if self.reference is not None:
+                    with torch.no_grad():
+                        ref_logp, _ = forward_logprobs(self.reference, batch)
+                    kl = masked_mean(KL_ESTIMATORS[cfg.kl_estimator](logp, ref_logp, batch.mask), batch.mask)
+                    loss = loss + cfg.kl_coef * kl
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                tokens += batch.num_tokens
+                parts["pg_loss"] = parts.pop("loss")
+                stats.add(loss=loss.item(), kl=kl.item(), entropy=masked_mean(ent, batch.mask).item(), grad_norm=grad_norm.item(), **parts)
+        self.model.eval()
+        self.version += 1
+        seconds = time.perf_counter() - started
+        out = stats.means()
+        out.update(train_tokens=float(tokens), train_tokens_per_s=tokens / seconds if seconds else 0.0, samples=float(len(samples)))
+        return out
