@@ -58,9 +58,9 @@ def test_run_default_logs_episodes_and_episodes_command_reads_them(tmp_path, hom
     run = mlflow.get_run(run_id)
     traces = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run_id, return_type="list")
     assert len(traces) == 21
-    assert run.data.metrics["repeated_matrix_v0/episodes"] == 4 * 3
-    assert "negotiation_v0/return/seller/main" in run.data.metrics
-    assert run.data.metrics["rollout/tokens_per_s"] > 0
+    assert run.data.metrics["eval/repeated_matrix_v0/episodes"] == 4 * 3
+    assert "eval/negotiation_v0/return/seller/main" in run.data.metrics
+    assert run.data.metrics["eval/tokens_per_s"] > 0
     config_text = mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml")
     assert "episodes_per_matchup: 3" in config_text
 

@@ -27,7 +27,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -185,11 +185,40 @@ def collate(
     return input_ids, mask, labels
 
 
-def target_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over target tokens. logits [B, T, V] predict position t+1 from t; labels [B, T]."""
-    return torch.nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
-    )
+def predicting_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Positions t whose next token (t + 1) is a target in some row. labels [B, T] -> [K], ascending.
+
+    Only these positions need logits: at this size the vocabulary projection
+    over every prompt position would cost as much as the rest of the model.
+    """
+    return (labels[:, 1:] != -100).any(0).nonzero().squeeze(-1)
+
+
+def target_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over target tokens. logits [B, K, V]; targets [B, K], -100 where not scored."""
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+
+
+def length_grouped_batches(
+    lengths: Sequence[int], batch_size: int, generator: torch.Generator, group: int = 8
+) -> Iterator[list[int]]:
+    """Endless batches of indices: each pass over the data is a fresh shuffle.
+
+    Every ``group`` batches' worth of shuffled indices is sorted by length
+    before it is cut into batches, and those batches are served in random
+    order: a batch pads to its longest row, and a one-letter matrix turn padded
+    to a 450-token negotiation prompt would waste most of the step.
+    """
+    n = len(lengths)
+    while True:
+        order = torch.randperm(n, generator=generator).tolist()
+        chunk = batch_size * group
+        pass_batches = []
+        for start in range(0, n, chunk):
+            part = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+            pass_batches += [part[j : j + batch_size] for j in range(0, len(part), batch_size)]
+        for b in torch.randperm(len(pass_batches), generator=generator).tolist():
+            yield pass_batches[b]
 
 
 def train_imitation(
@@ -202,8 +231,9 @@ def train_imitation(
 ) -> list[float]:
     """Fine-tune ``model`` in place on ``examples``; returns the loss of every step.
 
-    Batches are drawn with replacement-free shuffles from a generator seeded by
-    ``cfg.seed``, so two runs from the same weights give the same curve.
+    Batches come from :func:`length_grouped_batches` with a generator seeded by
+    ``cfg.seed`` (never the global RNG), so two runs from the same weights give
+    the same curve.
     ``pad_id`` only fills masked positions, so any id in the vocabulary works.
     """
     if not examples:
@@ -211,17 +241,17 @@ def train_imitation(
     device = next(model.parameters()).device
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
-    order: list[int] = []
+    lengths = [min(len(p), cfg.max_len) + len(t) for p, t in examples]
+    batches = length_grouped_batches(lengths, cfg.batch_size, gen)
     losses = []
     model.train()
     try:
         for step in range(cfg.steps):
-            if len(order) < cfg.batch_size:
-                order += torch.randperm(len(examples), generator=gen).tolist()
-            batch, order = order[: cfg.batch_size], order[cfg.batch_size :]
+            batch = next(batches)
             input_ids, mask, labels = (x.to(device) for x in collate([examples[i] for i in batch], cfg.max_len, pad_id))
-            logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
-            loss = target_loss(logits, labels)
+            keep = predicting_positions(labels)
+            logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits
+            loss = target_loss(logits, labels[:, keep + 1])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             # a few long negotiation targets can spike the gradient of a tiny model

@@ -21,7 +21,7 @@ from arena.config import TrainerConfig
 from arena.records import Episode
 from arena.trainers.advantages import ADVANTAGES, RoleBaseline, seat_returns
 from arena.trainers.batching import Sample, collate, forward_logprobs
-from arena.trainers.losses import KL_ESTIMATORS, LOSSES, masked_mean
+from arena.trainers.losses import LOSSES, kl_penalty, masked_mean
 
 
 @dataclass
@@ -137,7 +137,7 @@ class Learner:
                 if self.reference is not None:
                     with torch.no_grad():
                         ref_logp, _ = forward_logprobs(self.reference, batch)
-                    kl = masked_mean(KL_ESTIMATORS[cfg.kl_estimator](logp, ref_logp, batch.mask), batch.mask)
+                    kl = masked_mean(kl_penalty(logp, ref_logp, batch.mask, kind=cfg.kl_estimator), batch.mask)
                     loss = loss + cfg.kl_coef * kl
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()

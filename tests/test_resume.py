@@ -1,0 +1,102 @@
+"""A training run killed with SIGKILL resumes from its last checkpoint and ends exactly where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from safetensors.torch import load_file
+
+ARENA = str(Path(sys.executable).with_name("arena"))
+
+CONFIG = """
+name: resume_check
+seed: 3
+episodes_per_matchup: 2
+games:
+  - id: repeated_matrix-v0
+    kwargs: {rounds: 3}
+    matchups:
+      - {player_0: main, player_1: scripted/tit_for_tat}
+trainer:
+  recipe: pg
+  rounds: 5
+  group_size: 2
+  groups_per_matchup: 2
+  checkpoint_every: 1
+  role_baseline: true
+sampling: {max_new_tokens: 8}
+tracking: {traces_per_round: 1}
+"""
+
+
+def _run(cwd: Path, env: dict, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([ARENA, "run", "config.yaml", *extra], cwd=cwd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _final_weights(cwd: Path) -> dict[str, torch.Tensor]:
+    (ckpt,) = sorted(cwd.glob("arena_runs/resume_check/*/checkpoints/round_00005/policies/main/model.safetensors"))
+    return load_file(str(ckpt))
+
+
+@pytest.fixture
+def workdirs(tmp_path, tiny_model_dir):
+    env = {"ARENA_HOME": str(tiny_model_dir.parent.parent), "MLFLOW_TRACKING_URI": ""}
+    dirs = []
+    for name in ("killed", "straight"):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.yaml").write_text(CONFIG)
+        dirs.append(d)
+    return dirs, env
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(workdirs):
+    (killed, straight), env = workdirs
+
+    proc = _run(killed, env)
+    deadline = time.time() + 240
+    while not list(killed.glob("arena_runs/resume_check/*/checkpoints/round_00002/state.json")):
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.time() < deadline, "no second checkpoint within 240 s"
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)  # mid-round 3: no chance to clean up
+    proc.wait()
+    assert not list(killed.glob("arena_runs/resume_check/*/checkpoints/round_00005"))
+
+    resumed = _run(killed, env, "--resume")
+    out = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, out[-3000:]
+    assert "Resuming MLflow run" in out and "Before / after training" in out
+
+    full = _run(straight, env)
+    out_full = full.communicate(timeout=600)[0]
+    assert full.returncode == 0, out_full[-3000:]
+
+    a, b = _final_weights(killed), _final_weights(straight)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs between the resumed and the uninterrupted run"
+
+    mlflow.set_tracking_uri(f"sqlite:///{killed / 'mlflow.db'}")
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("arena").experiment_id])
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/round"))
+    assert steps == [0, 1, 2, 3, 4], "one continuous metric history in one MLflow run"
+    loss_steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "learn/main/loss"))
+    assert loss_steps == [0, 1, 2, 3, 4]
+
+
+def test_resume_with_nothing_to_resume_exits_2(tmp_path, tiny_model_dir):
+    (tmp_path / "config.yaml").write_text(CONFIG)
+    out = subprocess.run([ARENA, "run", "config.yaml", "--resume"], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "ARENA_HOME": str(tiny_model_dir.parent.parent)})
+    assert out.returncode == 2 and "nothing to resume" in out.stderr

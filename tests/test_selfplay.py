@@ -1,0 +1,113 @@
+"""Credit assignment from episodes, token batching, and the learner step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from arena.config import TrainerConfig
+from arena.records import Episode, Matchup, Turn
+from arena.trainers.advantages import RoleBaseline
+from arena.trainers.batching import Sample, collate, forward_logprobs
+from arena.trainers.selfplay import Learner, policy_gradient_samples, rest_samples, trained_seats
+
+
+def _episode(seed: int, sample: int, ret_seller: float, ret_buyer: float, *, seats=None, illegal=False) -> Episode:
+    seats = seats or {"seller": "main", "buyer": "scripted/fair_buyer"}
+    turns = [
+        Turn(index=0, player="seller", policy_id=seats["seller"], observation="o", action="OFFER $15",
+             prompt_ids=[1, 2, 3], completion_ids=[7, 8], logprobs=[-1.0, -2.0], illegal_reason="bad" if illegal else None),
+        Turn(index=1, player="buyer", policy_id=seats["buyer"], observation="o", action="ACCEPT",
+             prompt_ids=[1, 2, 4], completion_ids=[9] if seats["buyer"] == "main" else [], logprobs=[-0.5] if seats["buyer"] == "main" else []),
+    ]
+    m = Matchup(game="negotiation-v0", seed=seed, seats=seats, sample=sample)
+    return Episode(episode_id=f"e{seed}-{sample}", matchup=m, turns=turns, returns={"seller": ret_seller, "buyer": ret_buyer},
+                   group_return=(ret_seller + ret_buyer) / 2)
+
+
+def test_group_advantages_come_from_episodes_that_share_a_seed():
+    eps = [_episode(1, 0, 1.0, 0.0), _episode(1, 1, 0.0, 1.0), _episode(2, 0, 0.5, 0.5), _episode(2, 1, 0.5, 0.5)]
+    seats = trained_seats(eps, "main", mix=0.0)
+    assert [s.player for s in seats] == ["seller"] * 4
+    samples, stats = policy_gradient_samples(seats, TrainerConfig(advantage="group_mean"), None)
+    # group seed 1: returns 1 and 0 -> advantages +0.5, -0.5; group seed 2: equal returns -> 0
+    assert [s.advantage for s in samples] == [0.5, -0.5, 0.0, 0.0]
+    assert all(s.completion_ids == [7, 8] and s.old_logprobs == [-1.0, -2.0] for s in samples)
+
+
+def test_return_mix_trains_on_the_group_return():
+    eps = [_episode(1, 0, 1.0, 0.0), _episode(1, 1, 0.0, 1.0)]
+    seats = trained_seats(eps, "main", mix=1.0)
+    assert [s.ret for s in seats] == [0.5, 0.5]  # both episodes have the same group return
+
+
+def test_role_baseline_is_subtracted_per_role_before_the_group_estimator():
+    seats_cfg = {"seller": "main", "buyer": "main"}
+    eps = [_episode(1, 0, 1.0, 0.0, seats=seats_cfg), _episode(2, 0, 0.8, 0.2, seats=seats_cfg)]
+    baseline = RoleBaseline(decay=0.5)
+    baseline.update("negotiation-v0/seller", [0.9])
+    baseline.update("negotiation-v0/buyer", [0.1])
+    samples, _ = policy_gradient_samples(trained_seats(eps, "main", 0.0), TrainerConfig(advantage="none"), baseline)
+    by = {(s.episode_id, s.player): round(s.advantage, 6) for s in samples}
+    assert by == {("e1-0", "seller"): 0.1, ("e1-0", "buyer"): -0.1, ("e2-0", "seller"): -0.1, ("e2-0", "buyer"): 0.1}
+    assert baseline.value("negotiation-v0/seller") == pytest.approx(0.5 * 0.9 + 0.5 * 0.9)
+
+
+def test_rest_keeps_the_best_seats_and_skips_their_illegal_turns():
+    eps = [_episode(i, 0, float(i), 0.0, illegal=(i == 3)) for i in range(4)]
+    samples, stats = rest_samples(trained_seats(eps, "main", 0.0), TrainerConfig(recipe="rest", rest_top_fraction=0.5))
+    assert stats["rest_kept_seats"] == 2 and stats["rest_return_threshold"] == 2.0
+    assert [s.episode_id for s in samples] == ["e2-0"]  # e3 was best but its only turn was illegal
+    assert all(s.advantage == 1.0 for s in samples)
+
+
+def test_collate_masks_only_completion_tokens_and_aligns_sampler_logprobs():
+    batch = collate([Sample([1, 2, 3], [7, 8], [-1.0, -2.0], 1.0), Sample([5], [6, 7, 8], [-3.0, -4.0, -5.0], -1.0)], pad_id=0)
+    assert batch.input_ids.tolist() == [[1, 2, 3, 7, 8], [5, 6, 7, 8, 0]]
+    assert batch.mask.tolist() == [[0, 0, 1, 1], [1, 1, 1, 0]]
+    assert batch.targets.tolist() == [[2, 3, 7, 8], [6, 7, 8, 0]]
+    assert batch.old_logprobs.tolist() == [[0, 0, -1.0, -2.0], [-3.0, -4.0, -5.0, 0]]
+    short = collate([Sample([1, 2, 3, 4, 5], [7, 8], [-1.0, -2.0], 1.0)], pad_id=0, max_len=4)
+    assert short.input_ids.tolist() == [[4, 5, 7, 8]] and short.mask.tolist() == [[0, 1, 1]]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def test_learner_step_moves_logprobs_in_the_direction_of_the_advantage(tiny):
+    model, tok = tiny
+    import copy
+
+    model = copy.deepcopy(model)
+    good = Sample(tok.encode("Answer with J or F.", add_special_tokens=False), tok.encode("J", add_special_tokens=False), [0.0], +1.0)
+    bad = Sample(tok.encode("Answer with J or F.", add_special_tokens=False), tok.encode("F", add_special_tokens=False), [0.0], -1.0)
+    with torch.no_grad():
+        before, _ = forward_logprobs(model, collate([good, bad], tok.pad_token_id))
+    before_params = [p.detach().clone() for p in model.parameters()]
+    learner = Learner(model, TrainerConfig(recipe="pg", lr=1e-2, batch_size=2), pad_id=tok.pad_token_id)
+    stats = learner.learn([good, bad], torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        after, _ = forward_logprobs(model, collate([good, bad], tok.pad_token_id))
+    mask = collate([good, bad], tok.pad_token_id).mask.bool()
+    assert after[0][mask[0]].sum() > before[0][mask[0]].sum()  # the rewarded answer became likelier
+    assert after[1][mask[1]].sum() < before[1][mask[1]].sum()  # the punished one less likely
+    assert learner.version == 1 and stats["samples"] == 2 and stats["grad_norm"] > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before_params, model.parameters()))
+
+
+def test_kl_term_is_zero_at_the_start_and_grows_after_updates(tiny):
+    import copy
+
+    model, tok = tiny
+    model = copy.deepcopy(model)
+    s = Sample(tok.encode("Round 1 of 10.", add_special_tokens=False), tok.encode("J", add_special_tokens=False), [0.0], 1.0)
+    learner = Learner(model, TrainerConfig(recipe="pg", lr=1e-2, kl_coef=0.1, batch_size=1), pad_id=tok.pad_token_id)
+    first = learner.learn([s], torch.Generator().manual_seed(0))
+    for _ in range(3):
+        last = learner.learn([s], torch.Generator().manual_seed(0))
+    assert first["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert last["kl"] > 1e-4
