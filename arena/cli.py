@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
 import sys
 from typing import Optional
 
@@ -157,7 +156,9 @@ def ui(
     # Background job execution is not needed to browse runs and traces, and costs ~2 GB and ~10 s at start.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     console.print(f"MLflow UI on http://{host}:{port}  (store: {uri}); Ctrl-C stops it")
-    raise typer.Exit(subprocess.call(cmd, env=env))
+    sys.stdout.flush()
+    # Become the server (no wrapper process left behind): signals reach it and its workers directly.
+    os.execve(cmd[0], cmd, env)
 
 
 def main() -> None:

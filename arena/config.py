@@ -64,6 +64,8 @@ class GameEntry(Section):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     #: each entry seats every player: player -> policy id (``main`` is the model)
     matchups: list[dict[str, str]]
+    #: only evaluate these seatings (before/after), never train on them
+    eval_only: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> "GameEntry":
@@ -234,8 +236,11 @@ class RunConfig(Section):
     @model_validator(mode="after")
     def _training_needs_a_model_seat(self) -> "RunConfig":
         if self.trainer.recipe != "none" and self.trainer.rounds > 0:
-            if not any(is_model_policy(p) for g in self.games for seats in g.matchups for p in seats.values()):
-                raise ValueError(f"trainer.recipe={self.trainer.recipe} needs at least one seat played by 'main' (or 'main/<name>')")
+            trainable = [p for g in self.games if not g.eval_only for seats in g.matchups for p in seats.values()]
+            if not any(is_model_policy(p) for p in trainable):
+                raise ValueError(
+                    f"trainer.recipe={self.trainer.recipe} needs at least one seat played by 'main' (or 'main/<name>') in a game that is not eval_only"
+                )
         return self
 
     @field_validator("games")

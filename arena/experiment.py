@@ -76,6 +76,8 @@ def train_matchups(cfg: RunConfig, round_index: int, snapshot_id: str) -> tuple[
     t = cfg.trainer
     out, labels = [], []
     for gi, game in enumerate(cfg.games):
+        if game.eval_only:
+            continue
         for mi, seats in enumerate(game.matchups):
             if not any(is_model_policy(p) for p in seats.values()):
                 continue

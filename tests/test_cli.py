@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -39,6 +40,9 @@ def test_games_lists_versioned_ids(tmp_path):
         (["configs/does_not_exist.yaml"], "config file not found: configs/does_not_exist.yaml"),
         (["trainer.nonsense=1"], "unknown config key 'trainer.nonsense'"),
         (["sampling.temperature=-2"], "sampling.temperature"),
+        (["trainer.advantage=nope"], "valid names: group_mean, grpo, none, rloo"),
+        (["trainer.loss=nope"], "valid names: ppo_clip, reinforce"),
+        (["trainer.kl_estimator=k9"], "valid names: k1, k2, k3"),
     ],
 )
 def test_run_rejects_bad_config_with_status_2_before_any_work(tmp_path, args, message):
@@ -96,7 +100,9 @@ def _free_port() -> int:
 
 def test_ui_serves_the_store(tmp_path):
     port = _free_port()
-    proc = subprocess.Popen([ARENA, "ui", "--port", str(port)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [ARENA, "ui", "--port", str(port)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         deadline = time.time() + 90
         while time.time() < deadline:
@@ -112,5 +118,5 @@ def test_ui_serves_the_store(tmp_path):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search?max_results=5", timeout=10) as r:
             assert b"experiments" in r.read()
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers
         proc.wait(timeout=30)

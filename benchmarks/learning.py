@@ -1,0 +1,172 @@
+"""Does self-play training learn? Before/after evaluations over several seeds.
+
+Each experiment trains the warm-started tiny model with the real `arena run`
+machinery (in process), evaluates it on fixed seeds before and after, and
+repeats over seeds. Prints one JSON object per experiment with ``before``,
+``after``, ``ci95`` (95% t-interval of the per-seed change, over seeds) and
+``minutes`` (mean wall-clock per seed on this machine).
+
+    python benchmarks/learning.py                      # every experiment, 3 seeds
+    python benchmarks/learning.py --experiments pd_vs_tit_for_tat --seeds 0 1 2
+    python benchmarks/learning.py --quick              # a smoke run: few rounds, 1 seed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from rich.console import Console
+
+from arena.config import RunConfig
+from arena.experiment import RunResult, run
+
+PD = "repeated_matrix-v0"
+NEG = "negotiation-v0"
+
+
+def pd_vs_tit_for_tat(rounds: int) -> dict[str, Any]:
+    return {
+        "name": "pd_vs_tit_for_tat",
+        "episodes_per_matchup": 32,
+        "games": [{"id": PD, "kwargs": {"matrix": "prisoners_dilemma", "rounds": 10}, "matchups": [{"player_0": "main", "player_1": "scripted/tit_for_tat"}]}],
+        "trainer": {"recipe": "pg", "rounds": rounds, "group_size": 4, "groups_per_matchup": 8, "advantage": "group_mean", "lr": 2e-3},
+    }
+
+
+def negotiation_seller(rounds: int) -> dict[str, Any]:
+    return {
+        "name": "negotiation_seller_vs_fair_buyer",
+        "episodes_per_matchup": 32,
+        "games": [{"id": NEG, "matchups": [{"seller": "main", "buyer": "scripted/fair_buyer"}]}],
+        "trainer": {"recipe": "pg", "rounds": rounds, "group_size": 4, "groups_per_matchup": 8, "advantage": "group_mean", "lr": 2e-3},
+    }
+
+
+def negotiation_selfplay(rounds: int, role_baseline: bool) -> dict[str, Any]:
+    return {
+        "name": f"negotiation_selfplay_role_baseline_{'on' if role_baseline else 'off'}",
+        "episodes_per_matchup": 16,
+        "games": [
+            {"id": NEG, "name": "selfplay", "matchups": [{"seller": "main", "buyer": "main"}]},
+            {"id": NEG, "name": "vs_bots", "eval_only": True,
+             "matchups": [{"seller": "main", "buyer": "scripted/fair_buyer"}, {"seller": "scripted/fair_seller", "buyer": "main"}]},
+        ],
+        # no group baseline: the comparison is the running per-role baseline against none at all
+        "trainer": {"recipe": "pg", "rounds": rounds, "group_size": 1, "groups_per_matchup": 32, "advantage": "none",
+                    "role_baseline": role_baseline, "lr": 2e-3},
+    }
+
+
+def seat_mean(episodes, player: str, value: Callable) -> float:
+    vals = [value(ep) for ep in episodes if ep.matchup.seats.get(player, "").startswith("main")]
+    vals = [v for v in vals if v is not None and not math.isnan(v)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def measure_pd(res: RunResult) -> dict[str, float]:
+    per_round = lambda ep: ep.returns["player_0"] / ep.metrics.get("rounds_played", 10) if ep.metrics.get("rounds_played") else ep.returns["player_0"] / 10
+    return {"before": seat_mean(res.before, "player_0", per_round), "after": seat_mean(res.after, "player_0", per_round)}
+
+
+def measure_seller(res: RunResult) -> dict[str, float]:
+    price = lambda ep: ep.metrics.get("price") if ep.metrics.get("deal") else None
+    deal = lambda ep: ep.metrics.get("deal", 0.0)
+    return {
+        "before": seat_mean(res.before, "seller", price),
+        "after": seat_mean(res.after, "seller", price),
+        "deal_rate_before": seat_mean(res.before, "seller", deal),
+        "deal_rate_after": seat_mean(res.after, "seller", deal),
+    }
+
+
+def measure_selfplay(res: RunResult) -> dict[str, float]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    out: dict[str, Any] = {}
+    for role in ("seller", "buyer"):
+        hist = sorted(client.get_metric_history(res.run_id, f"train/selfplay/return/{role}/main"), key=lambda m: m.step)
+        out[f"curve_{role}"] = [round(m.value, 4) for m in hist]
+        vs = [e for e, lab in zip(res.before, res.labels) if lab == "vs_bots"]
+        va = [e for e, lab in zip(res.after, res.labels) if lab == "vs_bots"]
+        out[f"{role}_vs_bot_before"] = seat_mean(vs, role, lambda ep, r=role: ep.returns[r])
+        out[f"{role}_vs_bot_after"] = seat_mean(va, role, lambda ep, r=role: ep.returns[r])
+    out["before"] = (out["seller_vs_bot_before"] + out["buyer_vs_bot_before"]) / 2
+    out["after"] = (out["seller_vs_bot_after"] + out["buyer_vs_bot_after"]) / 2
+    return out
+
+
+EXPERIMENTS: dict[str, tuple[Callable[[int], dict], Callable[[RunResult], dict], str]] = {
+    "pd_vs_tit_for_tat": (pd_vs_tit_for_tat, measure_pd, "mean payoff per round of the trained player vs tit-for-tat"),
+    "negotiation_seller_vs_fair_buyer": (negotiation_seller, measure_seller, "mean deal price of the trained seller vs a fair buyer"),
+    "negotiation_selfplay_role_baseline_off": (lambda r: negotiation_selfplay(r, False), measure_selfplay, "shared-policy self-play, no baseline: mean return vs bots"),
+    "negotiation_selfplay_role_baseline_on": (lambda r: negotiation_selfplay(r, True), measure_selfplay, "shared-policy self-play, per-role baseline: mean return vs bots"),
+}
+
+
+def _ci95(values: list[float]) -> float:
+    n = len(values)
+    if n < 2:
+        return float("nan")
+    t = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306, 10: 2.262}.get(n, 1.96)
+    return float(t * np.std(values, ddof=1) / math.sqrt(n))
+
+
+def run_experiment(name: str, seeds: list[int], rounds: int, workdir: Path, overrides: dict) -> dict[str, Any]:
+    build, measure, what = EXPERIMENTS[name]
+    per_seed, minutes = [], []
+    for seed in seeds:
+        data = build(rounds)
+        data.update(seed=seed, runs_dir=str(workdir / "runs"), tracking={"uri": f"sqlite:///{workdir / 'mlflow.db'}", "experiment": "learning-benchmark", "traces_per_round": 4})
+        for k, v in overrides.items():
+            data.setdefault(k, {}).update(v) if isinstance(v, dict) else data.__setitem__(k, v)
+        data["model"] = {"warm_start": {}}
+        cfg = RunConfig.model_validate(data)
+        t0 = time.perf_counter()
+        res = run(cfg, Console(quiet=True))
+        minutes.append((time.perf_counter() - t0) / 60)
+        per_seed.append({"seed": seed, **measure(res)})
+    change = [s["after"] - s["before"] for s in per_seed]
+    out = {
+        "experiment": name,
+        "measure": what,
+        "seeds": seeds,
+        "rounds": rounds,
+        "before": round(float(np.mean([s["before"] for s in per_seed])), 4),
+        "after": round(float(np.mean([s["after"] for s in per_seed])), 4),
+        "change": round(float(np.mean(change)), 4),
+        "ci95": round(_ci95(change), 4),
+        "minutes": round(float(np.mean(minutes)), 2),
+        "per_seed": per_seed,
+    }
+    out["change_exceeds_ci95"] = bool(len(change) > 1 and out["change"] > out["ci95"])
+    if name == "negotiation_seller_vs_fair_buyer":
+        b = np.mean([s["deal_rate_before"] for s in per_seed])
+        a = np.mean([s["deal_rate_after"] for s in per_seed])
+        out.update(deal_rate_before=round(float(b), 4), deal_rate_after=round(float(a), 4), deal_rate_kept=bool(a >= 0.8 * b))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--experiments", nargs="*", default=list(EXPERIMENTS), choices=list(EXPERIMENTS))
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--quick", action="store_true", help="3 rounds, 1 seed: checks the script, measures nothing")
+    args = ap.parse_args()
+    if args.quick:
+        args.seeds, args.rounds = args.seeds[:1], 3
+    with tempfile.TemporaryDirectory(prefix="arena-learning-") as tmp:
+        for name in args.experiments:
+            print(json.dumps(run_experiment(name, args.seeds, args.rounds, Path(tmp) / name, {})), flush=True)
+
+
+if __name__ == "__main__":
+    main()
