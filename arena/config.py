@@ -32,7 +32,7 @@ class ModelConfig(Section):
     path: str | None = None
     tiny: TinyModelConfig = TinyModelConfig()
     #: behaviour cloning of the scripted bots before anything else (tiny model only; null = off)
-    warm_start: ImitationConfig | None = None
+    warm_start: ImitationConfig | None = ImitationConfig()
     device: Literal["cpu", "cuda"] = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 

@@ -119,15 +119,12 @@ def _ci95(values: list[float]) -> float:
     return float(t * np.std(values, ddof=1) / math.sqrt(n))
 
 
-def run_experiment(name: str, seeds: list[int], rounds: int, workdir: Path, overrides: dict) -> dict[str, Any]:
+def run_experiment(name: str, seeds: list[int], rounds: int, workdir: Path) -> dict[str, Any]:
     build, measure, what = EXPERIMENTS[name]
     per_seed, minutes = [], []
     for seed in seeds:
         data = build(rounds)
         data.update(seed=seed, runs_dir=str(workdir / "runs"), tracking={"uri": f"sqlite:///{workdir / 'mlflow.db'}", "experiment": "learning-benchmark", "traces_per_round": 4})
-        for k, v in overrides.items():
-            data.setdefault(k, {}).update(v) if isinstance(v, dict) else data.__setitem__(k, v)
-        data["model"] = {"warm_start": {}}
         cfg = RunConfig.model_validate(data)
         t0 = time.perf_counter()
         res = run(cfg, Console(quiet=True))
@@ -165,7 +162,7 @@ def main() -> None:
         args.seeds, args.rounds = args.seeds[:1], 3
     with tempfile.TemporaryDirectory(prefix="arena-learning-") as tmp:
         for name in args.experiments:
-            print(json.dumps(run_experiment(name, args.seeds, args.rounds, Path(tmp) / name, {})), flush=True)
+            print(json.dumps(run_experiment(name, args.seeds, args.rounds, Path(tmp) / name)), flush=True)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import itertools
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -56,7 +57,7 @@ def default_seatings() -> list[Seating]:
 
     The four negotiation seatings are listed several times over: a matrix turn is
     one letter, a negotiation turn a sentence and a price, and without the
-    repeats the matrix's 36 seatings would outnumber negotiation's turns ~20 to 1.
+    repeats the matrix's 36 seatings would outnumber negotiation's turns ~10 to 1.
     """
     matrix = [
         ("repeated_matrix-v0", {"player_0": f"scripted/{a}", "player_1": f"scripted/{b}"})
@@ -70,11 +71,12 @@ def default_seatings() -> list[Seating]:
 
 
 class ImitationConfig(pydantic.BaseModel):
-    """Behaviour cloning of scripted bots. The defaults take about two minutes on two CPU cores."""
+    """Behaviour cloning of scripted bots. The defaults train the tiny model in 1-2 minutes on two
+    CPU cores and take its illegal-move rate from about 0.93 to under 0.1 in both shipped games."""
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
-    #: optimiser steps; the tiny model's loss has flattened well before this
+    #: optimiser steps; the tiny model's loss flattens around 0.3 (the bots' own randomness) by here
     steps: int = pydantic.Field(300, gt=0)
     #: examples per step
     batch_size: int = pydantic.Field(32, gt=0)
@@ -89,9 +91,6 @@ class ImitationConfig(pydantic.BaseModel):
     seatings: list[Seating] = pydantic.Field(default_factory=default_seatings, min_length=1)
     #: episodes played per seating (each with its own seed)
     episodes_per_seating: int = pydantic.Field(4, gt=0)
-
-    def short_hash(self) -> str:
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
 
 
 # ----- demonstrations and examples ------------------------------------------------------------
@@ -199,26 +198,18 @@ def target_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
 
-def length_grouped_batches(
-    lengths: Sequence[int], batch_size: int, generator: torch.Generator, group: int = 8
-) -> Iterator[list[int]]:
-    """Endless batches of indices: each pass over the data is a fresh shuffle.
+def shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[list[int]]:
+    """Endless batches of indices into ``n`` examples; each pass over the data is a fresh shuffle.
 
-    Every ``group`` batches' worth of shuffled indices is sorted by length
-    before it is cut into batches, and those batches are served in random
-    order: a batch pads to its longest row, and a one-letter matrix turn padded
-    to a 450-token negotiation prompt would waste most of the step.
+    Batches mix games and dialogue stages. Grouping rows of similar length
+    would pad less (a one-letter matrix turn pads to the longest negotiation
+    prompt), but in single runs on the tiny model it left about twice as many
+    illegal negotiation moves for the same number of steps.
     """
-    n = len(lengths)
     while True:
         order = torch.randperm(n, generator=generator).tolist()
-        chunk = batch_size * group
-        pass_batches = []
-        for start in range(0, n, chunk):
-            part = sorted(order[start : start + chunk], key=lambda i: lengths[i])
-            pass_batches += [part[j : j + batch_size] for j in range(0, len(part), batch_size)]
-        for b in torch.randperm(len(pass_batches), generator=generator).tolist():
-            yield pass_batches[b]
+        for j in range(0, max(n - batch_size, 0) + 1, batch_size):
+            yield order[j : j + batch_size]
 
 
 def train_imitation(
@@ -231,7 +222,7 @@ def train_imitation(
 ) -> list[float]:
     """Fine-tune ``model`` in place on ``examples``; returns the loss of every step.
 
-    Batches come from :func:`length_grouped_batches` with a generator seeded by
+    Batches come from :func:`shuffled_batches` with a generator seeded by
     ``cfg.seed`` (never the global RNG), so two runs from the same weights give
     the same curve.
     ``pad_id`` only fills masked positions, so any id in the vocabulary works.
@@ -240,9 +231,10 @@ def train_imitation(
         raise ValueError("no examples to imitate")
     device = next(model.parameters()).device
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # cosine decay to 10%: the high rate gets a random model moving; the last steps should refine, not jump
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 + 0.45 * (1 + math.cos(math.pi * s / cfg.steps)))
     gen = torch.Generator().manual_seed(cfg.seed)
-    lengths = [min(len(p), cfg.max_len) + len(t) for p, t in examples]
-    batches = length_grouped_batches(lengths, cfg.batch_size, gen)
+    batches = shuffled_batches(len(examples), cfg.batch_size, gen)
     losses = []
     model.train()
     try:
@@ -257,6 +249,7 @@ def train_imitation(
             # a few long negotiation targets can spike the gradient of a tiny model
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
+            sched.step()
             losses.append(float(loss.detach()))
             if progress is not None:
                 progress(step, losses[-1])
