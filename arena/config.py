@@ -124,9 +124,10 @@ class TrainerConfig(Section):
     advantage: str = "group_mean"
     #: loss, a name in arena.trainers.losses.LOSSES
     loss: str = "reinforce"
-    #: subtract a running baseline per (game, role) first (SPIRAL's role-conditioned advantage)
-    role_baseline: bool = False
-    role_baseline_decay: float = Field(0.9, ge=0.0, lt=1.0)
+    #: a running (EMA) baseline subtracted before the group estimator: none, one per game, or one per
+    #: (game, role) — SPIRAL's role-conditioned advantage for zero-sum self-play
+    baseline: Literal["none", "per_game", "per_role"] = "none"
+    baseline_decay: float = Field(0.9, ge=0.0, lt=1.0)
     #: which return a seat trains on: 0 = its own, 1 = the group's, between = a mix
     return_mix: float = Field(0.0, ge=0.0, le=1.0)
     lr: float = Field(1e-3, gt=0)

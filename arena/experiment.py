@@ -193,7 +193,7 @@ def run(cfg: RunConfig, console: Console | None = None, *, resume: bool = False)
     state: dict[str, Any] = checkpoint.read_state(ckpt) if ckpt else {}
     models = load_model_policies(cfg, console)
     pools = policy_pools(cfg, models)
-    baselines = {pid: RoleBaseline(decay=t.role_baseline_decay) for pid in (models.learners if models else {})} if t.role_baseline else {}
+    baselines = {pid: RoleBaseline(decay=t.baseline_decay) for pid in (models.learners if models else {})} if t.baseline != "none" else {}
     started = time.perf_counter()
 
     with mlflow.start_run(run_id=state.get("run_id"), run_name=None if state else (cfg.tracking.run_name or cfg.name)) as active:

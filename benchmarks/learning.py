@@ -36,7 +36,7 @@ def pd_vs_tit_for_tat(rounds: int) -> dict[str, Any]:
         "name": "pd_vs_tit_for_tat",
         "episodes_per_matchup": 32,
         "games": [{"id": PD, "kwargs": {"matrix": "prisoners_dilemma", "rounds": 10}, "matchups": [{"player_0": "main", "player_1": "scripted/tit_for_tat"}]}],
-        "trainer": {"recipe": "pg", "rounds": rounds, "group_size": 4, "groups_per_matchup": 8, "advantage": "group_mean", "lr": 2e-3},
+        "trainer": {"recipe": "pg", "rounds": rounds, "group_size": 4, "groups_per_matchup": 8, "advantage": "group_mean", "lr": 1e-3, "kl_coef": 0.02},
     }
 
 
@@ -45,7 +45,7 @@ def negotiation_seller(rounds: int) -> dict[str, Any]:
         "name": "negotiation_seller_vs_fair_buyer",
         "episodes_per_matchup": 32,
         "games": [{"id": NEG, "matchups": [{"seller": "main", "buyer": "scripted/fair_buyer"}]}],
-        "trainer": {"recipe": "pg", "rounds": rounds, "group_size": 4, "groups_per_matchup": 8, "advantage": "group_mean", "lr": 2e-3},
+        "trainer": {"recipe": "pg", "rounds": rounds, "group_size": 4, "groups_per_matchup": 8, "advantage": "group_mean", "lr": 1e-3, "kl_coef": 0.02},
     }
 
 
@@ -58,9 +58,9 @@ def negotiation_selfplay(rounds: int, role_baseline: bool) -> dict[str, Any]:
             {"id": NEG, "name": "vs_bots", "eval_only": True,
              "matchups": [{"seller": "main", "buyer": "scripted/fair_buyer"}, {"seller": "scripted/fair_seller", "buyer": "main"}]},
         ],
-        # no group baseline: the comparison is the running per-role baseline against none at all
+        # no group baseline: the comparison is a running baseline per (game, role) against one per game
         "trainer": {"recipe": "pg", "rounds": rounds, "group_size": 1, "groups_per_matchup": 32, "advantage": "none",
-                    "role_baseline": role_baseline, "lr": 2e-3},
+                    "baseline": "per_role" if role_baseline else "per_game", "lr": 5e-4, "kl_coef": 0.05},
     }
 
 
@@ -106,8 +106,8 @@ def measure_selfplay(res: RunResult) -> dict[str, float]:
 EXPERIMENTS: dict[str, tuple[Callable[[int], dict], Callable[[RunResult], dict], str]] = {
     "pd_vs_tit_for_tat": (pd_vs_tit_for_tat, measure_pd, "mean payoff per round of the trained player vs tit-for-tat"),
     "negotiation_seller_vs_fair_buyer": (negotiation_seller, measure_seller, "mean deal price of the trained seller vs a fair buyer"),
-    "negotiation_selfplay_role_baseline_off": (lambda r: negotiation_selfplay(r, False), measure_selfplay, "shared-policy self-play, no baseline: mean return vs bots"),
-    "negotiation_selfplay_role_baseline_on": (lambda r: negotiation_selfplay(r, True), measure_selfplay, "shared-policy self-play, per-role baseline: mean return vs bots"),
+    "negotiation_selfplay_role_baseline_off": (lambda r: negotiation_selfplay(r, False), measure_selfplay, "shared-policy self-play, one running baseline per game: mean return of both roles vs bots"),
+    "negotiation_selfplay_role_baseline_on": (lambda r: negotiation_selfplay(r, True), measure_selfplay, "shared-policy self-play, one running baseline per role: mean return of both roles vs bots"),
 }
 
 
@@ -155,7 +155,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--experiments", nargs="*", default=list(EXPERIMENTS), choices=list(EXPERIMENTS))
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--quick", action="store_true", help="3 rounds, 1 seed: checks the script, measures nothing")
     args = ap.parse_args()
     if args.quick:

@@ -32,7 +32,7 @@ trainer:
   group_size: 2
   groups_per_matchup: 2
   checkpoint_every: 1
-  role_baseline: true
+  baseline: per_role
 sampling: {max_new_tokens: 8}
 tracking: {traces_per_round: 1}
 """

@@ -47,10 +47,19 @@ def test_role_baseline_is_subtracted_per_role_before_the_group_estimator():
     baseline = RoleBaseline(decay=0.5)
     baseline.update("negotiation-v0/seller", [0.9])
     baseline.update("negotiation-v0/buyer", [0.1])
-    samples, _ = policy_gradient_samples(trained_seats(eps, "main", 0.0), TrainerConfig(advantage="none"), baseline)
+    samples, _ = policy_gradient_samples(trained_seats(eps, "main", 0.0), TrainerConfig(advantage="none", baseline="per_role"), baseline)
     by = {(s.episode_id, s.player): round(s.advantage, 6) for s in samples}
     assert by == {("e1-0", "seller"): 0.1, ("e1-0", "buyer"): -0.1, ("e2-0", "seller"): -0.1, ("e2-0", "buyer"): 0.1}
     assert baseline.value("negotiation-v0/seller") == pytest.approx(0.5 * 0.9 + 0.5 * 0.9)
+
+
+def test_per_game_baseline_shares_one_value_across_roles():
+    seats_cfg = {"seller": "main", "buyer": "main"}
+    eps = [_episode(1, 0, 1.0, 0.0, seats=seats_cfg)]
+    baseline = RoleBaseline(decay=0.5)
+    baseline.update("negotiation-v0", [0.25])
+    samples, _ = policy_gradient_samples(trained_seats(eps, "main", 0.0), TrainerConfig(advantage="none", baseline="per_game"), baseline)
+    assert sorted(round(s.advantage, 6) for s in samples) == [-0.25, 0.75]
 
 
 def test_rest_keeps_the_best_seats_and_skips_their_illegal_turns():

@@ -57,8 +57,9 @@ def policy_gradient_samples(seats: list[Seat], cfg: TrainerConfig, baseline: Rol
     if not seats:
         return [], {}
     returns = torch.tensor([s.ret for s in seats], dtype=torch.float32)
-    if baseline is not None:  # subtracts each role's running value, then folds this batch into it
-        returns = baseline.subtract(returns, [s.role for s in seats])
+    if baseline is not None:  # subtracts each key's running value, then folds this batch into it
+        keys = [s.role if cfg.baseline == "per_role" else s.role.split("/")[0] for s in seats]
+        returns = baseline.subtract(returns, keys)
     group_index = {g: i for i, g in enumerate(dict.fromkeys(s.group for s in seats))}
     group_ids = torch.tensor([group_index[s.group] for s in seats], dtype=torch.long)
     adv = ADVANTAGES[cfg.advantage](returns, group_ids)
