@@ -18,6 +18,19 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return Path(resolve_model_path(None, TinyModelConfig(), cache_dir=cache))
 
 
+@pytest.fixture(scope="session")
+def arena_home(tiny_model_dir: Path):
+    """ARENA_HOME for in-process runs: the session's model cache (the default warm start is built there once)."""
+    home = str(tiny_model_dir.parent.parent)
+    old = os.environ.get("ARENA_HOME")
+    os.environ["ARENA_HOME"] = home
+    yield Path(home)
+    if old is None:
+        os.environ.pop("ARENA_HOME", None)
+    else:
+        os.environ["ARENA_HOME"] = old
+
+
 @pytest.fixture
 def mlflow_store(tmp_path, monkeypatch) -> str:
     """A fresh SQLite MLflow store, used through $MLFLOW_TRACKING_URI like a user's would be."""

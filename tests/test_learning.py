@@ -1,0 +1,119 @@
+"""Fast versions of the learning benchmarks: training changes the policy and beats untrained play.
+
+Each trains the warm-started tiny model for a few rounds with the real run
+machinery, then compares its evaluation return with the spread of untrained
+evaluations on the same evaluation seeds (three independent sampling seeds).
+The full measurements (more rounds, 3 seeds, 95% intervals) are
+``benchmarks/learning.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from rich.console import Console
+
+from arena.config import RunConfig
+from arena.experiment import run
+
+
+def _config(tmp_path, name: str, games: list, trainer: dict, episodes: int = 24, seed: int = 0) -> RunConfig:
+    return RunConfig.model_validate(
+        {
+            "name": name,
+            "seed": seed,
+            "episodes_per_matchup": episodes,
+            "games": games,
+            "trainer": trainer,
+            "runs_dir": str(tmp_path / "runs"),
+            "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": name, "traces_per_round": 1},
+        }
+    )
+
+
+def _seat_mean(episodes, player: str, value) -> float:
+    vals = [value(ep) for ep in episodes if ep.matchup.seats[player] == "main"]
+    vals = [v for v in vals if v is not None]
+    return float(np.mean(vals))
+
+
+def _untrained(cfg: RunConfig, player: str, value) -> list[float]:
+    """The untrained policy's evaluation mean under three other sampling seeds, on the run's own evaluation games."""
+    import asyncio
+
+    from arena.experiment import eval_matchups, load_model_policies, policy_pools
+    from arena.rollout import play_many
+
+    models = load_model_policies(cfg, Console(quiet=True))
+    pools = policy_pools(cfg, models)
+    matchups, _ = eval_matchups(cfg)
+    means = []
+    for sample in (1, 2, 3):
+        episodes = asyncio.run(play_many([m.model_copy(update={"sample": sample}) for m in matchups], lambda m: pools[m.game]))
+        means.append(_seat_mean(episodes, player, value))
+    return means
+
+
+def _params(res_dir) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    (path,) = sorted(res_dir.glob("checkpoints/round_*/policies/main/model.safetensors"))[-1:]
+    return load_file(str(path))
+
+
+def test_seller_learns_to_sell_dearer_against_a_fair_buyer(tmp_path, arena_home):
+    games = [{"id": "negotiation-v0", "matchups": [{"seller": "main", "buyer": "scripted/fair_buyer"}]}]
+    trainer = {"recipe": "pg", "rounds": 4, "group_size": 4, "groups_per_matchup": 6, "lr": 1e-3, "kl_coef": 0.02, "checkpoint_every": 4}
+    cfg = _config(tmp_path, "seller_fast", games, trainer)
+    price = lambda ep: ep.metrics["price"] if ep.metrics.get("deal") else None
+    untrained = _untrained(cfg, "seller", price)
+    res = run(cfg, Console(quiet=True))
+    after = _seat_mean(res.after, "seller", price)
+    assert after > max(untrained), f"trained mean price {after:.2f} vs untrained {untrained}"
+    deal_before = _seat_mean(res.before, "seller", lambda ep: ep.metrics["deal"])
+    deal_after = _seat_mean(res.after, "seller", lambda ep: ep.metrics["deal"])
+    assert deal_after >= 0.8 * deal_before
+    start = _warm_weights(arena_home)
+    trained = _params(res.run_dir)
+    assert any(not torch.equal(trained[k], start[k]) for k in trained)
+
+
+def test_shared_policy_self_play_logs_both_roles_and_keeps_a_baseline_per_role(tmp_path, arena_home):
+    games = [{"id": "negotiation-v0", "matchups": [{"seller": "main", "buyer": "main"}]}]
+    trainer = {"recipe": "pg", "rounds": 2, "group_size": 1, "groups_per_matchup": 12, "advantage": "none",
+               "baseline": "per_role", "lr": 5e-4, "kl_coef": 0.05}
+    cfg = _config(tmp_path, "selfplay_fast", games, trainer, episodes=4)
+    res = run(cfg, Console(quiet=True))
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    for role in ("seller", "buyer"):
+        hist = client.get_metric_history(res.run_id, f"train/negotiation_v0/return/{role}/main")
+        assert sorted(m.step for m in hist) == [0, 1]
+    import json
+
+    (state,) = [json.loads(p.read_text()) for p in sorted(res.run_dir.glob("checkpoints/round_*/state.json"))[-1:]]
+    values = state["baselines"]["main"]["values"]
+    assert set(values) == {"negotiation-v0/seller", "negotiation-v0/buyer"}
+    assert values["negotiation-v0/seller"] != values["negotiation-v0/buyer"]
+
+
+def _warm_weights(home) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    (path,) = sorted(home.glob("models/warm-*/model.safetensors"))
+    return load_file(str(path))
+
+
+def test_prisoners_dilemma_payoff_rises_against_tit_for_tat(tmp_path, arena_home):
+    games = [{"id": "repeated_matrix-v0", "kwargs": {"rounds": 10}, "matchups": [{"player_0": "main", "player_1": "scripted/tit_for_tat"}]}]
+    trainer = {"recipe": "pg", "rounds": 5, "group_size": 4, "groups_per_matchup": 6, "lr": 1e-3, "kl_coef": 0.02, "checkpoint_every": 5}
+    cfg = _config(tmp_path, "pd_fast", games, trainer)
+    payoff = lambda ep: ep.returns["player_0"] / 10
+    untrained = _untrained(cfg, "player_0", payoff)
+    res = run(cfg, Console(quiet=True))
+    after = _seat_mean(res.after, "player_0", payoff)
+    assert after > max(untrained), f"trained payoff per round {after:.2f} vs untrained {untrained}"
+    start = _warm_weights(arena_home)
+    trained = _params(res.run_dir)
+    assert any(not torch.equal(trained[k], start[k]) for k in trained)
