@@ -114,12 +114,12 @@ class TrainerConfig(Section):
     """How the model policies learn from the episodes they play."""
 
     #: "pg": online policy gradient; "rest": filtered imitation of the best episodes; "none": evaluate only
-    recipe: Literal["pg", "rest", "none"] = "none"
+    recipe: Literal["pg", "rest", "none"] = "pg"
     rounds: int = Field(10, ge=0)
     #: episodes of one matchup and seed that form a baseline group (GRPO-style); sampling differs
     group_size: int = Field(4, ge=1)
     #: groups per seating per round
-    groups_per_matchup: int = Field(4, ge=1)
+    groups_per_matchup: int = Field(2, ge=1)
     #: advantage estimator, a name in arena.trainers.advantages.ADVANTAGES
     advantage: str = "group_mean"
     #: loss, a name in arena.trainers.losses.LOSSES
@@ -139,7 +139,8 @@ class TrainerConfig(Section):
     clip_eps: float = Field(0.2, gt=0)
     max_grad_norm: float = Field(1.0, gt=0)
     #: KL to the frozen starting policy
-    kl_coef: float = Field(0.0, ge=0)
+    #: (a small anchor keeps a tiny model from drifting into text no game accepts)
+    kl_coef: float = Field(0.02, ge=0)
     #: a name in arena.trainers.losses.KL_ESTIMATORS
     kl_estimator: str = "k3"
     #: ReST: fraction of each game's episodes kept (by the trained seat's return)
@@ -216,10 +217,11 @@ def _default_games() -> list[GameEntry]:
 
 
 class RunConfig(Section):
-    """Everything one ``arena run`` needs. The defaults are the embedded default run:
-    the tiny local model against scripted bots in both shipped games, on CPU."""
+    """Everything one ``arena run`` needs. The defaults are the embedded default run: the
+    tiny local model, warm-started by imitating the scripted bots, trained by policy
+    gradient against scripted bots in both shipped games on CPU, evaluated before and after."""
 
-    name: str = "tournament"
+    name: str = "selfplay"
     seed: int = 0
     #: evaluation episodes per seating (the tournament; before and after training)
     episodes_per_matchup: int = Field(8, ge=1)

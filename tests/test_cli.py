@@ -52,26 +52,41 @@ def test_run_rejects_bad_config_with_status_2_before_any_work(tmp_path, args, me
     assert not (tmp_path / "mlflow.db").exists(), "nothing may start before the config is valid"
 
 
-def test_run_default_logs_episodes_and_episodes_command_reads_them(tmp_path, home):
-    out = arena("run", "episodes_per_matchup=3", "tracking.traces_per_round=21", cwd=tmp_path, env=home)
+def test_run_default_trains_logs_episodes_and_episodes_command_reads_them(tmp_path, home):
+    # the embedded default, shortened: one training round between the two evaluations
+    out = arena("run", "episodes_per_matchup=3", "tracking.traces_per_round=21", "trainer.rounds=1", "trainer.groups_per_matchup=1",
+                cwd=tmp_path, env=home, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "Tournament summary" in out.stdout
+    assert "Before / after training" in out.stdout
     run_id = re.search(r"MLflow run (\w+)", out.stdout).group(1)
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run = mlflow.get_run(run_id)
     traces = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run_id, return_type="list")
-    assert len(traces) == 21
+    assert len(traces) == 21 + 20 + 21  # before, the round's 5 seatings x 4 episodes, after
     assert run.data.metrics["eval/repeated_matrix_v0/episodes"] == 4 * 3
     assert "eval/negotiation_v0/return/seller/main" in run.data.metrics
     assert run.data.metrics["eval/tokens_per_s"] > 0
+    for key in ("learn/main/loss", "learn/main/kl", "learn/main/entropy", "learn/main/grad_norm", "train/rollout_tokens_per_s",
+                "learn/main/train_tokens_per_s", "time/rollout_s", "time/learn_s", "train/negotiation_v0/deal"):
+        assert key in run.data.metrics, key
     config_text = mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml")
     assert "episodes_per_matchup: 3" in config_text
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
+    assert "reward_curve.png" in artifacts
 
     shown = arena("episodes", run_id, "--limit", "2", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.count("returns:") == 2
     assert "#0 " in shown.stdout and "→" in shown.stdout
+
+
+def test_tournament_of_bots_needs_no_model(tmp_path):
+    config = Path(__file__).parent.parent / "configs" / "bots_only.yaml"
+    out = arena("run", str(config), cwd=tmp_path, env={"ARENA_HOME": str(tmp_path / "empty_home")})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Tournament summary" in out.stdout and "stag_hunt_shuffled" in out.stdout
+    assert not (tmp_path / "empty_home").exists(), "a bots-only run builds no model"
 
 
 def test_episodes_of_unknown_run_exits_2(tmp_path):

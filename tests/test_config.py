@@ -68,10 +68,10 @@ def test_shipped_configs_validate():
         load_config(path)
 
 
-def test_tournament_yaml_spells_out_the_embedded_default():
+def test_selfplay_yaml_spells_out_the_embedded_default():
     from pathlib import Path
 
-    assert load_config(Path(__file__).parent.parent / "configs" / "tournament.yaml") == RunConfig()
+    assert load_config(Path(__file__).parent.parent / "configs" / "selfplay.yaml") == RunConfig()
 
 
 def test_a_game_listed_twice_needs_names():

@@ -117,3 +117,13 @@ def test_prisoners_dilemma_payoff_rises_against_tit_for_tat(tmp_path, arena_home
     start = _warm_weights(arena_home)
     trained = _params(res.run_dir)
     assert any(not torch.equal(trained[k], start[k]) for k in trained)
+
+
+def test_rest_recipe_runs_from_config_and_imitates_its_best_episodes(tmp_path, arena_home):
+    games = [{"id": "negotiation-v0", "matchups": [{"seller": "main", "buyer": "scripted/fair_buyer"}]}]
+    trainer = {"recipe": "rest", "rounds": 1, "group_size": 2, "groups_per_matchup": 4, "rest_top_fraction": 0.25}
+    cfg = _config(tmp_path, "rest_fast", games, trainer, episodes=2)
+    res = run(cfg, Console(quiet=True))
+    metrics = MlflowClient(tracking_uri=cfg.tracking.uri).get_run(res.run_id).data.metrics
+    assert metrics["learn/main/rest_kept_seats"] == 2  # a quarter of 8 seats
+    assert metrics["learn/main/samples"] > 0

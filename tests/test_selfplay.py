@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -120,3 +121,23 @@ def test_kl_term_is_zero_at_the_start_and_grows_after_updates(tiny):
         last = learner.learn([s], torch.Generator().manual_seed(0))
     assert first["kl"] == pytest.approx(0.0, abs=1e-6)
     assert last["kl"] > 1e-4
+
+
+@pytest.mark.parametrize("loss", ["reinforce", "ppo_clip"])
+@pytest.mark.parametrize("advantage", ["group_mean", "grpo", "rloo", "none"])
+def test_every_loss_and_advantage_variant_is_reachable_from_config(tiny, loss, advantage):
+    import copy
+
+    from arena.trainers.advantages import ADVANTAGES
+    from arena.trainers.losses import LOSSES
+
+    assert set(ADVANTAGES) == {"group_mean", "grpo", "rloo", "none"} and set(LOSSES) == {"reinforce", "ppo_clip"}
+    model, tok = tiny
+    cfg = TrainerConfig(recipe="pg", advantage=advantage, loss=loss, epochs=2, batch_size=2)
+    eps = [_episode(1, 0, 1.0, 0.0), _episode(1, 1, 0.0, 1.0), _episode(1, 2, 0.5, 0.5)]
+    samples, _ = policy_gradient_samples(trained_seats(eps, "main", 0.0), cfg, None)
+    learner = Learner(copy.deepcopy(model), cfg, pad_id=tok.pad_token_id)
+    stats = learner.learn(samples, torch.Generator().manual_seed(0))
+    assert learner.version == 1 and np.isfinite(stats["loss"])
+    if loss == "ppo_clip":
+        assert "clip_fraction" in stats
