@@ -199,17 +199,24 @@ def cached_tiny_model(
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = cfg.short_hash() if not corpus_key else hashlib.sha256(f"{cfg.short_hash()}:{corpus_key}".encode()).hexdigest()[:12]
     final = root / "models" / f"tiny-{key}"
-    if (final / META_FILE).is_file():
+    return build_once(final, lambda tmp: build_tiny_model(cfg, corpus_fn(), tmp))
+
+
+def build_once(final: Path, build: Callable[[Path], object], marker: str = META_FILE) -> Path:
+    """Build a cache directory once: ``build(tmp)`` fills a temporary sibling that is renamed
+    to ``final``, so a killed build never leaves a half-written directory. A directory holding
+    ``marker`` (written last by ``build``) is complete and reused."""
+    if (final / marker).is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     try:
-        build_tiny_model(cfg, corpus_fn(), tmp)
+        build(tmp)
         try:
             os.rename(tmp, final)
         except OSError:
-            # another process finished first (or a stale dir without metadata is in the way)
-            if (final / META_FILE).is_file():
+            # another process finished first (or a stale dir without the marker is in the way)
+            if (final / marker).is_file():
                 return final
             shutil.rmtree(final, ignore_errors=True)
             os.rename(tmp, final)

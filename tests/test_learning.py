@@ -127,3 +127,42 @@ def test_rest_recipe_runs_from_config_and_imitates_its_best_episodes(tmp_path, a
     metrics = MlflowClient(tracking_uri=cfg.tracking.uri).get_run(res.run_id).data.metrics
     assert metrics["learn/main/rest_kept_seats"] == 2  # a quarter of 8 seats
     assert metrics["learn/main/samples"] > 0
+
+
+def _episodes_artifact(cfg: RunConfig, run_id: str, path: str):
+    import mlflow
+
+    from arena.records import Episode
+
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    text = mlflow.artifacts.load_text(f"runs:/{run_id}/episodes/{path}")
+    return [Episode.from_json(line) for line in text.splitlines() if line]
+
+
+def test_snapshot_seats_play_past_versions_and_turns_record_weight_versions(tmp_path, arena_home):
+    games = [{"id": "negotiation-v0", "matchups": [{"seller": "main", "buyer": "snapshot"}]}]
+    trainer = {"recipe": "pg", "rounds": 2, "group_size": 2, "groups_per_matchup": 2, "snapshot_every": 1}
+    cfg = _config(tmp_path, "snapshot_fast", games, trainer, episodes=2)
+    res = run(cfg, Console(quiet=True))
+    first = _episodes_artifact(cfg, res.run_id, "train/round_00000.jsonl")
+    second = _episodes_artifact(cfg, res.run_id, "train/round_00001.jsonl")
+    assert {t.policy_id for ep in first for t in ep.turns if t.player == "buyer"} == {"main@0"}
+    assert {ep.matchup.seats["buyer"] for ep in second} <= {"main@0", "main@1"}  # the pool grew after round 0
+    assert {t.policy_version for ep in first for t in ep.turns if t.player == "seller"} == {0}
+    assert {t.policy_version for ep in second for t in ep.turns if t.player == "seller"} == {1}
+    assert {t.policy_version for ep in res.after for t in ep.turns if t.player == "seller"} == {2}
+
+
+def test_one_policy_per_role_trains_separate_copies(tmp_path, arena_home):
+    games = [{"id": "negotiation-v0", "matchups": [{"seller": "main/seller", "buyer": "main/buyer"}]}]
+    trainer = {"recipe": "pg", "rounds": 1, "group_size": 2, "groups_per_matchup": 2}
+    cfg = _config(tmp_path, "per_role_fast", games, trainer, episodes=2)
+    res = run(cfg, Console(quiet=True))
+    metrics = MlflowClient(tracking_uri=cfg.tracking.uri).get_run(res.run_id).data.metrics
+    assert "learn/main/seller/loss" in metrics and "learn/main/buyer/loss" in metrics
+    (ckpt,) = sorted(res.run_dir.glob("checkpoints/round_*"))
+    from safetensors.torch import load_file
+
+    seller = load_file(str(ckpt / "policies" / "main__seller" / "model.safetensors"))
+    buyer = load_file(str(ckpt / "policies" / "main__buyer" / "model.safetensors"))
+    assert any(not torch.equal(seller[k], buyer[k]) for k in seller), "each role trained its own weights"

@@ -24,9 +24,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -40,6 +37,7 @@ from arena.agents.base import PlayerView
 from arena.agents.catalog import make_fixed_policy
 from arena.records import Episode, Matchup
 from arena.rollout import play_many
+from arena.tiny import build_once
 
 #: (game id, {player: policy id}); policy ids are "scripted/<bot>" or "random"
 Seating = tuple[str, dict[str, str]]
@@ -313,21 +311,4 @@ def cached_warm_start(model_path: str | Path, cfg: ImitationConfig, cache_dir: s
     name = Path(str(model_path).rstrip("/")).name
     key = hashlib.sha256(f"{name}:{cfg.model_dump_json()}".encode()).hexdigest()[:12]
     final = Path(cache_dir) / "models" / f"warm-{key}"
-    if (final / META_FILE).is_file():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    try:
-        warm_start(model_path, tmp, cfg)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            # another process finished first (or a stale dir without metadata is in the way)
-            if (final / META_FILE).is_file():
-                return final
-            shutil.rmtree(final, ignore_errors=True)
-            os.rename(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return build_once(final, lambda tmp: warm_start(model_path, tmp, cfg), marker=META_FILE)
