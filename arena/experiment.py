@@ -17,6 +17,7 @@ With ``trainer.recipe=none`` only step 2 runs: a tournament.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -217,6 +218,8 @@ def run(cfg: RunConfig, console: Console | None = None, *, resume: bool = False)
         else:
             result.before = _evaluate(cfg, models, pools, matchups, labels, console, step=0, tag="before" if training else "eval", logged=logged)
             result.traces_logged += min(cfg.tracking.traces_per_round, len(result.before))
+            if training:  # round 0's checkpoint: a run killed in its first round resumes too
+                _save(cfg, result, 0, models, baselines, state_extra={"before": result.before})
 
         for r in range(start_round, t.rounds if training else 0):
             phase: dict[str, float] = {}
@@ -250,17 +253,19 @@ def run(cfg: RunConfig, console: Console | None = None, *, resume: bool = False)
                 models.pool[models.learners["main"].version] = {k: v.detach().clone() for k, v in models.learners["main"].model.state_dict().items()}
             phase["sync_s"] = time.perf_counter() - tick
 
-            done = r + 1
-            if done % t.checkpoint_every == 0 or done == t.rounds:
-                tick = time.perf_counter()
-                _save(cfg, result, done, models, baselines, state_extra={"before": result.before})
-                phase["checkpoint_s"] = time.perf_counter() - tick
+            # Log before checkpointing: a kill in between re-runs this round on resume, which then
+            # finds its metrics already logged (same values: the round is deterministic) and skips them.
             metrics.update({f"time/{k}": v for k, v in phase.items()})
             metrics["train/round"] = float(r)
             if r not in logged:
                 mlflow.log_metrics(metrics, step=r)
                 _log_traces(cfg, episodes, r, f"train/round_{r:05d}.jsonl")
                 result.traces_logged += min(cfg.tracking.traces_per_round, len(episodes))
+            done = r + 1
+            if done % t.checkpoint_every == 0 or done == t.rounds:
+                tick = time.perf_counter()
+                _save(cfg, result, done, models, baselines, state_extra={"before": result.before})
+                mlflow.log_metric("time/checkpoint_s", time.perf_counter() - tick, step=r)
             result.rounds_done = done
 
         if training:
@@ -410,6 +415,11 @@ def _log_reward_curve(run_id: str, cfg: RunConfig) -> None:
     plt.close(fig)
 
 
+def metric_name(key: str) -> str:
+    """MLflow accepts letters, digits, ``_ - . : /`` and spaces: ``main@3`` becomes ``main:3``."""
+    return re.sub(r"[^\w\-. :/]", "_", key.replace("@", ":"))
+
+
 def round_metrics(episodes: list[Episode], labels: list[str] | None = None) -> dict[str, float]:
     """Means per game entry: returns per (player, policy), group return, illegal-move rate, length, game metrics."""
     by_game: dict[str, list[Episode]] = defaultdict(list)
@@ -428,7 +438,7 @@ def round_metrics(episodes: list[Episode], labels: list[str] | None = None) -> d
             for k, v in {**ep.metrics, **{f"reward/{c}": x for c, x in ep.reward_components.items()}}.items():
                 extra[f"{name}/{k}"].append(v)
         for key, values in {**seat_returns, **policy_returns, **extra}.items():
-            out[key] = float(np.mean(values))
+            out[metric_name(key)] = float(np.mean(values))
         turns = [t for ep in eps for t in ep.turns]
         out[f"{name}/group_return"] = float(np.mean([ep.group_return for ep in eps]))
         out[f"{name}/illegal_move_rate"] = float(np.mean([t.illegal for t in turns])) if turns else 0.0

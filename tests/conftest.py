@@ -19,7 +19,18 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def arena_home(tiny_model_dir: Path):
+def warm_model_dir(tiny_model_dir: Path) -> Path:
+    """The default warm start of the tiny model (imitation of the scripted bots), built once per session
+    in the same cache, as a user's first run builds it; runs started by tests then reuse it."""
+    from arena.models import resolve_model_path
+    from arena.tiny import TinyModelConfig
+    from arena.trainers.imitation import ImitationConfig
+
+    return Path(resolve_model_path(None, TinyModelConfig(), cache_dir=tiny_model_dir.parent.parent, warm_start=ImitationConfig()))
+
+
+@pytest.fixture(scope="session")
+def arena_home(tiny_model_dir: Path, warm_model_dir: Path):
     """ARENA_HOME for in-process runs: the session's model cache (the default warm start is built there once)."""
     home = str(tiny_model_dir.parent.parent)
     old = os.environ.get("ARENA_HOME")

@@ -23,9 +23,9 @@ def arena(*args: str, cwd: Path, env: dict | None = None, input: str | None = No
 
 
 @pytest.fixture
-def home(tiny_model_dir: Path) -> dict:
-    # ARENA_HOME is where the tiny model is cached; the session fixture already built it there.
-    return {"ARENA_HOME": str(tiny_model_dir.parent.parent)}
+def home(arena_home: Path) -> dict:
+    # ARENA_HOME is where the models are cached; the session fixtures already built them there.
+    return {"ARENA_HOME": str(arena_home)}
 
 
 def test_games_lists_versioned_ids(tmp_path):

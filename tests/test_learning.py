@@ -96,6 +96,8 @@ def test_shared_policy_self_play_logs_both_roles_and_keeps_a_baseline_per_role(t
     values = state["baselines"]["main"]["values"]
     assert set(values) == {"negotiation-v0/seller", "negotiation-v0/buyer"}
     assert values["negotiation-v0/seller"] != values["negotiation-v0/buyer"]
+    start, trained = _warm_weights(arena_home), _params(res.run_dir)
+    assert any(not torch.equal(trained[k], start[k]) for k in trained)
 
 
 def _warm_weights(home) -> dict[str, torch.Tensor]:
