@@ -121,7 +121,8 @@ class TrainerConfig(Section):
     #: groups per seating per round
     groups_per_matchup: int = Field(2, ge=1)
     #: advantage estimator, a name in arena.trainers.advantages.ADVANTAGES
-    advantage: str = "group_mean"
+    #: (grpo's scaling puts games with very different return scales on one footing in a shared policy)
+    advantage: str = "grpo"
     #: loss, a name in arena.trainers.losses.LOSSES
     loss: str = "reinforce"
     #: a running (EMA) baseline subtracted before the group estimator: none, one per game, or one per
@@ -130,7 +131,7 @@ class TrainerConfig(Section):
     baseline_decay: float = Field(0.9, ge=0.0, lt=1.0)
     #: which return a seat trains on: 0 = its own, 1 = the group's, between = a mix
     return_mix: float = Field(0.0, ge=0.0, le=1.0)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(5e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     #: sequences per optimizer step
     batch_size: int = Field(64, ge=1)
@@ -140,7 +141,7 @@ class TrainerConfig(Section):
     max_grad_norm: float = Field(1.0, gt=0)
     #: KL to the frozen starting policy
     #: (a small anchor keeps a tiny model from drifting into text no game accepts)
-    kl_coef: float = Field(0.02, ge=0)
+    kl_coef: float = Field(0.05, ge=0)
     #: a name in arena.trainers.losses.KL_ESTIMATORS
     kl_estimator: str = "k3"
     #: ReST: fraction of each game's episodes kept (by the trained seat's return)

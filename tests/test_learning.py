@@ -65,7 +65,7 @@ def _params(res_dir) -> dict[str, torch.Tensor]:
 
 def test_seller_learns_to_sell_dearer_against_a_fair_buyer(tmp_path, arena_home):
     games = [{"id": "negotiation-v0", "matchups": [{"seller": "main", "buyer": "scripted/fair_buyer"}]}]
-    trainer = {"recipe": "pg", "rounds": 4, "group_size": 4, "groups_per_matchup": 6, "lr": 1e-3, "kl_coef": 0.02, "checkpoint_every": 4}
+    trainer = {"recipe": "pg", "rounds": 4, "group_size": 4, "groups_per_matchup": 6, "advantage": "group_mean", "lr": 1e-3, "kl_coef": 0.02, "checkpoint_every": 4}
     cfg = _config(tmp_path, "seller_fast", games, trainer)
     price = lambda ep: ep.metrics["price"] if ep.metrics.get("deal") else None
     untrained = _untrained(cfg, "seller", price)
@@ -109,7 +109,7 @@ def _warm_weights(home) -> dict[str, torch.Tensor]:
 
 def test_prisoners_dilemma_payoff_rises_against_tit_for_tat(tmp_path, arena_home):
     games = [{"id": "repeated_matrix-v0", "kwargs": {"rounds": 10}, "matchups": [{"player_0": "main", "player_1": "scripted/tit_for_tat"}]}]
-    trainer = {"recipe": "pg", "rounds": 5, "group_size": 4, "groups_per_matchup": 6, "lr": 1e-3, "kl_coef": 0.02, "checkpoint_every": 5}
+    trainer = {"recipe": "pg", "rounds": 5, "group_size": 4, "groups_per_matchup": 6, "advantage": "group_mean", "lr": 1e-3, "kl_coef": 0.02, "checkpoint_every": 5}
     cfg = _config(tmp_path, "pd_fast", games, trainer)
     payoff = lambda ep: ep.returns["player_0"] / 10
     untrained = _untrained(cfg, "player_0", payoff)
