@@ -162,7 +162,7 @@ def test_one_policy_per_role_trains_separate_copies(tmp_path, arena_home):
     res = run(cfg, Console(quiet=True))
     metrics = MlflowClient(tracking_uri=cfg.tracking.uri).get_run(res.run_id).data.metrics
     assert "learn/main/seller/loss" in metrics and "learn/main/buyer/loss" in metrics
-    (ckpt,) = sorted(res.run_dir.glob("checkpoints/round_*"))
+    ckpt = sorted(res.run_dir.glob("checkpoints/round_*"))[-1]
     from safetensors.torch import load_file
 
     seller = load_file(str(ckpt / "policies" / "main__seller" / "model.safetensors"))
