@@ -151,26 +151,14 @@ class TrainerConfig(Section):
     #: save a checkpoint every N rounds (and always after the last)
     checkpoint_every: int = Field(5, ge=1)
 
-    @field_validator("advantage")
+    @field_validator("advantage", "loss", "kl_estimator")
     @classmethod
-    def _advantage(cls, v: str) -> str:
+    def _named_variant(cls, v: str, info) -> str:
         from arena.trainers.advantages import ADVANTAGES
+        from arena.trainers.losses import KL_ESTIMATORS, LOSSES
 
-        return _one_of(v, ADVANTAGES)
-
-    @field_validator("loss")
-    @classmethod
-    def _loss(cls, v: str) -> str:
-        from arena.trainers.losses import LOSSES
-
-        return _one_of(v, LOSSES)
-
-    @field_validator("kl_estimator")
-    @classmethod
-    def _kl(cls, v: str) -> str:
-        from arena.trainers.losses import KL_ESTIMATORS
-
-        return _one_of(v, KL_ESTIMATORS)
+        tables = {"advantage": ADVANTAGES, "loss": LOSSES, "kl_estimator": KL_ESTIMATORS}
+        return _one_of(v, tables[info.field_name])
 
 
 def _one_of(name: str, table: dict) -> str:
