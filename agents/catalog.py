@@ -15,6 +15,9 @@ from arena.agents.random_agent import RandomPolicy
 BOT_MODULES = {
     "repeated_matrix": "arena.agents.repeated_matrix",
     "negotiation": "arena.agents.negotiation",
+    "collab_qa": "arena.agents.collab_qa",
+    "social_deduction": "arena.agents.social_deduction",
+    "debate": "arena.agents.debate",
 }
 
 
@@ -27,6 +30,29 @@ def scripted_bots(game_id: str) -> dict[str, type]:
     if module is None:
         return {}
     return dict(importlib.import_module(module).BOTS)
+
+
+def scripted_critics(game_id: str) -> dict[str, type]:
+    """The game's scripted critics (its bots module's ``CRITICS`` table) for the feedback loop."""
+    module = BOT_MODULES.get(game_name(game_id))
+    return dict(getattr(importlib.import_module(module), "CRITICS", {})) if module else {}
+
+
+def critic_ids(game_id: str) -> list[str]:
+    return [f"scripted/{name}" for name in scripted_critics(game_id)]
+
+
+def make_critic(policy_id: str, game_id: str) -> Policy:
+    """A scripted critic by id (``scripted/<name>``) or an importable ``module:Class``."""
+    if policy_id.startswith("scripted/"):
+        critics = scripted_critics(game_id)
+        name = policy_id.split("/", 1)[1]
+        if name not in critics:
+            raise ValueError(f"no scripted critic {name!r} for {game_id}; choices: {sorted(critics) or 'none'}")
+        policy = critics[name]()
+        policy.policy_id = policy_id
+        return policy
+    return make_fixed_policy(policy_id, game_id)
 
 
 def fixed_policy_ids(game_id: str) -> list[str]:

@@ -183,12 +183,67 @@ class RandomNegotiator(ScriptedPolicy):
         return f"OFFER {_money(float(view.rng.uniform(0.25, 1.0)) * lp)}"
 
 
+
+
+# ----- the critic loop (Fu et al. 2023): coaching between games, never naming a price ----------------
+_TIP_FIRM = ("hold firm", "open higher", "open lower", "smaller steps")
+_TIP_CLOSE = ("keep the deal alive", "do not walk")
+
+
+def coaching(obs: str) -> tuple[int, int]:
+    """How often the feedback in a prompt asked to hold firm, and to close the deal (counts of tip lines)."""
+    lines = [ln.lower() for ln in obs.splitlines() if ln.lstrip().startswith("- ")]
+    firm = sum(any(t in ln for t in _TIP_FIRM) for ln in lines)
+    close = sum(any(t in ln for t in _TIP_CLOSE) for ln in lines)
+    return firm, close
+
+
+class CoachableSeller(ConcessionBot):
+    """A fair seller that follows coaching read from its prompt: each "hold firm" tip raises its
+    floor and makes it concede later; each "keep the deal alive" tip softens both. Without
+    feedback it plays exactly like ``fair_seller``. It shows what the critic loop can do for a
+    side that listens; whether a model listens is what the loop measures."""
+
+    policy_id = "scripted/coachable_seller"
+
+    def choose(self, view: PlayerView) -> str:
+        firm, close = coaching(view.observation)
+        self.floor_frac = min(max(0.3 + 0.1 * firm - 0.05 * close, 0.05), 0.8)
+        self.beta = min(max(1.0 + 0.75 * firm - 0.25 * close, 0.5), 6.0)
+        return super().choose(view)
+
+
+class NegotiationCritic(ScriptedPolicy):
+    """Reads a finished game (the critic prompt's ``Coached role:``, ``Outcome:`` and ``Coached
+    side's share:`` lines) and gives the coached side up to three suggestions, never a price."""
+
+    policy_id = "scripted/critic"
+
+    def choose(self, view: PlayerView) -> str:
+        obs = view.observation
+        role = re.search(r"^Coached role: (\w+)", obs, re.M)
+        seller = role is None or role.group(1) == "seller"
+        outcome = re.search(r"^Outcome: (.*)$", obs, re.M)
+        share = re.search(r"^Coached side's share: (-?[0-9.]+)", obs, re.M)
+        text = outcome.group(1) if outcome else ""
+        if text.startswith("invalid"):
+            return "- Never agree to a price outside the valid range; it scores as no deal."
+        if not text.startswith("deal"):
+            return "- Do not walk away early; keep the deal alive with a small concession near the end.\n- Answer every offer with a counter-offer."
+        if share is not None and float(share.group(1)) >= 0.7:
+            return "- Good result: keep the same approach and hold firm again."
+        first = "- Open higher and hold firm longer before conceding." if seller else "- Open lower and hold firm longer before conceding."
+        return first + "\n- Concede in smaller steps.\n- Remind the other side of the item's value."
+
+
 BOTS: dict[str, type[ScriptedPolicy]] = {
     "fair_seller": FairSeller,
     "hard_seller": HardSeller,
     "fair_buyer": FairBuyer,
     "hard_buyer": HardBuyer,
     "random": RandomNegotiator,
+    "coachable_seller": CoachableSeller,
 }
 SELLER_BOTS: list[str] = ["fair_seller", "hard_seller", "random"]
 BUYER_BOTS: list[str] = ["fair_buyer", "hard_buyer", "random"]
+CRITICS: dict[str, type[ScriptedPolicy]] = {"critic": NegotiationCritic}

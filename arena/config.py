@@ -113,8 +113,9 @@ def is_model_policy(pid: str) -> bool:
 class TrainerConfig(Section):
     """How the model policies learn from the episodes they play."""
 
-    #: "pg": online policy gradient; "rest": filtered imitation of the best episodes; "none": evaluate only
-    recipe: Literal["pg", "rest", "none"] = "pg"
+    #: "pg": online policy gradient; "rest": filtered imitation of the best episodes;
+    #: "dpo": preference pairs from debate trees (arena.debate_tree; debate games only); "none": evaluate only
+    recipe: Literal["pg", "rest", "dpo", "none"] = "pg"
     rounds: int = Field(10, ge=0)
     #: episodes of one matchup and seed that form a baseline group (GRPO-style); sampling differs
     group_size: int = Field(4, ge=1)
@@ -146,6 +147,14 @@ class TrainerConfig(Section):
     kl_estimator: str = "k3"
     #: ReST: fraction of each game's episodes kept (by the trained seat's return)
     rest_top_fraction: float = Field(0.25, gt=0, le=1)
+    #: DPO: inverse temperature of the implicit reward (how far from the warm start the policy may move)
+    dpo_beta: float = Field(0.1, gt=0)
+    #: DPO: continuations sampled at a debate tree's branch point (each training matchup grows one tree per model seat)
+    tree_branches: int = Field(4, ge=2)
+    #: DPO: games played to the end below each continuation; its score is their mean correctness
+    tree_rollouts: int = Field(2, ge=1)
+    #: DPO: branch where the trained debater has sent this many messages (0 = its opening, 1 = its first reply)
+    tree_turn: int = Field(1, ge=0)
     #: add the current weights to the snapshot pool every N rounds (for "snapshot" seats)
     snapshot_every: int = Field(5, ge=1)
     #: save a checkpoint every N rounds (and always after the last)
@@ -165,6 +174,25 @@ def _one_of(name: str, table: dict) -> str:
     if name not in table:
         raise ValueError(f"unknown name {name!r}; valid names: {', '.join(sorted(table))}")
     return name
+
+
+class CriticConfig(Section):
+    """The in-context feedback loop (Fu et al. 2023): after every game a critic coaches one side,
+    which keeps its past games and all the feedback in its prompt; its opponent starts fresh each game.
+    No weights change (``trainer.recipe`` must be ``none``)."""
+
+    #: the coached player, e.g. "seller"
+    side: str
+    #: who gives the feedback: a scripted critic of the game ("scripted/critic"), or a model policy ("main")
+    critic: str = "scripted/critic"
+    #: games per chain (one chain per evaluation episode slot); feedback follows every game but the last
+    rounds: int = Field(5, ge=1)
+    #: past games whose transcript stays in the coached side's prompt (all feedback stays)
+    memory_games: int = Field(1, ge=0)
+    #: the most characters of memory put before the observation (the oldest entries go first)
+    max_memory_chars: int = Field(2000, ge=0)
+    #: suggestions kept per game
+    max_suggestions: int = Field(3, ge=1)
 
 
 class RolloutConfig(Section):
@@ -222,6 +250,8 @@ class RunConfig(Section):
     rollout: RolloutConfig = RolloutConfig()
     tracking: TrackingConfig = TrackingConfig()
     trainer: TrainerConfig = TrainerConfig()
+    #: set to run the critic (in-context feedback) loop instead of training
+    critic: CriticConfig | None = None
     #: where checkpoints go: <runs_dir>/<name>/
     runs_dir: str = "arena_runs"
 
@@ -233,6 +263,35 @@ class RunConfig(Section):
                 raise ValueError(
                     f"trainer.recipe={self.trainer.recipe} needs at least one seat played by 'main' (or 'main/<name>') in a game that is not eval_only"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _dpo_trains_on_debate_trees(self) -> "RunConfig":
+        if self.trainer.recipe == "dpo":
+            other = sorted({g.id for g in self.games if not g.eval_only and not g.id.startswith("debate-")})
+            if other:
+                raise ValueError(f"trainer.recipe=dpo learns from debate trees: mark {', '.join(other)} eval_only or use another recipe")
+        return self
+
+    @model_validator(mode="after")
+    def _critic_loop_is_coherent(self) -> "RunConfig":
+        c = self.critic
+        if c is None:
+            return self
+        if self.trainer.recipe != "none":
+            raise ValueError("critic: the feedback loop learns in context, not by training: set trainer.recipe: none")
+        played = [g for g in self.games if not g.eval_only]
+        if len(played) != 1:
+            raise ValueError(f"critic: the feedback loop plays exactly one game entry, got {len(played)}")
+        from arena.agents.catalog import critic_ids
+        from arena.registry import make
+
+        game = played[0]
+        players = make(game.id, **game.kwargs).possible_agents
+        if c.side not in players:
+            raise ValueError(f"critic.side {c.side!r} is not a player of {game.id}; players: {', '.join(players)}")
+        if not (is_model_policy(c.critic) or ":" in c.critic or c.critic in critic_ids(game.id)):
+            raise ValueError(f"critic.critic {c.critic!r}: use 'main', 'module:Class' or one of {critic_ids(game.id) or 'no scripted critics for ' + game.id}")
         return self
 
     @field_validator("games")

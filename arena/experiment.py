@@ -8,7 +8,9 @@
 3. for each training round: build the matchups (groups of episodes sharing a
    seed), play them concurrently, turn the trained seats' returns into
    advantaged samples, update each trained policy, push the new weights to its
-   engine with a version number, log, checkpoint;
+   engine with a version number, log, checkpoint (``trainer.recipe=dpo``: each
+   training matchup grows a debate tree instead, and the policy learns from its
+   preference pairs; see :mod:`arena.debate_tree`);
 4. evaluate again (the "after" tournament) and print the before/after table.
 
 With ``trainer.recipe=none`` only step 2 runs: a tournament.
@@ -22,7 +24,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -109,7 +111,10 @@ class ModelPolicies:
 
 
 def model_policy_ids(cfg: RunConfig) -> list[str]:
-    return sorted({pid for g in cfg.games for seats in g.matchups for pid in seats.values() if is_model_policy(pid)})
+    ids = {pid for g in cfg.games for seats in g.matchups for pid in seats.values() if is_model_policy(pid)}
+    if cfg.critic is not None and is_model_policy(cfg.critic.critic):
+        ids.add(cfg.critic.critic)
+    return sorted(ids)
 
 
 def load_model_policies(cfg: RunConfig, console: Console) -> ModelPolicies | None:
@@ -120,6 +125,7 @@ def load_model_policies(cfg: RunConfig, console: Console) -> ModelPolicies | Non
 
     from arena.engines.hf import HFEngine
     from arena.models import resolve_model_path
+    from arena.trainers.dpo import DPOLearner
     from arena.trainers.selfplay import Learner
 
     with console.status("Preparing the model (built once and cached)"):
@@ -137,7 +143,8 @@ def load_model_policies(cfg: RunConfig, console: Console) -> ModelPolicies | Non
     if cfg.trainer.recipe != "none" and cfg.trainer.rounds > 0:
         for pid in ids:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(cfg.model.dtype)).to(cfg.model.device)
-            learners[pid] = Learner(model, cfg.trainer, pad_id=tokenizer.pad_token_id, max_len=cfg.agent.max_prompt_tokens + cfg.sampling.max_new_tokens)
+            learner_class = DPOLearner if cfg.trainer.recipe == "dpo" else Learner
+            learners[pid] = learner_class(model, cfg.trainer, pad_id=tokenizer.pad_token_id, max_len=cfg.agent.max_prompt_tokens + cfg.sampling.max_new_tokens)
     policies = ModelPolicies(agents=agents, learners=learners, tokenizer=tokenizer)
     if any(pid == SNAPSHOT for g in cfg.games for seats in g.matchups for pid in seats.values()):
         policies.snapshot = agent("main@0")
@@ -181,9 +188,16 @@ def run(cfg: RunConfig, console: Console | None = None, *, resume: bool = False)
     import mlflow
 
     from arena.trainers.advantages import RoleBaseline
+    from arena.debate_tree import policy_pairs
     from arena.trainers.selfplay import policy_gradient_samples, rest_samples, trained_seats
 
     console = console or Console()
+    if cfg.critic is not None:
+        from arena.critic_loop import run_critic_loop
+
+        if resume:
+            raise ConfigError("a critic-loop run has no checkpoints to resume: run it again (it is seeded)")
+        return run_critic_loop(cfg, console)
     tracking.quiet_mlflow()
     mlflow.set_tracking_uri(tracking.tracking_uri(cfg.tracking.uri))
     mlflow.set_experiment(cfg.tracking.experiment)
@@ -228,7 +242,10 @@ def run(cfg: RunConfig, console: Console | None = None, *, resume: bool = False)
             pools_r = {g: {**p, snapshot_id: models.snapshot} if models.snapshot else p for g, p in pools.items()}
             matchups_r, labels_r = train_matchups(cfg, r, snapshot_id)
             tokens0 = sum(a.engine.stats.completion_tokens for a in models.agents.values())
-            episodes = _play(matchups_r, pools_r, [f"train{r}-{i:05d}" for i in range(len(matchups_r))], cfg, console, f"round {r + 1}/{t.rounds}")
+            if t.recipe == "dpo":  # debate trees: pairs to learn from, and every game played in them
+                trees, episodes, labels_r = _grow_trees(matchups_r, labels_r, pools_r, cfg, r, console)
+            else:
+                episodes = _play(matchups_r, pools_r, [f"train{r}-{i:05d}" for i in range(len(matchups_r))], cfg, console, f"round {r + 1}/{t.rounds}")
             phase["rollout_s"] = time.perf_counter() - tick
             tokens = sum(a.engine.stats.completion_tokens for a in models.agents.values()) - tokens0
             metrics = {f"train/{k}": v for k, v in round_metrics(episodes, labels_r).items()}
@@ -239,6 +256,8 @@ def run(cfg: RunConfig, console: Console | None = None, *, resume: bool = False)
                 seats = trained_seats(episodes, pid, t.return_mix, labels_r)
                 if t.recipe == "pg":
                     samples, extra = policy_gradient_samples(seats, t, baselines.get(pid))
+                elif t.recipe == "dpo":
+                    samples, extra = policy_pairs(trees, pid)
                 else:
                     samples, extra = rest_samples(seats, t)
                 gen = torch.Generator().manual_seed(episode_seed(cfg.seed, TRAIN, r, 0x1EA2))
@@ -371,20 +390,40 @@ def _log_traces(cfg: RunConfig, episodes: list[Episode], step: int, artifact: st
     tracking.log_episodes_artifact(episodes, f"episodes/{artifact}")
 
 
-def _play(matchups: list[Matchup], pools: Mapping[str, Mapping[str, Policy]], ids: list[str], cfg: RunConfig, console: Console, label: str) -> list[Episode]:
+def _play(matchups: list[Matchup], pools: Mapping[str, Mapping[str, Policy]] | Callable[[Matchup], Mapping[str, Policy]],
+          ids: list[str], cfg: RunConfig, console: Console, label: str) -> list[Episode]:
+    """Play with a progress bar; ``pools`` maps game id -> policies, or is a function of the matchup."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(f"{label}: episodes", total=len(matchups))
         return asyncio.run(
             play_many(
                 matchups,
-                lambda m: pools[m.game],
+                pools if callable(pools) else (lambda m: pools[m.game]),
                 concurrency=cfg.rollout.concurrency,
                 episode_ids=ids,
                 on_episode=lambda ep: progress.advance(task),
                 max_steps=cfg.rollout.max_steps,
             )
         )
+
+
+def _grow_trees(matchups: list[Matchup], labels: list[str], pools: Mapping[str, Mapping[str, Policy]], cfg: RunConfig, round_index: int, console: Console):
+    """A DPO round: each training matchup is the trunk of one debate tree per model seat (arena.debate_tree).
+    Returns the trees, every episode played in them (trunks and rollouts) and each episode's game label."""
+    from arena.debate_tree import TreeConfig, grow_trees
+
+    t = cfg.trainer
+    tree_cfg = TreeConfig(branches=t.tree_branches, rollouts=t.tree_rollouts, turn=t.tree_turn)
+    branch = {pid for m in matchups for pid in m.seats.values() if is_model_policy(pid)}
+    ids = [f"train{round_index}-{i:05d}" for i in range(len(matchups))]
+    with console.status(f"round {round_index + 1}/{t.rounds}: growing {len(matchups)} debate trees"):
+        trees = asyncio.run(
+            grow_trees(matchups, lambda m: pools[m.game], tree_cfg, branch_policies=branch, labels=labels, ids=ids,
+                       concurrency=cfg.rollout.concurrency, max_steps=cfg.rollout.max_steps)
+        )
+    episodes = [ep for tree in trees for ep in tree.episodes()]
+    return trees, episodes, [tree.label for tree in trees for _ in tree.episodes()]
 
 
 def _log_reward_curve(run_id: str, cfg: RunConfig) -> None:

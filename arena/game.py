@@ -18,7 +18,8 @@ The rules an author implements::
 
 and optionally ``reward_components()``, ``group_return()``, ``metrics()``,
 ``sample_moves(player)`` and ``private_info()`` (for random play and the
-conformance checker) and ``forfeit(player, reason)``.
+conformance checker), ``forfeit(player, reason)`` and ``after_play(matchup,
+seated)`` (a last look at the seated policies before the outcome is read).
 
 The illegal-move rule (shared, configurable per game): an action the rules
 reject is recorded with its reason in ``infos[player]["illegal_move"]``; the
@@ -32,7 +33,7 @@ because of what an action says.
 from __future__ import annotations
 
 import string
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 from gymnasium import spaces
@@ -129,6 +130,13 @@ class TextGame(AECEnv):
     def forfeit(self, player: str, reason: str) -> None:
         """What happens after too many illegal moves in a row: by default the game ends."""
         self._forfeited = player
+
+    async def after_play(self, matchup: Any, seated: Mapping[str, Any]) -> None:
+        """Runs once when play has ended, before the runtime reads the outcome: ``matchup`` is the
+        episode's :class:`~arena.records.Matchup`, ``seated`` maps each player to its policy. A game
+        whose rewards need the seated policies themselves (e.g. a model's probability of an answer,
+        read through its engine) computes them here; the game itself stays free of tokenizers.
+        Nothing by default."""
 
     # ----- PettingZoo bookkeeping -------------------------------------------------------------
     def __init__(self, config: GameConfig | None = None, render_mode: str | None = None, **kwargs: Any):

@@ -109,7 +109,7 @@ async def play_episode(
                 player=player,
                 policy_id=policy.policy_id,
                 policy_version=int(getattr(policy, "version", 0)),
-                observation=text,
+                observation=action.observation if action.observation is not None else text,
                 action=action.text,
                 prompt_ids=action.prompt_ids,
                 completion_ids=action.completion_ids,
@@ -121,6 +121,7 @@ async def play_episode(
             )
         )
     if game is not None:
+        await game.after_play(matchup, {p: policies[matchup.seats[p]] for p in players})
         returns = game.final_returns()
         group = game.group_return()
         components = game.final_components()

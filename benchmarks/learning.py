@@ -103,11 +103,83 @@ def measure_selfplay(res: RunResult) -> dict[str, float]:
     return out
 
 
+SD = "social_deduction-v0"
+#: the published 5-player game's seats with the scripted crew and impostor: warm-start demonstrations
+SD_DEMO_SEATS = {**{f"crew_{i}": "scripted/crew" for i in range(1, 5)}, "impostor": "scripted/impostor"}
+
+
+def social_deduction_crew(rounds: int) -> dict[str, Any]:
+    return {
+        "name": "social_deduction_crew",
+        "episodes_per_matchup": 32,
+        "games": [{"id": SD, "kwargs": {"quick": True},
+                   "matchups": [{"crew_1": "main", "crew_2": "main", "crew_3": "main", "impostor": "scripted/impostor"}]}],
+        # the run plays only this game, so the warm start imitates its scripted crew and impostor
+        # (demonstrations carry no game kwargs: they come from the published game, play is quick)
+        "model": {"warm_start": {"steps": 200, "batch_size": 16, "episodes_per_seating": 8, "seatings": [[SD, SD_DEMO_SEATS]]}},
+        "sampling": {"max_new_tokens": 32},
+        "trainer": {"recipe": "pg", "rounds": rounds, "group_size": 4, "groups_per_matchup": 8, "advantage": "group_mean", "lr": 1e-3, "kl_coef": 0.02},
+    }
+
+
+def measure_crew(res: RunResult) -> dict[str, float]:
+    win = lambda ep: ep.metrics["crew_win"]
+    votes = lambda ep: ep.metrics.get("vote_accuracy")
+    return {
+        "before": seat_mean(res.before, "crew_1", win),
+        "after": seat_mean(res.after, "crew_1", win),
+        "vote_accuracy_before": seat_mean(res.before, "crew_1", votes),
+        "vote_accuracy_after": seat_mean(res.after, "crew_1", votes),
+    }
+
+
+DEBATE = "debate-v0"
+#: the debate bots against each other: warm-start demonstrations (as in configs/debate_dpo.yaml, so the two share a cache)
+DEBATE_DEMO_SEATINGS = [
+    [DEBATE, {"debater_0": f"scripted/{a}", "debater_1": f"scripted/{b}"}]
+    for a, b in [("honest", "stubborn_wrong"), ("sycophant", "stubborn_wrong"), ("stubborn_wrong", "honest"),
+                 ("sycophant", "honest"), ("honest", "sycophant"), ("stubborn_wrong", "sycophant")]
+]
+
+
+def debate_dpo(rounds: int) -> dict[str, Any]:
+    return {
+        "name": "debate_dpo",
+        "episodes_per_matchup": 32,
+        # binary questions, one debate round: the trained debater's reply after the openings is its final answer
+        "games": [{"id": DEBATE, "kwargs": {"question_kinds": ["true_false"], "rounds": 1},
+                   "matchups": [{"debater_0": "main", "debater_1": "scripted/stubborn_wrong"}]}],
+        "model": {"warm_start": {"steps": 200, "batch_size": 16, "episodes_per_seating": 8, "seatings": DEBATE_DEMO_SEATINGS}},
+        "sampling": {"max_new_tokens": 24, "temperature": 0.7},
+        # after the branch only the scripted opponent moves: one rollout per continuation scores it exactly
+        "trainer": {"recipe": "dpo", "rounds": rounds, "group_size": 1, "groups_per_matchup": 16, "tree_branches": 4,
+                    "tree_rollouts": 1, "dpo_beta": 0.1, "lr": 5e-4, "batch_size": 32},
+    }
+
+
+def measure_debate(res: RunResult) -> dict[str, float]:
+    def mean(episodes, name: str) -> float:
+        return seat_mean(episodes, "debater_0", lambda ep: ep.metrics.get(f"{name}/debater_0"))
+
+    return {
+        "before": mean(res.before, "final_correct"),
+        "after": mean(res.after, "final_correct"),
+        "initial_accuracy_before": mean(res.before, "initial_correct"),
+        "initial_accuracy_after": mean(res.after, "initial_correct"),
+        "flips_to_wrong_before": mean(res.before, "flips_to_wrong"),
+        "flips_to_wrong_after": mean(res.after, "flips_to_wrong"),
+        "flips_to_right_before": mean(res.before, "flips_to_right"),
+        "flips_to_right_after": mean(res.after, "flips_to_right"),
+    }
+
+
 EXPERIMENTS: dict[str, tuple[Callable[[int], dict], Callable[[RunResult], dict], str]] = {
     "pd_vs_tit_for_tat": (pd_vs_tit_for_tat, measure_pd, "mean payoff per round of the trained player vs tit-for-tat"),
     "negotiation_seller_vs_fair_buyer": (negotiation_seller, measure_seller, "mean deal price of the trained seller vs a fair buyer"),
     "negotiation_selfplay_role_baseline_off": (lambda r: negotiation_selfplay(r, False), measure_selfplay, "shared-policy self-play, one running baseline per game: mean return of both roles vs bots"),
     "negotiation_selfplay_role_baseline_on": (lambda r: negotiation_selfplay(r, True), measure_selfplay, "shared-policy self-play, one running baseline per role: mean return of both roles vs bots"),
+    "social_deduction_crew": (social_deduction_crew, measure_crew, "crew win rate of the trained crew (3 seats, quick setting) vs the scripted impostor"),
+    "debate_dpo": (debate_dpo, measure_debate, "final accuracy of the debater trained by DPO from debate trees (true/false questions) vs a stubborn wrong debater, oracle judge"),
 }
 
 

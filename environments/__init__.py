@@ -12,3 +12,18 @@ register(
     "arena.environments.negotiation:NegotiationGame",
     description="Seller and buyer bargain over one item with private cost and value; offer / accept / walk moves in free text.",
 )
+register(
+    "debate-v0",
+    "arena.environments.debate:DebateGame",
+    description="Two debaters answer a question with confidence and reasons, then debate; an oracle or a model judge decides.",
+)
+register(
+    "collab_qa-v0",
+    "arena.environments.collab_qa:CollabQAGame",
+    description="An asker and helpers with different search tools answer a question together; shared reward F1 minus search cost.",
+)
+register(
+    "social_deduction-v0",
+    "arena.environments.social_deduction:SocialDeductionGame",
+    description="Among-Us-like social deduction: a crew does tasks on a grid of rooms, one impostor kills; simultaneous moves, discussion after a body is reported, then a secret vote.",
+)

@@ -10,11 +10,17 @@ thread, leaving the event loop free to collect the next batch meanwhile.
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,27 @@ class Engine(ABC):
         st.prompt_tokens += sum(map(len, prompts))
         st.completion_tokens += sum(len(c.token_ids) for c in out)
         return out
+
+    async def run_in_engine_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn(*args)`` on the thread that runs batches, so it never overlaps one.
+
+        For async callers of weight updates and scoring: a model is not safe to
+        mutate or share while a batch is running on it.
+        """
+        if not hasattr(self, "_executor"):
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
+
+    def sleep(self, level: int = 1) -> None:
+        """Free accelerator memory between rollout phases, where the engine supports it (vLLM on GPU).
+
+        The default keeps everything in memory and only says so.
+        """
+        logger.info("%s has no sleep mode: sleep(level=%d) keeps weights and caches in memory", type(self).__name__, level)
+
+    def wake_up(self) -> None:
+        """Undo :meth:`sleep`; a no-op for engines without a sleep mode."""
+        logger.info("%s has no sleep mode: wake_up() has nothing to restore", type(self).__name__)
 
     # ----- batching -----------------------------------------------------------------------
     def _start_batcher(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -1,0 +1,174 @@
+"""Listening and speaking signals read from a model's scores (Sarkar et al., 2025).
+
+In social deduction the crew must find a hidden player. Sarkar et al. split
+communication into listening (predicting the hidden answer from the
+discussion) and speaking (saying what moves the others toward the right
+answer), and read both from the listeners' own policies:
+
+- **Listening target**: a listener's belief over the candidates, from its
+  model: for each candidate ``c`` the log-probability of an answer such as
+  ``The impostor is red.`` after a prompt built from that listener's
+  observation plus a question, normalised over the candidates (a softmax of
+  the summed answer-token logprobs). The prompt is rendered exactly as the
+  seated :class:`~arena.agents.llm.LLMAgent` renders a move prompt (its chat
+  template and system prompt), so the belief is that policy's.
+- **Speaking reward** of a message: the mean, over the other listeners, of the
+  change in probability on the true answer from just before the message to
+  just after it; negated when the speaker is on the deceiving side (the
+  impostor wants the crew's belief to move away from the truth).
+
+Games stay free of tokenizers: a game exposes its discussions as text
+(:class:`Discussion`: what each listener saw before and after each message,
+the answers per candidate, the truth), and this module scores them with the
+seated agents' engines (``engine.score(prompt_ids, continuation_ids)``, as in
+:class:`~arena.engines.hf.HFEngine`). Listeners seated with a policy that has
+no model (a scripted bot) have no belief and are left out.
+
+    scores = score_discussions("social_deduction-v0", game.discussions(), seated)
+    scores.listening["crew_1"], scores.speaking["impostor"], scores.metrics()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from arena.agents.base import PlayerView
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One message of a discussion: who said it, who listened, and the snapshots around it."""
+
+    speaker: str
+    #: the listeners whose belief change counts (the speaker's teammates or targets, never the speaker)
+    listeners: tuple[str, ...]
+    #: index into :attr:`Discussion.snapshots` just before and just after the message
+    before: int
+    after: int
+    #: True when the speaker gains by moving belief away from the truth
+    negate: bool = False
+
+
+@dataclass(frozen=True)
+class Discussion:
+    """One discussion as text: everything needed to read beliefs before and after each message."""
+
+    #: appended to a listener's observation to ask for its belief
+    question: str
+    #: the true candidate
+    truth: str
+    #: listener -> candidate -> answer text (e.g. "The impostor is red.")
+    answers: Mapping[str, Mapping[str, str]]
+    #: listener -> its observation text, at the start and after every message
+    snapshots: Sequence[Mapping[str, str]]
+    utterances: Sequence[Utterance] = ()
+
+
+# ----- pure maths --------------------------------------------------------------------------------
+def normalise(logps: Mapping[str, float]) -> dict[str, float]:
+    """Softmax over candidates: {candidate: summed answer logprob} -> {candidate: probability}."""
+    if not logps:
+        return {}
+    top = max(logps.values())
+    exp = {c: math.exp(v - top) for c, v in logps.items()}
+    total = sum(exp.values())
+    return {c: v / total for c, v in exp.items()}
+
+
+def speaking_reward(
+    before: Mapping[str, Mapping[str, float]], after: Mapping[str, Mapping[str, float]], truth: str, negate: bool = False
+) -> float | None:
+    """Mean over listeners (the keys both maps share) of ``after[l][truth] - before[l][truth]``, negated
+    when ``negate``; None when no listener has a belief."""
+    listeners = [l for l in before if l in after]
+    if not listeners:
+        return None
+    delta = sum(after[l].get(truth, 0.0) - before[l].get(truth, 0.0) for l in listeners) / len(listeners)
+    return -delta if negate else delta
+
+
+# ----- reading a model ---------------------------------------------------------------------------
+def can_listen(policy: Any) -> bool:
+    """Whether a seated policy has a model whose scores can be read (an LLM agent on a scoring engine)."""
+    return callable(getattr(getattr(policy, "engine", None), "score", None)) and callable(getattr(policy, "prompt_ids", None))
+
+
+def belief(agent: Any, game: str, player: str, observation: str, question: str, answers: Mapping[str, str]) -> dict[str, float]:
+    """``player``'s belief over the candidates of ``answers``, read from ``agent`` (an LLM agent).
+
+    The prompt is the agent's own rendering of ``observation`` followed by ``question``; each
+    candidate scores the summed logprob of its answer text right after it.
+    """
+    view = PlayerView(game=game, player=player, observation=f"{observation}\n{question}")
+    prompt = agent.prompt_ids(view)
+    tok = agent.engine.tokenizer
+    logps = {c: float(sum(agent.engine.score(prompt, tok.encode(text, add_special_tokens=False)))) for c, text in answers.items()}
+    return normalise(logps)
+
+
+@dataclass
+class BeliefScores:
+    """What a set of discussions gave, per seat and overall."""
+
+    #: listener -> mean probability on the truth over all its snapshots (the listening target's fit)
+    listening: dict[str, float] = field(default_factory=dict)
+    #: speaker -> summed speaking reward of its messages (only messages some listener could read)
+    speaking: dict[str, float] = field(default_factory=dict)
+    #: every listener belief read: (listener, discussion index, snapshot index) -> belief
+    beliefs: dict[tuple[str, int, int], dict[str, float]] = field(default_factory=dict)
+    truths: list[str] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, float]:
+        """``suspicion_accuracy`` (share of beliefs whose unique most likely candidate is the truth),
+        ``belief_impostor`` (mean probability on the truth) and ``listening_points``; empty without beliefs."""
+        if not self.beliefs:
+            return {}
+        right, mass = 0, 0.0
+        for (_, d, _), b in self.beliefs.items():
+            truth = self.truths[d]
+            top = max(b.values())
+            right += b[truth] == top and sum(v == top for v in b.values()) == 1
+            mass += b[truth]
+        n = len(self.beliefs)
+        return {"suspicion_accuracy": right / n, "belief_impostor": mass / n, "listening_points": float(n)}
+
+
+def score_discussions(game: str, discussions: Sequence[Discussion], seated: Mapping[str, Any]) -> BeliefScores:
+    """Read every listener's belief at every snapshot, then the listening and speaking signals.
+
+    ``seated`` maps players to their policies; only listeners for which :func:`can_listen` holds
+    are read. A belief is read once per (listener, observation text) and reused.
+    """
+    out = BeliefScores(truths=[d.truth for d in discussions])
+    cache: dict[tuple[int, str, str], dict[str, float]] = {}
+    sums: dict[str, list[float]] = {}
+    for d_index, d in enumerate(discussions):
+        for s_index, snapshot in enumerate(d.snapshots):
+            for listener, text in snapshot.items():
+                agent = seated.get(listener)
+                if not can_listen(agent) or listener not in d.answers:
+                    continue
+                key = (id(agent), listener, text)
+                if key not in cache:
+                    cache[key] = belief(agent, game, listener, text, d.question, d.answers[listener])
+                b = cache[key]
+                out.beliefs[(listener, d_index, s_index)] = b
+                sums.setdefault(listener, []).append(b[d.truth])
+        for u in d.utterances:
+            before = {l: out.beliefs[(l, d_index, u.before)] for l in u.listeners if (l, d_index, u.before) in out.beliefs}
+            after = {l: out.beliefs[(l, d_index, u.after)] for l in u.listeners if (l, d_index, u.after) in out.beliefs}
+            reward = speaking_reward(before, after, d.truth, u.negate)
+            if reward is not None:
+                out.speaking[u.speaker] = out.speaking.get(u.speaker, 0.0) + reward
+    out.listening = {l: sum(v) / len(v) for l, v in sums.items()}
+    return out
+
+
+async def score_discussions_async(game: str, discussions: Sequence[Discussion], seated: Mapping[str, Any]) -> BeliefScores:
+    """:func:`score_discussions` on a worker thread, so other episodes keep playing meanwhile."""
+    if not discussions or not any(can_listen(p) for p in seated.values()):
+        return BeliefScores(truths=[d.truth for d in discussions])
+    return await asyncio.to_thread(score_discussions, game, discussions, seated)
