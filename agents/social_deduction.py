@@ -5,7 +5,9 @@ game's stable lines: ``You are ...``, ``Map ...``, ``Alive ...``,
 ``Witnessed ...``, ``Seen ...``, ``Tick ...``, ``Your tasks left ...``,
 ``Your move ...``, the meeting header, the discussion, ``Vote now ...``), and
 draws any randomness from ``view.rng``. Bots are stateless: what they said
-earlier in a meeting they read back from the discussion.
+earlier in a meeting they read back from the discussion. They answer a listed
+move or vote as its number and text (``3 task``, ``2 vote red``) and speak in
+plain sentences.
 
 - ``crew``: reports a body in its room, works on a task in its room, else
   walks toward its nearest task room (and roams once its tasks are done, so
@@ -44,18 +46,32 @@ from arena.agents.base import PlayerView, ScriptedPolicy
 _ME = re.compile(r"^(?:\[private\] )?You are (\w+), (crew|the impostor)\.", re.MULTILINE)
 _MAP = re.compile(r"^Map \(north is up\): (.*)$", re.MULTILINE)
 _ALIVE = re.compile(r"^Alive: ([^.]*)\.", re.MULTILINE)
-_COOLDOWN = re.compile(r"Kill cooldown: (\d+) ticks\.")
+_COOLDOWN = re.compile(r"^\[private\] You are \w+, the impostor\. Kill cooldown: (\d+) ticks\.", re.MULTILINE)
+_WITNESSED = re.compile(r"^Witnessed: (.*)$", re.MULTILINE)
 _WITNESS = re.compile(r"tick (\d+) in (\w+): (\w+) killed (\w+)\.")
+#: status lines: talk is shown on lines of its own that start with the speaker, so it cannot forge these
+_STATUS = re.compile(r"^(Your move this tick:|You are dead\.|Game over|Your turn to speak|You voted:)", re.MULTILINE)
 _SEEN = re.compile(r"^Seen: (.*)$", re.MULTILINE)
 _TICK = re.compile(r"^Tick (\d+) of \d+\. You are in (\w+)\. Here: ([^.]*)\. Bodies here: ([^.]*)\.", re.MULTILINE)
 _TASKS = re.compile(r"^Your tasks left: (.*)\.$", re.MULTILINE)
 _TASK_ITEM = re.compile(r"(\w+) \(\d+ ticks?\)")
-_MOVES = re.compile(r"^Your move: (.*)$", re.MULTILINE)
+_MOVES = re.compile(r"^Your move \(write it or its number\): (.*)$", re.MULTILINE)
+_VOTES = re.compile(r"^Vote now, in secret \(write it or its number\): (.*)$", re.MULTILINE)
 _HEADER = re.compile(r"^Meeting \d+ \(tick \d+, called by (\w+)\): dead (.*?)\.$", re.MULTILINE)
 _DEAD_ITEM = re.compile(r"(\w+) \(found in (\w+)\)")
 _SAID = re.compile(r'^(\w+): "(.*)"$', re.MULTILINE)
 _SAW_KILL = re.compile(r"I saw (\w+) kill ", re.IGNORECASE)
 _ACCUSE = re.compile(r"(?:suspect|vote(?: for)?) (\w+)|(\w+) is the impostor", re.IGNORECASE)
+
+
+def _options(listing: str) -> list[str]:
+    """``1 move weapons, 2 task`` -> ``["move weapons", "task"]``."""
+    return [item.strip().split(" ", 1)[1] for item in listing.split(",")]
+
+
+def answer(option: str, options: list[str]) -> str:
+    """How a bot answers: the option's number, then its text (``2 task``)."""
+    return f"{options.index(option) + 1} {option}"
 
 
 def _names(text: str) -> list[str]:
@@ -102,7 +118,9 @@ def read_state(text: str) -> State:
     st.alive = _names(alive.group(1)) if alive else []
     cd = _COOLDOWN.search(text)
     st.cooldown = int(cd.group(1)) if cd else 0
-    st.witnessed = [(int(t), r, k, v) for t, r, k, v in _WITNESS.findall(text)]
+    witnessed = _WITNESSED.search(text)
+    if witnessed:
+        st.witnessed = [(int(t), r, k, v) for t, r, k, v in _WITNESS.findall(witnessed.group(1))]
     seen = _SEEN.search(text)
     if seen:
         for entry in seen.group(1).split("; "):
@@ -117,30 +135,26 @@ def read_state(text: str) -> State:
     tasks = _TASKS.search(text)
     if tasks:
         st.tasks = _TASK_ITEM.findall(tasks.group(1))
-    moves = _MOVES.search(text)
+    moves, votes = _MOVES.search(text), _VOTES.search(text)
+    status = {m.group(1) for m in _STATUS.finditer(text)}
     headers = list(_HEADER.finditer(text))
     if moves:
-        st.phase = "tick"
-        st.moves = [m.strip() for m in moves.group(1).split(",")]
-    elif "Your move this tick:" in text:
+        st.phase, st.moves = "tick", _options(moves.group(1))
+    elif "Your move this tick:" in status:
         st.phase = "waiting"
-    elif "\nYou are dead." in text:
+    elif "You are dead." in status:
         st.phase = "dead"
-    elif "Game over" not in text and headers:
+    elif "Game over" not in status and headers:
         current = headers[-1]
         st.reporter = current.group(1)
         st.dead = _DEAD_ITEM.findall(current.group(2))
-        rest = text[current.end():]
-        st.said = _SAID.findall(rest)
-        if "Your turn to speak" in rest:
+        st.said = _SAID.findall(text[current.end():])
+        if "Your turn to speak" in status:
             st.phase = "speak"
-        elif "Vote now, in secret: " in rest:
-            st.phase = "vote"
-            st.vote_options = [o.strip() for o in rest.split("Vote now, in secret: ", 1)[1].split("\n", 1)[0].split(",")]
-        elif "You voted:" in rest:
-            st.phase = "voted"
+        elif votes:
+            st.phase, st.vote_options = "vote", _options(votes.group(1))
         else:
-            st.phase = "listen"
+            st.phase = "voted" if "You voted:" in status else "listen"
     return st
 
 
@@ -209,13 +223,29 @@ def accusations(st: State) -> Counter:
     return count
 
 
-class CrewBot(ScriptedPolicy):
+class _SocialBot(ScriptedPolicy):
+    """Shared plumbing: subclasses decide on an option's text (or a message); listed moves and
+    votes are answered as ``<number> <option>``."""
+
+    def decide(self, st: State, view: PlayerView) -> str:
+        raise NotImplementedError
+
+    def choose(self, view: PlayerView) -> str:
+        st = read_state(view.observation)
+        text = self.decide(st, view)
+        if st.phase == "tick":
+            return answer(text, st.moves)
+        if st.phase == "vote":
+            return answer(text, st.vote_options)
+        return text
+
+
+class CrewBot(_SocialBot):
     """Does tasks, reports bodies, accuses and votes only on its own evidence (see the module docstring)."""
 
     policy_id = "scripted/crew"
 
-    def choose(self, view: PlayerView) -> str:
-        st = read_state(view.observation)
+    def decide(self, st: State, view: PlayerView) -> str:
         if st.impostor:
             return self._as_impostor(st, view)
         if st.phase == "tick":
@@ -243,7 +273,7 @@ class CrewBot(ScriptedPolicy):
         return "skip" if st.phase == "vote" else "wait"
 
 
-class ImpostorBot(ScriptedPolicy):
+class ImpostorBot(_SocialBot):
     """Kills when alone with a victim and off cooldown, lies in the discussion (see the module docstring)."""
 
     policy_id = "scripted/impostor"
@@ -251,10 +281,9 @@ class ImpostorBot(ScriptedPolicy):
     #: linger beside a lone crew member when the cooldown has at most this many ticks left
     LINGER = 2
 
-    def choose(self, view: PlayerView) -> str:
-        st = read_state(view.observation)
+    def decide(self, st: State, view: PlayerView) -> str:
         if not st.impostor:
-            return CrewBot().choose(view)
+            return CrewBot().decide(st, view)
         if st.phase == "tick":
             return self._move(st, view)
         target = self._scapegoat(st, view)

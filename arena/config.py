@@ -202,6 +202,34 @@ class RolloutConfig(Section):
     max_steps: int = Field(1000, ge=1)
 
 
+class ClusterConfig(Section):
+    """Where rollouts and learning run. ``local`` (the default): everything in this process.
+    ``ray``: rollout worker actors, engine actors and Ray Train learners (:mod:`arena.distributed`)."""
+
+    mode: Literal["local", "ray"] = "local"
+    #: none = start a Ray instance on this machine for the run; "auto" (or ray://host:port) = join a running cluster
+    address: str | None = None
+    #: CPUs of the Ray instance the run starts itself (none = every core); ignored when joining a cluster
+    num_cpus: float | None = Field(None, gt=0)
+    #: rollout worker actors, each playing up to ``rollout.concurrency`` episodes at once
+    rollout_workers: int = Field(2, ge=1)
+    #: engine actors per model policy; an episode's requests all go to one of them, the least loaded when it starts
+    engines: int = Field(2, ge=1)
+    engine_kind: Literal["hf", "vllm"] = "hf"
+    gpus_per_engine: float = Field(0.0, ge=0)
+    #: Ray Train workers of each trained policy (DDP: gloo on CPU, NCCL on GPU)
+    learner_workers: int = Field(2, ge=1)
+    #: Ray's CPU budget per actor: a scheduling share, not a thread count; fractions let many actors
+    #: share a small machine (an actor asking for more CPUs than are free waits forever)
+    engine_cpus: float = Field(0.5, gt=0)
+    rollout_worker_cpus: float = Field(0.25, gt=0)
+    learner_worker_cpus: float = Field(0.25, gt=0)
+    #: seconds an engine may take to load new weights and score the probe before the sync fails
+    sync_timeout_s: float = Field(120.0, gt=0)
+    #: largest |engine - learner| logprob on the sync probe (float32 engines agree to ~1e-6; bf16 needs ~5e-2)
+    probe_tolerance: float = Field(1e-3, gt=0)
+
+
 class TrackingConfig(Section):
     #: MLflow tracking URI; none = $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory
     uri: str | None = None
@@ -250,6 +278,7 @@ class RunConfig(Section):
     rollout: RolloutConfig = RolloutConfig()
     tracking: TrackingConfig = TrackingConfig()
     trainer: TrainerConfig = TrainerConfig()
+    cluster: ClusterConfig = ClusterConfig()
     #: set to run the critic (in-context feedback) loop instead of training
     critic: CriticConfig | None = None
     #: where checkpoints go: <runs_dir>/<name>/
@@ -271,6 +300,15 @@ class RunConfig(Section):
             other = sorted({g.id for g in self.games if not g.eval_only and not g.id.startswith("debate-")})
             if other:
                 raise ValueError(f"trainer.recipe=dpo learns from debate trees: mark {', '.join(other)} eval_only or use another recipe")
+        return self
+
+    @model_validator(mode="after")
+    def _ray_runs_what_it_supports(self) -> "RunConfig":
+        if self.cluster.mode == "ray":
+            if self.trainer.recipe == "dpo":
+                raise ValueError("cluster.mode=ray trains the pg and rest recipes; trainer.recipe=dpo runs with cluster.mode=local")
+            if self.critic is not None:
+                raise ValueError("cluster.mode=ray plays and trains on a cluster; the critic loop runs with cluster.mode=local")
         return self
 
     @model_validator(mode="after")

@@ -57,10 +57,13 @@ def negotiation_selfplay(rounds: int, role_baseline: bool) -> dict[str, Any]:
             {"id": NEG, "name": "selfplay", "matchups": [{"seller": "main", "buyer": "main"}]},
             {"id": NEG, "name": "vs_bots", "eval_only": True,
              "matchups": [{"seller": "main", "buyer": "scripted/fair_buyer"}, {"seller": "scripted/fair_seller", "buyer": "main"}]},
+            # the trained policy in each role against its own starting weights (snapshot = main@0 in evaluation)
+            {"id": NEG, "name": "vs_start", "eval_only": True,
+             "matchups": [{"seller": "main", "buyer": "snapshot"}, {"seller": "snapshot", "buyer": "main"}]},
         ],
         # no group baseline: the comparison is a running baseline per (game, role) against one per game
         "trainer": {"recipe": "pg", "rounds": rounds, "group_size": 1, "groups_per_matchup": 32, "advantage": "none",
-                    "baseline": "per_role" if role_baseline else "per_game", "lr": 5e-4, "kl_coef": 0.05},
+                    "baseline": "per_role" if role_baseline else "per_game", "lr": 5e-4, "kl_coef": 0.05, "snapshot_every": 10_000},
     }
 
 
@@ -98,8 +101,14 @@ def measure_selfplay(res: RunResult) -> dict[str, float]:
         va = [e for e, lab in zip(res.after, res.labels) if lab == "vs_bots"]
         out[f"{role}_vs_bot_before"] = seat_mean(vs, role, lambda ep, r=role: ep.returns[r])
         out[f"{role}_vs_bot_after"] = seat_mean(va, role, lambda ep, r=role: ep.returns[r])
-    out["before"] = (out["seller_vs_bot_before"] + out["buyer_vs_bot_before"]) / 2
-    out["after"] = (out["seller_vs_bot_after"] + out["buyer_vs_bot_after"]) / 2
+        for when, eps in (("before", res.before), ("after", res.after)):
+            vs = [e for e, lab in zip(eps, res.labels) if lab == "vs_start"]
+            out[f"{role}_vs_start_{when}"] = seat_mean(vs, role, lambda ep, r=role: ep.returns[r])
+    # headline: the model's mean return over both roles against its own starting weights
+    out["before"] = (out["seller_vs_start_before"] + out["buyer_vs_start_before"]) / 2
+    out["after"] = (out["seller_vs_start_after"] + out["buyer_vs_start_after"]) / 2
+    out["vs_bots_before"] = (out["seller_vs_bot_before"] + out["buyer_vs_bot_before"]) / 2
+    out["vs_bots_after"] = (out["seller_vs_bot_after"] + out["buyer_vs_bot_after"]) / 2
     return out
 
 
@@ -176,8 +185,8 @@ def measure_debate(res: RunResult) -> dict[str, float]:
 EXPERIMENTS: dict[str, tuple[Callable[[int], dict], Callable[[RunResult], dict], str]] = {
     "pd_vs_tit_for_tat": (pd_vs_tit_for_tat, measure_pd, "mean payoff per round of the trained player vs tit-for-tat"),
     "negotiation_seller_vs_fair_buyer": (negotiation_seller, measure_seller, "mean deal price of the trained seller vs a fair buyer"),
-    "negotiation_selfplay_role_baseline_off": (lambda r: negotiation_selfplay(r, False), measure_selfplay, "shared-policy self-play, one running baseline per game: mean return of both roles vs bots"),
-    "negotiation_selfplay_role_baseline_on": (lambda r: negotiation_selfplay(r, True), measure_selfplay, "shared-policy self-play, one running baseline per role: mean return of both roles vs bots"),
+    "negotiation_selfplay_role_baseline_off": (lambda r: negotiation_selfplay(r, False), measure_selfplay, "shared-policy self-play, one running baseline per game: mean return of both roles vs the starting policy (vs bots alongside)"),
+    "negotiation_selfplay_role_baseline_on": (lambda r: negotiation_selfplay(r, True), measure_selfplay, "shared-policy self-play, one running baseline per role: mean return of both roles vs the starting policy (vs bots alongside)"),
     "social_deduction_crew": (social_deduction_crew, measure_crew, "crew win rate of the trained crew (3 seats, quick setting) vs the scripted impostor"),
     "debate_dpo": (debate_dpo, measure_debate, "final accuracy of the debater trained by DPO from debate trees (true/false questions) vs a stubborn wrong debater, oracle judge"),
 }

@@ -68,11 +68,15 @@ Phase 2: meeting (discussion, then a simultaneous vote)
     when ``reveal_ejected_role``. Bodies are cleared, everyone returns to the
     first room and the ticks go on (the kill cooldown is not reset).
 
-Vote parsing: ``vote <colour>`` (its first occurrence) counts; else the word
-``skip``; else a text that names exactly one living player's colour votes for
-that player; anything else is illegal. Tick moves: the text must contain
-exactly one of the words ``move``, ``task``, ``report``, ``kill``, ``wait``
-(case-insensitive), with its argument after it.
+Parsing. Tick moves and votes are listed numbered; a reply that starts with
+a number picks that option (``3``, ``3.``, ``3 task``: the number wins over
+any text after it; a number with no option is illegal). Otherwise, a tick
+move is the one word among ``move``, ``task``, ``report``, ``kill``,
+``wait`` (case-insensitive; none or several is illegal) with its argument
+after it; a vote is ``vote <colour>`` (its first occurrence), else the word
+``skip``, else the one living player's colour the text names; anything else
+is illegal. Numbers make legal play easy for a small model: any option is
+one token away.
 
 End of the game
     - crew win: the impostor is ejected, or every crew task is done (checked
@@ -102,11 +106,11 @@ What each player sees (one line each, stable for bots)::
     Seen: t5 storage: red; t6 admin: red, body of green    (last ``memory_ticks`` ticks with company)
     Tick 7 of 60. You are in admin. Here: red. Bodies here: none.
     Your tasks left: admin (1 tick), navigation (2 ticks).
-    Your move: move cafeteria, move storage, move shields, task, wait
+    Your move (write it or its number): 1 move cafeteria, 2 move storage, 3 move shields, 4 task, 5 wait
 
   During a meeting the tick lines are replaced by the meeting's header, the
   discussion so far (``red: "..."``) and ``Your turn to speak ...`` or
-  ``Vote now, in secret: vote red, vote blue, ... or skip``. A player that
+  ``Vote now, in secret (write it or its number): 1 vote red, 2 vote blue, ..., 5 skip``. A player that
   has already moved this tick sees its own pending move, never another's. At
   the end: ``Game over after tick 12: the crew won (...). The impostor was red.``
   Dead players see the public state and ``You are dead.``; they never move.
@@ -206,8 +210,6 @@ QUICK: dict[str, Any] = {
 }
 #: why a game ended (``end/<reason>`` metrics)
 END_REASONS = ("tasks", "ejection", "parity", "timeout", "forfeit")
-#: the reward terms, in the order they are reported
-TERMS = ("win", "tasks", "reports", "kills", "correct_votes", "listening", "speaking")
 
 Phase = Literal["tick", "discussion", "vote", "over"]
 Move = tuple[str, Any]  # (kind, argument): ("move", room index), ("kill", seat), ("task", None), ...
@@ -217,11 +219,30 @@ _MOVE_ARG = re.compile(r"\s*(?:to\s+)?(?:the\s+)?([A-Za-z_]+)", re.IGNORECASE)
 _WORD_ARG = re.compile(r"\s*([A-Za-z_]+)")
 _VOTE = re.compile(r"(?<!\w)vote(?:\s+for)?\s+([A-Za-z_]+)", re.IGNORECASE)
 _SKIP = re.compile(r"(?<!\w)skip(?!\w)", re.IGNORECASE)
+#: a reply that starts with a number picks that option of the listed moves or votes
+_OPTION_NUMBER = re.compile(r"\s*(\d+)")
 
 
 def seat_names(num_players: int) -> tuple[str, ...]:
     """``crew_1`` ... ``crew_{n-1}``, then ``impostor``."""
     return tuple(f"crew_{i}" for i in range(1, num_players)) + (IMPOSTOR,)
+
+
+def numbered(options: list[str]) -> str:
+    """``1 move weapons, 2 task, 3 wait``: the options as the observation lists them."""
+    return ", ".join(f"{i} {o}" for i, o in enumerate(options, 1))
+
+
+def pick_option(action: str, options: list[str]) -> str:
+    """The text of option ``n`` when ``action`` starts with the number ``n``, else ``action`` itself;
+    a number with no such option is an IllegalMove."""
+    m = _OPTION_NUMBER.match(action)
+    if m is None:
+        return action
+    digits = m.group(1)
+    if len(digits) > 6 or not 1 <= int(digits) <= len(options):
+        raise IllegalMove(f"there is no option {digits[:8]}: choose 1 to {len(options)} ({numbered(options)})")
+    return options[int(digits) - 1]
 
 
 def clean_talk(text: str, max_chars: int) -> str:
@@ -250,7 +271,6 @@ class Meeting:
     number: int
     tick: int
     reporter: str
-    room: int
     #: seat -> room index of every body announced
     dead: dict[str, int]
     #: the living players when it started (the candidates)
@@ -463,6 +483,7 @@ class SocialDeductionGame(TextGame):
 
     def parse_tick_move(self, seat: str, action: str) -> Move:
         """The move in ``action``, checked against the state at the start of the tick; or IllegalMove."""
+        action = pick_option(action, self.legal_moves(seat))
         found = list(_KEYWORD.finditer(action))
         options = ", ".join(self.legal_moves(seat))
         if not found:
@@ -512,6 +533,7 @@ class SocialDeductionGame(TextGame):
 
     def parse_vote(self, action: str) -> str | None:
         """The seat voted for (None for skip); see the module docstring for the rule."""
+        action = pick_option(action, self._vote_options())
         choices = "; ".join(self._vote_options())
         living = {self.name[s]: s for s in self.living()}
         m = _VOTE.search(action)
@@ -591,7 +613,7 @@ class SocialDeductionGame(TextGame):
         living = self.living()
         for _ in range(self.config.discussion_rounds):
             queue += [living[int(i)] for i in self.rng.permutation(len(living))]
-        m = Meeting(len(self.meetings) + 1, self.tick, reporter, self.room_of[reporter], dead, living, queue)
+        m = Meeting(len(self.meetings) + 1, self.tick, reporter, dead, living, queue)
         self.meetings.append(m)
         self.phase = "discussion" if queue else "vote"
         if self.config.belief_scoring:
@@ -694,7 +716,7 @@ class SocialDeductionGame(TextGame):
         if player in self.pending:
             lines.append(f"Your move this tick: {self._move_text(self.pending[player])}. Waiting for the others.")
         else:
-            lines.append("Your move: " + ", ".join(self.legal_moves(player)))
+            lines.append("Your move (write it or its number): " + numbered(self.legal_moves(player)))
         return lines
 
     def _move_text(self, move: Move) -> str:
@@ -740,7 +762,7 @@ class SocialDeductionGame(TextGame):
             target = m.ballots[player]
             lines.append(f"You voted: {'skip' if target is None else 'vote ' + self.name[target]}. Waiting for the others.")
         else:
-            lines.append("Vote now, in secret: " + ", ".join(self._vote_options()))
+            lines.append("Vote now, in secret (write it or its number): " + numbered(self._vote_options()))
         return lines
 
     def _outcome_line(self) -> str:

@@ -56,6 +56,12 @@ def bot_episodes(seats: dict[str, str], seeds, **kw):
     return asyncio.run(play_many(matchups, pool))
 
 
+def option_text(action: str) -> str:
+    """A bot's ``3 task`` without its number."""
+    number, _, text = action.partition(" ")
+    return text if number.isdigit() else action
+
+
 def seating(crew: str, impostor: str, n: int = 4) -> dict[str, str]:
     return {**{f"crew_{i}": crew for i in range(1, n)}, IMPOSTOR: impostor}
 
@@ -244,13 +250,27 @@ def test_vote_outcomes(ballots, ejected):
 @pytest.mark.parametrize(
     "text, want",
     [("vote {C2}", "crew_2"), ("I VOTE {imp}", IMPOSTOR), ("skip", None), ("I'd rather skip this one", None),
-     ("{imp}!", IMPOSTOR), ("vote for {C1}", "crew_1")],
+     ("{imp}!", IMPOSTOR), ("vote for {C1}", "crew_1"), ("4", None), (" 4. skip", None), ("4 vote {imp}", None)],
 )
 def test_vote_parsing(text, want):
     env = _with_body()
     n = env.name
     text = text.format(C1=n["crew_1"], C2=n["crew_2"], imp=n[IMPOSTOR])
     assert env.parse_vote(text) == want
+    options = read_state(env.observe("crew_2")["text"]).vote_options if env.phase == "vote" else env._vote_options()
+    assert options[-1] == "skip" and len(options) == 4  # three living players, then skip
+
+
+def test_numbered_options_pick_the_listed_move():
+    env = fresh(seed=0)
+    obs = env.observe("crew_1")["text"]
+    assert obs.endswith("Your move (write it or its number): 1 move navigation, 2 move weapons, 3 task, 4 wait")
+    assert env.parse_tick_move("crew_1", "2") == ("move", 1)
+    assert env.parse_tick_move("crew_1", "3) task please") == ("task", None)
+    assert env.parse_tick_move("crew_1", "4 move weapons") == ("wait", None)  # the number wins
+    for bad in ("5", "0", "99999999 wait"):
+        with pytest.raises(arena.game.IllegalMove, match="there is no option|no move found"):
+            env.parse_tick_move("crew_1", bad)
 
 
 def test_illegal_moves_name_the_problem():
@@ -368,9 +388,9 @@ def test_crew_bots_vote_on_evidence_and_the_impostor_bot_kills_alone_and_lies():
     kills = 0
     for ep in eps:
         for t in ep.turns:
-            if t.player == IMPOSTOR and t.action.startswith("kill "):
+            if t.player == IMPOSTOR and option_text(t.action).startswith("kill "):
                 kills += 1
-                assert read_state(t.observation).here == [t.action.split()[1]]  # alone with its victim
+                assert read_state(t.observation).here == [option_text(t.action).split()[1]]  # alone with its victim
             if t.player == IMPOSTOR and "Your turn to speak" in t.observation:
                 me = read_state(t.observation).me
                 assert t.action.startswith("I suspect ") and me not in t.action
@@ -378,7 +398,7 @@ def test_crew_bots_vote_on_evidence_and_the_impostor_bot_kills_alone_and_lies():
                 st = read_state(t.observation)
                 killers = {k for _, _, k, _ in st.witnessed if k in st.alive}
                 if killers:
-                    assert t.action == f"vote {killers.pop()}"
+                    assert option_text(t.action) == f"vote {killers.pop()}"
     assert kills >= 20
 
 
@@ -399,7 +419,7 @@ def test_warm_start_demonstrations_of_the_bots(listener):
     examples = imitation_examples(episodes, tok, render=listener.prompt_ids)
     turns = [t for t in episodes[0].turns if not t.illegal]
     assert len(examples) == len(turns) > 40
-    assert {"task", "move"} <= {t.action.split()[0] for t in turns}
+    assert {"task", "move"} <= {option_text(t.action).split()[0] for t in turns}
     for (prompt, target), turn in zip(examples, turns):
         assert tok.decode(prompt).endswith(f"<|user|>{turn.observation}<|end|><|assistant|>")
         assert tok.decode(target) == turn.action + "<|end|>"
@@ -588,3 +608,17 @@ def test_the_shipped_config_runs_end_to_end(tmp_path, tiny_model_dir, mlflow_sto
         else:
             assert {ep.matchup.seats[p] for p in ("crew_1", "crew_2", "crew_3")} == {"main"}
             assert any(t.policy_version == 1 for t in ep.turns)  # the trained weights played after the round
+
+
+def test_talk_cannot_forge_the_lines_bots_read():
+    env = _with_body()
+    n = env.name
+    forged = f"tick 1 in cafeteria: {n['crew_2']} killed {n['crew_3']}. Your turn to speak Kill cooldown: 0 ticks."
+    while env.phase == "discussion":
+        env.step(forged)
+    obs = env.observe("crew_1")["text"]
+    st = read_state(obs)
+    # crew_1 really saw the kill (everyone was in the cafeteria); the forged sighting is only talk
+    assert st.phase == "vote" and len(st.said) == 6
+    assert st.witnessed == [(1, "cafeteria", n[IMPOSTOR], n["crew_3"])]
+    assert option_text(CrewBot().choose(PlayerView(GAME, "crew_1", obs))) == f"vote {n[IMPOSTOR]}"

@@ -1,0 +1,507 @@
+"""The Ray runtime: rollout workers, engine actors and Ray Train learners playing a run's rounds.
+
+    cluster: {mode: ray, rollout_workers: 2, engines: 2, learner_workers: 2}   # in a run's config
+
+:class:`RayRuntime` is what :func:`arena.experiment.run` uses when
+``cluster.mode`` is ``ray``; the round loop is the same as in one process.
+The pieces, each a plain class with typed methods:
+
+* :class:`EngineGroup` — one model policy's engines: ``cluster.engines``
+  :class:`~arena.engines.actor.EngineActor` processes (HF or vLLM) serving one
+  weights version. It syncs them (:func:`arena.weight_sync.sync_actors`: the
+  weights cross the object store once, every engine confirms the version and
+  scores the probe), restarts one that died and brings it to the current
+  version, and serves code in the driver through the
+  :class:`~arena.engines.base.Engine` interface.
+* :class:`EngineRouter` — in each rollout worker: sends an episode's first
+  request to the engine with the fewest requests in flight and the episode's
+  later requests to the same engine (its prompts grow turn by turn, so an
+  engine with a prefix cache reuses them); a request whose engine died goes to
+  another engine, where it samples the same tokens: same weights version, same
+  per-request seed.
+* :class:`RolloutWorker` — an async actor that plays many episodes at once
+  with :func:`arena.rollout.play_many` and streams every finished episode back
+  as soon as it ends.
+* :class:`EpisodeLedger` — a round's episode ids: each expected id received
+  exactly once, or the round fails.
+
+Faults. A rollout worker that dies mid-round loses only its unfinished
+episodes: the ones it already streamed back are kept, the rest are played
+again on another worker (same matchups, seeds and weights, so the same
+episodes), and a new worker takes its place. An engine that dies is found by
+the driver (requests to it fail over to the others meanwhile), restarted,
+synced to the current weights version and handed to every worker. Each fault
+is logged to the run: a ``faults/<kind>`` metric and a line in ``faults.jsonl``.
+
+Resources. Every actor asks Ray for a fraction of a CPU (``cluster.*_cpus``):
+a scheduling share, not a thread count. The run starts a Ray instance of its
+own unless ``cluster.address`` names a cluster to join (``auto``), or Ray is
+already initialised in the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError
+
+from arena import tracking
+from arena.agents.base import Policy
+from arena.agents.catalog import make_fixed_policy
+from arena.agents.llm import LLMAgent
+from arena.engines.actor import EngineActor, init_ray
+from arena.engines.base import Completion, Engine, SamplingParams
+from arena.records import Episode, Matchup
+from arena.rollout import play_many
+from arena.weight_sync import EngineDied, Probe, SyncReport, check_probe, make_probe, sync_actors
+
+logger = logging.getLogger(__name__)
+
+#: seconds between the driver's health checks of the engines while a round plays
+ENGINE_CHECK_S = 1.0
+#: how long a request waits for any engine of its policy to be alive again
+NO_ENGINE_WAIT_S = 300.0
+
+
+# ----- routing ---------------------------------------------------------------------------------------
+def least_loaded(in_flight: Sequence[int], alive: Sequence[bool], assigned: Sequence[int], offset: int = 0) -> int:
+    """The engine for a new episode: among live engines, the fewest requests in flight, then the
+    fewest episodes assigned so far, then the first counting from ``offset`` (rollout workers
+    start at different engines). Raises ``LookupError`` when no engine is alive."""
+    n = len(alive)
+    live = [i for i in range(n) if alive[i]]
+    if not live:
+        raise LookupError("no engine is alive")
+    return min(live, key=lambda i: (in_flight[i], assigned[i], (i - offset) % n))
+
+
+class RoutedEngine(Engine):
+    """One episode's handle on an :class:`EngineRouter`: every request it makes goes to one engine."""
+
+    def __init__(self, router: EngineRouter) -> None:
+        self.router = router
+        self.tokenizer = router.tokenizer
+        #: the engine serving this episode (None until its first request)
+        self.engine_index: int | None = None
+
+    @property
+    def version(self) -> int:  # type: ignore[override]
+        return self.router.version
+
+    async def generate(self, prompt_ids: list[int], params: SamplingParams, seed: int) -> Completion:
+        return await self.router.generate(self, prompt_ids, params, seed)
+
+    def generate_batch(self, prompts: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[Completion]:
+        i = least_loaded(self.router.in_flight, self.router.alive, self.router.assigned)
+        return ray.get(self.router.actors[i].generate_batch.remote(prompts, params, seeds))
+
+
+class EngineRouter:
+    """Sends one policy's requests to its engine actors (see the module docstring).
+
+    ``actors`` are :class:`~arena.engines.actor.EngineActor` handles. ``version``
+    is the weights version they serve, set by the driver before each round (it
+    is what turns record as ``policy_version``).
+    """
+
+    def __init__(self, actors: Sequence[Any], tokenizer: Any, *, version: int = 0, offset: int = 0, wait_s: float = NO_ENGINE_WAIT_S) -> None:
+        self.actors = list(actors)
+        self.tokenizer = tokenizer
+        self.version = version
+        self.offset = offset
+        self.wait_s = wait_s
+        self.alive = [True] * len(self.actors)
+        self.in_flight = [0] * len(self.actors)
+        #: episodes that started on each engine
+        self.assigned = [0] * len(self.actors)
+        #: requests sent again because their engine died
+        self.retries = 0
+        #: episodes moved to another engine because theirs died
+        self.moved = 0
+
+    def view(self) -> RoutedEngine:
+        """A handle for one episode (its requests stay on one engine)."""
+        return RoutedEngine(self)
+
+    def replace(self, index: int, actor: Any) -> None:
+        """Engine ``index`` is now ``actor`` (a restarted engine, already serving the current weights)."""
+        self.actors[index] = actor
+        self.alive[index] = True
+
+    async def generate(self, view: RoutedEngine | None, prompt_ids: list[int], params: SamplingParams, seed: int) -> Completion:
+        """A completion from ``view``'s engine (the least loaded one for ``view=None``), failing over if it died."""
+        while True:
+            i = await self._engine_for(view)
+            actor = self.actors[i]
+            self.in_flight[i] += 1
+            try:
+                return await actor.generate.remote(list(prompt_ids), params, int(seed))
+            except RayActorError:
+                if self.actors[i] is actor:  # not already replaced by a restarted engine
+                    self.alive[i] = False
+                self.retries += 1
+                logger.warning("engine %d died during a request; sending it to another engine", i)
+            finally:
+                self.in_flight[i] -= 1
+
+    async def _engine_for(self, view: RoutedEngine | None) -> int:
+        if view is not None and view.engine_index is not None and self.alive[view.engine_index]:
+            return view.engine_index
+        deadline = time.monotonic() + self.wait_s
+        while not any(self.alive):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no engine of this policy has been alive for {self.wait_s:g} s")
+            await asyncio.sleep(0.1)
+        i = least_loaded(self.in_flight, self.alive, self.assigned, self.offset)
+        if view is not None:
+            if view.engine_index is not None:
+                self.moved += 1
+            view.engine_index = i
+        self.assigned[i] += 1
+        return i
+
+    def stats(self) -> dict[str, Any]:
+        return {"assigned": list(self.assigned), "retries": self.retries, "moved": self.moved}
+
+
+# ----- who sits where, as data a rollout worker can rebuild ------------------------------------------
+@dataclass(frozen=True)
+class ModelSeat:
+    """A seat played by an LLM agent on an engine group."""
+
+    group: str
+    policy_id: str
+    sampling: SamplingParams
+    history_turns: int
+    max_prompt_tokens: int
+    system_prompt: str
+
+
+@dataclass(frozen=True)
+class FixedSeat:
+    """A seat played by a fixed policy (a scripted bot), rebuilt by name in the worker."""
+
+    policy_id: str
+
+
+SeatSpec = ModelSeat | FixedSeat
+
+
+def seat_specs(pools: Mapping[str, Mapping[str, Policy]], matchups: Sequence[Matchup]) -> dict[str, dict[str, SeatSpec]]:
+    """Per game id, per seated policy id: how a rollout worker rebuilds that policy.
+
+    ``pools`` maps game id -> policy id -> policy, as the experiment builds them:
+    LLM agents on :class:`EngineGroup` engines become :class:`ModelSeat`, anything
+    else a :class:`FixedSeat` made again with ``make_fixed_policy``.
+    """
+    specs: dict[str, dict[str, SeatSpec]] = {}
+    for m in matchups:
+        game = specs.setdefault(m.game, {})
+        for pid in m.seats.values():
+            if pid in game:
+                continue
+            policy = pools[m.game][pid]
+            if isinstance(policy, LLMAgent):
+                if not isinstance(policy.engine, EngineGroup):
+                    raise TypeError(f"policy {pid!r} plays on {type(policy.engine).__name__}: on Ray, model policies need an EngineGroup (RayRuntime.engine)")
+                e = policy.engine
+                game[pid] = ModelSeat(e.name, policy.policy_id, policy.sampling, policy.history_turns, policy.max_prompt_tokens, policy.system_prompt)
+            else:
+                game[pid] = FixedSeat(pid)
+    return specs
+
+
+# ----- rollout workers -------------------------------------------------------------------------------
+@ray.remote(num_cpus=0.25)
+class RolloutWorker:
+    """Plays episodes on the engines it is given; start with ``RolloutWorker.options(num_cpus=...).remote(...)``.
+
+    ``engines`` maps an engine group's name to its actors, ``tokenizers`` the
+    group's name to its tokenizer; ``offset`` staggers where new episodes start.
+    """
+
+    def __init__(self, name: str, engines: Mapping[str, Sequence[Any]], tokenizers: Mapping[str, Any], offset: int = 0) -> None:
+        self.name = name
+        self.routers = {g: EngineRouter(actors, tokenizers[g], offset=offset) for g, actors in engines.items()}
+        self.fixed: dict[tuple[str, str], Policy] = {}
+
+    async def ready(self) -> str:
+        return self.name
+
+    async def replace_engine(self, group: str, index: int, actor: Any) -> None:
+        self.routers[group].replace(index, actor)
+
+    async def routing(self) -> dict[str, dict[str, Any]]:
+        """Per engine group: episodes started on each engine, requests retried, episodes moved."""
+        return {g: r.stats() for g, r in self.routers.items()}
+
+    async def play(
+        self,
+        tasks: list[tuple[str, Matchup]],
+        seats: dict[str, dict[str, SeatSpec]],
+        versions: dict[str, int],
+        concurrency: int,
+        max_steps: int,
+    ):
+        """Play ``(episode id, matchup)`` tasks, up to ``concurrency`` at once; yields each episode when it ends."""
+        for group, version in versions.items():
+            self.routers[group].version = version
+        finished: asyncio.Queue[Episode] = asyncio.Queue()
+        runner = asyncio.ensure_future(
+            play_many(
+                [m for _, m in tasks],
+                lambda m: self._policies(m, seats[m.game]),
+                concurrency=concurrency,
+                episode_ids=[i for i, _ in tasks],
+                on_episode=finished.put_nowait,
+                max_steps=max_steps,
+            )
+        )
+        for _ in tasks:
+            getter = asyncio.ensure_future(finished.get())
+            await asyncio.wait({getter, runner}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():  # play_many failed: its exception ends the stream
+                getter.cancel()
+                runner.result()
+            yield getter.result()
+        await runner
+
+    def _policies(self, matchup: Matchup, seats: Mapping[str, SeatSpec]) -> dict[str, Policy]:
+        """The policies of one episode: a fresh agent (and engine view) per model seat, shared bots."""
+        out: dict[str, Policy] = {}
+        for pid in set(matchup.seats.values()):
+            spec = seats[pid]
+            if isinstance(spec, ModelSeat):
+                out[pid] = LLMAgent(
+                    self.routers[spec.group].view(),
+                    spec.policy_id,
+                    sampling=spec.sampling,
+                    history_turns=spec.history_turns,
+                    max_prompt_tokens=spec.max_prompt_tokens,
+                    system_prompt=spec.system_prompt,
+                )
+            else:
+                key = (matchup.game, spec.policy_id)
+                if key not in self.fixed:
+                    self.fixed[key] = make_fixed_policy(spec.policy_id, matchup.game)
+                out[pid] = self.fixed[key]
+        return out
+
+
+# ----- accounting ----------------------------------------------------------------------------------------
+class EpisodeAccountingError(RuntimeError):
+    """A round that did not receive every expected episode exactly once."""
+
+
+class EpisodeLedger:
+    """A round's episode ids: each expected id must arrive exactly once."""
+
+    def __init__(self, ids: Sequence[str]) -> None:
+        if len(set(ids)) != len(ids):
+            repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
+            raise ValueError(f"episode ids must be unique within a round; repeated: {repeated[:5]}")
+        self.ids = list(ids)
+        self._expected = set(ids)
+        self.received: dict[str, Episode] = {}
+        #: episodes that arrived again after their first copy (dropped, never counted twice)
+        self.duplicates = 0
+        #: episodes handed to another worker after theirs died
+        self.rerun = 0
+
+    def receive(self, episode: Episode) -> bool:
+        """Record ``episode``; False (and counted as a duplicate) if its id already arrived."""
+        eid = episode.episode_id
+        if eid not in self._expected:
+            raise EpisodeAccountingError(f"episode {eid!r} was never asked for in this round")
+        if eid in self.received:
+            self.duplicates += 1
+            return False
+        self.received[eid] = episode
+        return True
+
+    def missing(self, ids: Sequence[str] | None = None) -> list[str]:
+        return [i for i in (self.ids if ids is None else ids) if i not in self.received]
+
+    def episodes(self) -> list[Episode]:
+        """Every episode in the order asked for; :class:`EpisodeAccountingError` if any is missing."""
+        missing = self.missing()
+        if missing:
+            raise EpisodeAccountingError(f"{len(missing)} of {len(self.ids)} episodes never arrived: {missing[:5]}")
+        return [self.received[i] for i in self.ids]
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        return {
+            f"{prefix}/episodes_expected": float(len(self.ids)),
+            f"{prefix}/episodes_received": float(len(self.received)),
+            f"{prefix}/episodes_rerun": float(self.rerun),
+            f"{prefix}/duplicates_dropped": float(self.duplicates),
+        }
+
+
+# ----- engines ---------------------------------------------------------------------------------------------
+class EngineGroup(Engine):
+    """One model policy's engine actors, all serving the same weights version.
+
+    For code in the driver it is an :class:`~arena.engines.base.Engine`
+    (requests go to the least loaded engine); ``update_weights`` pushes a state
+    dict to every engine and checks that they agree on the probe; :meth:`sync`
+    pushes a learner's weights and checks every engine against the learner's
+    probe log-probabilities.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        model_path: str,
+        *,
+        engines: int = 2,
+        num_cpus: float = 0.5,
+        num_gpus: float = 0.0,
+        options: Mapping[str, Any] | None = None,
+        timeout_s: float = 120.0,
+        tolerance: float = 1e-3,
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.model_path = model_path
+        self.num_cpus, self.num_gpus = num_cpus, num_gpus
+        self.options = dict(options or {})
+        self.timeout_s, self.tolerance = timeout_s, tolerance
+        self.actors = [self._start() for _ in range(engines)]
+        self.tokenizer = ray.get(self.actors[0].tokenizer.remote())
+        ray.get([a.version.remote() for a in self.actors])  # every engine started
+        self.version = 0
+        self.probe: Probe = make_probe(self.tokenizer)
+        self.router = EngineRouter(self.actors, self.tokenizer)
+        self.restarts = 0
+        #: the weights every engine serves (an ObjectRef; None = the model's own files)
+        self._weights: Any = None
+        #: the learner's probe log-probabilities for ``version`` (None: engines are checked against each other)
+        self._expected: list[float] | None = None
+
+    def engine_name(self, index: int) -> str:
+        return f"{self.name}/engine_{index}"
+
+    def _start(self) -> Any:
+        return EngineActor.options(num_cpus=self.num_cpus, num_gpus=self.num_gpus).remote(self.kind, self.model_path, self.options)
+
+    # ----- the Engine interface, for code in the driver ------------------------------------------------------
+    async def generate(self, prompt_ids: list[int], params: SamplingParams, seed: int) -> Completion:
+        self.router.version = self.version
+        out = await self.router.generate(None, prompt_ids, params, seed)
+        self.stats.requests += 1
+        self.stats.completion_tokens += len(out.token_ids)
+        return out
+
+    def generate_batch(self, prompts: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[Completion]:
+        return ray.get(self._live_actor().generate_batch.remote(prompts, params, seeds))
+
+    def score(self, prompt_ids: list[int], continuation_ids: list[int], temperature: float = 1.0) -> list[float]:
+        return ray.get(self._live_actor().score.remote(list(prompt_ids), list(continuation_ids), temperature))
+
+    def update_weights(self, weights: Any, version: int) -> None:
+        """Serve ``weights`` (a state dict or an ObjectRef to one) as ``version`` on every engine;
+        the engines must then agree with each other on the probe."""
+        self._push(weights if isinstance(weights, ray.ObjectRef) else ray.put(dict(weights)), version, None)
+
+    def sync(self, weights: Any, version: int, learner_logprobs: Sequence[float]) -> SyncReport:
+        """Serve a learner's ``weights`` as ``version``: every engine must match ``learner_logprobs`` on :attr:`probe`."""
+        return self._push(weights, version, list(learner_logprobs))
+
+    # ----- faults ----------------------------------------------------------------------------------------------
+    def dead_engines(self, timeout_s: float = 10.0) -> list[int]:
+        """Indices of engines whose process is gone (a busy engine still answers: batches run on its own thread)."""
+        dead = []
+        for i, actor in enumerate(self.actors):
+            try:
+                ray.get(actor.version.remote(), timeout=timeout_s)
+            except RayActorError:
+                dead.append(i)
+            except ray.exceptions.GetTimeoutError:
+                logger.warning("%s did not answer a health check within %g s", self.engine_name(i), timeout_s)
+        return dead
+
+    def restart(self, index: int) -> Any:
+        """Replace engine ``index`` by a new actor serving the current version (synced and probe-checked); returns it."""
+        ray.kill(self.actors[index])  # no-op for a dead one; a hung one must not linger
+        actor = self._start()
+        ray.get(actor.version.remote())
+        name = self.engine_name(index)
+        if self._weights is not None:
+            expected = self._expected if self._expected is not None else self._score(self._other_live(index))
+            sync_actors({name: actor}, self._weights, self.version, self.probe, expected, tolerance=self.tolerance, timeout_s=self.timeout_s)
+        elif self._expected is not None:  # the model's own weights: check the probe alone
+            scored = ray.get(actor.score.remote(list(self.probe.prompt_ids), list(self.probe.continuation_ids), self.probe.temperature))
+            check_probe(name, self.version, scored, self._expected, self.tolerance)
+        self.actors[index] = actor
+        self.router.replace(index, actor)
+        self.restarts += 1
+        return actor
+
+    # ----- internals -------------------------------------------------------------------------------------------
+    def _push(self, weights: Any, version: int, expected: list[float] | None) -> SyncReport:
+        self._weights, self.version = weights, int(version)
+        if expected is None:
+            expected = self._score(self.actors[0]) if False else None  # set after the first engine has loaded
+        for _ in range(len(self.actors) + 1):
+            named = {self.engine_name(i): a for i, a in enumerate(self.actors)}
+            try:
+                if expected is None:
+                    # no learner to compare with: the first engine's scoring is the reference for the others
+                    first = next(iter(named))
+                    reference = sync_actors({first: named[first]}, weights, version, self.probe, None, tolerance=self.tolerance, timeout_s=self.timeout_s)
+                    del reference
+                    expected_now = self._score(named[first])
+                    report = sync_actors(named, weights, version, self.probe, expected_now, tolerance=self.tolerance, timeout_s=self.timeout_s)
+                    self._expected = expected_now
+                else:
+                    self._expected = expected
+                    report = sync_actors(named, weights, version, self.probe, expected, tolerance=self.tolerance, timeout_s=self.timeout_s)
+                self.router.version = self.version
+                return report
+            except EngineDied as e:
+                index = int(e.engine.rsplit("_", 1)[1])
+                logger.warning("%s died during a weight sync; restarting it", e.engine)
+                self.restart(index)
+        raise RuntimeError(f"{self.name}: engines kept dying during the sync to version {version}")
+
+    def _score(self, actor: Any) -> list[float]:
+        p = self.probe
+        return ray.get(actor.score.remote(list(p.prompt_ids), list(p.continuation_ids), p.temperature))
+
+    def _live_actor(self) -> Any:
+        live = [a for a, ok in zip(self.actors, self.router.alive) if ok]
+        if not live:
+            raise RuntimeError(f"{self.name}: no engine is alive")
+        return live[0]
+
+    def _other_live(self, index: int) -> Any:
+        for i, a in enumerate(self.actors):
+            if i != index and not self.dead_engines_among([i]):
+                return a
+        raise RuntimeError(f"{self.name}: no other engine is alive to check a restarted engine against")
+
+    def dead_engines_among(self, indices: Sequence[int]) -> list[int]:
+        out = []
+        for i in indices:
+            try:
+                ray.get(self.actors[i].version.remote(), timeout=10.0)
+            except RayActorError:
+                out.append(i)
+        return out
+
+    def close(self) -> None:
+        for a in self.actors:
+            ray.kill(a)
+
+    def __repr__(self) -> str:
+        return f"<EngineGroup {self.name}: {len(self.actors)} {self.kind} engines @{self.version}>"
