@@ -378,15 +378,17 @@ class EngineGroup(Engine):
         self.timeout_s, self.tolerance = timeout_s, tolerance
         self.actors = [self._start() for _ in range(engines)]
         self.tokenizer = ray.get(self.actors[0].tokenizer.remote())
-        ray.get([a.version.remote() for a in self.actors])  # every engine started
         self.version = 0
         self.probe: Probe = make_probe(self.tokenizer)
         self.router = EngineRouter(self.actors, self.tokenizer)
         self.restarts = 0
         #: the weights every engine serves (an ObjectRef; None = the model's own files)
         self._weights: Any = None
-        #: the learner's probe log-probabilities for ``version`` (None: engines are checked against each other)
-        self._expected: list[float] | None = None
+        # what every engine's probe scoring must match: for the model's own files, the first engine's
+        scored = ray.get([self._score_ref(a) for a in self.actors])
+        for i, s in enumerate(scored):
+            check_probe(self.engine_name(i), 0, s, scored[0], tolerance)
+        self._expected: list[float] | None = scored[0]
 
     def engine_name(self, index: int) -> str:
         return f"{self.name}/engine_{index}"
@@ -434,14 +436,11 @@ class EngineGroup(Engine):
         """Replace engine ``index`` by a new actor serving the current version (synced and probe-checked); returns it."""
         ray.kill(self.actors[index])  # no-op for a dead one; a hung one must not linger
         actor = self._start()
-        ray.get(actor.version.remote())
         name = self.engine_name(index)
         if self._weights is not None:
-            expected = self._expected if self._expected is not None else self._score(self._other_live(index))
-            sync_actors({name: actor}, self._weights, self.version, self.probe, expected, tolerance=self.tolerance, timeout_s=self.timeout_s)
-        elif self._expected is not None:  # the model's own weights: check the probe alone
-            scored = ray.get(actor.score.remote(list(self.probe.prompt_ids), list(self.probe.continuation_ids), self.probe.temperature))
-            check_probe(name, self.version, scored, self._expected, self.tolerance)
+            sync_actors({name: actor}, self._weights, self.version, self.probe, self._expected, tolerance=self.tolerance, timeout_s=self.timeout_s)
+        elif self._expected is not None:  # it loaded the model's own files, as the others did: check the probe alone
+            check_probe(name, self.version, ray.get(self._score_ref(actor)), self._expected, self.tolerance)
         self.actors[index] = actor
         self.router.replace(index, actor)
         self.restarts += 1
@@ -449,34 +448,25 @@ class EngineGroup(Engine):
 
     # ----- internals -------------------------------------------------------------------------------------------
     def _push(self, weights: Any, version: int, expected: list[float] | None) -> SyncReport:
-        self._weights, self.version = weights, int(version)
-        if expected is None:
-            expected = self._score(self.actors[0]) if False else None  # set after the first engine has loaded
+        """Load ``weights`` as ``version`` everywhere; an engine that dies meanwhile is restarted with them."""
+        # a restart meanwhile checks against this (None: against itself; the whole group is compared next)
+        self._weights, self.version, self._expected = weights, int(version), expected
         for _ in range(len(self.actors) + 1):
             named = {self.engine_name(i): a for i, a in enumerate(self.actors)}
             try:
-                if expected is None:
-                    # no learner to compare with: the first engine's scoring is the reference for the others
-                    first = next(iter(named))
-                    reference = sync_actors({first: named[first]}, weights, version, self.probe, None, tolerance=self.tolerance, timeout_s=self.timeout_s)
-                    del reference
-                    expected_now = self._score(named[first])
-                    report = sync_actors(named, weights, version, self.probe, expected_now, tolerance=self.tolerance, timeout_s=self.timeout_s)
-                    self._expected = expected_now
-                else:
-                    self._expected = expected
-                    report = sync_actors(named, weights, version, self.probe, expected, tolerance=self.tolerance, timeout_s=self.timeout_s)
-                self.router.version = self.version
-                return report
+                report = sync_actors(named, weights, version, self.probe, expected, tolerance=self.tolerance, timeout_s=self.timeout_s)
             except EngineDied as e:
-                index = int(e.engine.rsplit("_", 1)[1])
                 logger.warning("%s died during a weight sync; restarting it", e.engine)
-                self.restart(index)
+                self.restart(int(e.engine.rsplit("_", 1)[1]))
+                continue
+            self._expected = report.reference
+            self.router.version = self.version
+            return report
         raise RuntimeError(f"{self.name}: engines kept dying during the sync to version {version}")
 
-    def _score(self, actor: Any) -> list[float]:
+    def _score_ref(self, actor: Any) -> Any:
         p = self.probe
-        return ray.get(actor.score.remote(list(p.prompt_ids), list(p.continuation_ids), p.temperature))
+        return actor.score.remote(list(p.prompt_ids), list(p.continuation_ids), p.temperature)
 
     def _live_actor(self) -> Any:
         live = [a for a, ok in zip(self.actors, self.router.alive) if ok]
@@ -484,24 +474,296 @@ class EngineGroup(Engine):
             raise RuntimeError(f"{self.name}: no engine is alive")
         return live[0]
 
-    def _other_live(self, index: int) -> Any:
-        for i, a in enumerate(self.actors):
-            if i != index and not self.dead_engines_among([i]):
-                return a
-        raise RuntimeError(f"{self.name}: no other engine is alive to check a restarted engine against")
-
-    def dead_engines_among(self, indices: Sequence[int]) -> list[int]:
-        out = []
-        for i in indices:
-            try:
-                ray.get(self.actors[i].version.remote(), timeout=10.0)
-            except RayActorError:
-                out.append(i)
-        return out
-
     def close(self) -> None:
         for a in self.actors:
             ray.kill(a)
 
     def __repr__(self) -> str:
         return f"<EngineGroup {self.name}: {len(self.actors)} {self.kind} engines @{self.version}>"
+
+
+# ----- the runtime -------------------------------------------------------------------------------------------
+class RayRuntime:
+    """Engines, learners and rollouts of a run on Ray (``cluster.mode: ray``); the experiment loop calls
+    :meth:`engine` and :meth:`learner` while setting up, then :meth:`play` and :meth:`sync` every round.
+
+    ``on_episode(worker, episode)``, when set, is called in the driver as each episode arrives.
+    """
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.cluster = cfg.cluster
+        self.groups: dict[str, EngineGroup] = {}
+        self.learners: list[Any] = []
+        #: rollout worker name -> actor
+        self.workers: dict[str, Any] = {}
+        #: every fault of the run, in order (also logged to MLflow)
+        self.faults: list[dict[str, Any]] = []
+        self.on_episode: Callable[[str, Episode], None] | None = None
+        self.last_ledger: EpisodeLedger | None = None
+        self._worker_serial = 0
+        self._worker_groups: tuple[str, ...] = ()
+        self._started_ray = False
+
+    def __enter__(self) -> RayRuntime:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ----- set-up ---------------------------------------------------------------------------------------------
+    def engine(self, name: str, model_path: str) -> EngineGroup:
+        """The engines of one model policy (``cluster.engines`` actors), as one Engine."""
+        self._ensure_ray()
+        from pathlib import Path
+
+        c = self.cluster
+        local = Path(model_path)
+        path = str(local.resolve()) if local.exists() else str(model_path)  # the actors' cwd is not this one
+        options: dict[str, Any] = {"dtype": self.cfg.model.dtype, "max_batch_size": self.cfg.engine.max_batch_size}
+        if c.engine_kind == "hf":
+            options["device"] = "cuda" if c.gpus_per_engine > 0 else "cpu"
+        group = EngineGroup(name, c.engine_kind, path, engines=c.engines, num_cpus=c.engine_cpus, num_gpus=c.gpus_per_engine,
+                            options=options, timeout_s=c.sync_timeout_s, tolerance=c.probe_tolerance)
+        self.groups[name] = group
+        return group
+
+    def learner(self, learner_class: type, model: Any, *, pad_id: int, max_len: int, name: str = "learner") -> Any:
+        """A :class:`~arena.trainers.ray_learner.RayLearner` of ``cluster.learner_workers`` Ray Train workers."""
+        self._ensure_ray()
+        from arena.trainers.ray_learner import RayLearner
+
+        c = self.cluster
+        learner = RayLearner(learner_class, model, self.cfg.trainer, pad_id=pad_id, max_len=max_len, workers=c.learner_workers,
+                             cpus_per_worker=c.learner_worker_cpus, use_gpu=self.cfg.model.device == "cuda", name=name)
+        self.learners.append(learner)
+        return learner
+
+    def _ensure_ray(self) -> None:
+        if ray.is_initialized():
+            return
+        c = self.cluster
+        options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
+        if c.address:
+            options["address"] = c.address
+        else:
+            options["num_cpus"] = c.num_cpus or max(_cpu_count(), cpu_budget(self.cfg))
+        init_ray(**options)
+        self._started_ray = True
+
+    def _ensure_workers(self) -> None:
+        """Start ``cluster.rollout_workers`` workers once the engine groups exist (again if groups were added)."""
+        if self.workers and self._worker_groups == tuple(self.groups):
+            return
+        for actor in self.workers.values():
+            ray.kill(actor)
+        self.workers = {}
+        for _ in range(self.cluster.rollout_workers):
+            self._start_worker()
+        ray.get([w.ready.remote() for w in self.workers.values()])
+        self._worker_groups = tuple(self.groups)
+
+    def _start_worker(self) -> str:
+        name = f"rollout_{self._worker_serial}"
+        offset = self._worker_serial
+        self._worker_serial += 1
+        engines = {g: list(group.actors) for g, group in self.groups.items()}
+        tokenizers = {g: group.tokenizer for g, group in self.groups.items()}
+        self.workers[name] = RolloutWorker.options(num_cpus=self.cluster.rollout_worker_cpus).remote(name, engines, tokenizers, offset)
+        return name
+
+    # ----- a round --------------------------------------------------------------------------------------------
+    def play(
+        self,
+        matchups: Sequence[Matchup],
+        pools: Mapping[str, Mapping[str, Policy]],
+        ids: Sequence[str],
+        console: Any = None,
+        label: str = "episodes",
+        *,
+        step: int | None = None,
+        tag: str = "train",
+    ) -> list[Episode]:
+        """Play every matchup on the rollout workers; episodes come back in the order of ``matchups``.
+
+        ``pools`` maps game id -> policy id -> policy as in one process; workers rebuild
+        the same seats (:func:`seat_specs`). Accounting metrics (``rollout/<tag>/...``)
+        are logged at ``step`` when an MLflow run is active.
+        """
+        if len(ids) != len(matchups):
+            raise ValueError(f"got {len(matchups)} matchups but {len(ids)} episode ids")
+        seats = seat_specs(pools, matchups)
+        self._ensure_workers()
+        for group in self.groups.values():
+            for index in group.dead_engines():
+                self._restart_engine(group, index, step)
+        ledger = EpisodeLedger(ids)
+        lost_before, restarts_before = self._count_faults("rollout_worker_died"), self._count_faults("engine_died")
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, disable=console is None) as progress:
+            bar = progress.add_task(f"{label}: episodes", total=len(ids))
+            asyncio.run(self._play(list(zip(ids, matchups)), seats, ledger, lambda: progress.advance(bar), step))
+        episodes = ledger.episodes()
+        self._count_tokens(episodes, seats)
+        self.last_ledger = ledger
+        metrics = ledger.metrics(f"rollout/{tag}")
+        metrics[f"rollout/{tag}/workers_lost"] = float(self._count_faults("rollout_worker_died") - lost_before)
+        metrics[f"rollout/{tag}/engines_restarted"] = float(self._count_faults("engine_died") - restarts_before)
+        _log_metrics(metrics, step)
+        return episodes
+
+    async def _play(self, tasks: list[tuple[str, Matchup]], seats: dict, ledger: EpisodeLedger, advance: Callable[[], None], step: int | None) -> None:
+        versions = {g: group.version for g, group in self.groups.items()}
+        running: dict[asyncio.Task, tuple[str, list[tuple[str, Matchup]]]] = {}
+
+        def launch(worker: str, share: list[tuple[str, Matchup]]) -> None:
+            running[asyncio.ensure_future(self._drain(worker, share, seats, versions, ledger, advance))] = (worker, share)
+
+        for worker, share in zip(list(self.workers), _split(tasks, len(self.workers))):
+            if share:
+                launch(worker, share)
+        watcher = asyncio.ensure_future(self._watch_engines(step))
+        try:
+            while running:
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    worker, share = running.pop(task)
+                    error = task.exception()
+                    if error is None:
+                        continue
+                    if not isinstance(error, RayActorError):
+                        raise error
+                    unfinished = [t for t in share if t[0] not in ledger.received]
+                    first_report = worker in self.workers  # a worker streaming two shares fails twice
+                    replacement = await asyncio.to_thread(self._replace_worker, worker) if first_report else None
+                    busy = Counter({w: len(ledger.missing([i for i, _ in s])) for w, s in running.values()})
+                    others = [w for w in self.workers if w != replacement]
+                    target = min(others, key=lambda w: busy[w]) if others else replacement
+                    ledger.rerun += len(unfinished)
+                    if first_report:
+                        self._fault("rollout_worker_died", worker, step, replacement=replacement, episodes_finished=len(share) - len(unfinished),
+                                    episodes_rerun=len(unfinished), rerun_on=target, rerun_ids=[i for i, _ in unfinished])
+                    if unfinished:
+                        launch(target, unfinished)
+        finally:
+            watcher.cancel()
+
+    async def _drain(self, worker: str, share: list[tuple[str, Matchup]], seats: dict, versions: dict[str, int],
+                     ledger: EpisodeLedger, advance: Callable[[], None]) -> None:
+        """Collect a worker's episodes as they finish (a dead worker raises RayActorError here)."""
+        actor = self.workers[worker]
+        stream = actor.play.remote(share, seats, versions, self.cfg.rollout.concurrency, self.cfg.rollout.max_steps)
+        async for ref in stream:
+            episode = await ref
+            if ledger.receive(episode):
+                advance()
+                if self.on_episode is not None:
+                    self.on_episode(worker, episode)
+
+    async def _watch_engines(self, step: int | None) -> None:
+        while True:
+            await asyncio.sleep(ENGINE_CHECK_S)
+            for group in list(self.groups.values()):
+                for index in await asyncio.to_thread(group.dead_engines):
+                    await asyncio.to_thread(self._restart_engine, group, index, step)
+
+    def _replace_worker(self, dead: str) -> str:
+        del self.workers[dead]
+        return self._start_worker()
+
+    def _restart_engine(self, group: EngineGroup, index: int, step: int | None) -> None:
+        started = time.perf_counter()
+        actor = group.restart(index)
+        for worker in list(self.workers.values()):
+            try:
+                ray.get(worker.replace_engine.remote(group.name, index, actor))
+            except RayActorError:
+                pass  # a dead worker is replaced with the current engines when its stream fails
+        self._fault("engine_died", group.engine_name(index), step, version=group.version, restart_s=round(time.perf_counter() - started, 3))
+
+    # ----- weights --------------------------------------------------------------------------------------------
+    def sync(self, policy_id: str, engine: EngineGroup, learner: Any) -> dict[str, float]:
+        """Push ``learner``'s weights to ``engine``'s actors through the object store and check each on the probe."""
+        report = engine.sync(learner.weights, learner.version, learner.probe_logprobs(engine.probe))
+        return report.metrics(f"sync/{policy_id}")
+
+    # ----- bookkeeping ----------------------------------------------------------------------------------------
+    def _fault(self, kind: str, target: str, step: int | None, **detail: Any) -> None:
+        event = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"), "step": step, "kind": kind, "target": target, **detail}
+        self.faults.append(event)
+        logger.warning("fault: %s %s (%s)", kind, target, detail)
+        tracking.log_fault(event, self.faults)
+
+    def _count_faults(self, kind: str) -> int:
+        return sum(1 for f in self.faults if f["kind"] == kind)
+
+    def _count_tokens(self, episodes: Sequence[Episode], seats: Mapping[str, Mapping[str, SeatSpec]]) -> None:
+        """Add the model seats' turns to their engine groups' stats (the experiment reads tokens from there)."""
+        for ep in episodes:
+            for turn in ep.turns:
+                spec = seats[ep.matchup.game].get(ep.matchup.seats[turn.player])
+                if isinstance(spec, ModelSeat) and turn.completion_ids:
+                    st = self.groups[spec.group].stats
+                    st.requests += 1
+                    st.prompt_tokens += len(turn.prompt_ids)
+                    st.completion_tokens += len(turn.completion_ids)
+
+    def routing(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Per rollout worker, per engine group: episodes started on each engine, retries, moves."""
+        names = list(self.workers)
+        return dict(zip(names, ray.get([self.workers[n].routing.remote() for n in names])))
+
+    def close(self) -> None:
+        for actor in self.workers.values():
+            ray.kill(actor)
+        self.workers = {}
+        for learner in self.learners:
+            try:
+                learner.close()
+            except Exception as e:  # closing must reach the engines and Ray too
+                logger.warning("closing a learner: %s", e)
+        self.learners = []
+        for group in self.groups.values():
+            group.close()
+        self.groups = {}
+        if self._started_ray and ray.is_initialized():
+            ray.shutdown()
+        self._started_ray = False
+
+
+def cpu_budget(cfg: Any) -> float:
+    """The CPUs a run's actors ask Ray for: engines per model policy (and snapshot seat), rollout workers, learners."""
+    from arena.config import SNAPSHOT, is_model_policy
+
+    c = cfg.cluster
+    seats = [pid for g in cfg.games for s in g.matchups for pid in s.values()]
+    policies = len({pid for pid in seats if is_model_policy(pid)})
+    groups = policies + (1 if SNAPSHOT in seats else 0)
+    training = cfg.trainer.recipe != "none" and cfg.trainer.rounds > 0
+    return groups * c.engines * c.engine_cpus + c.rollout_workers * c.rollout_worker_cpus + (policies * c.learner_workers * c.learner_worker_cpus if training else 0.0)
+
+
+def _cpu_count() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def _split(items: Sequence[Any], parts: int) -> list[list[Any]]:
+    """``items`` in ``parts`` contiguous runs of near-equal length (episodes of one group stay together)."""
+    size, extra = divmod(len(items), parts)
+    out, start = [], 0
+    for k in range(parts):
+        end = start + size + (1 if k < extra else 0)
+        out.append(list(items[start:end]))
+        start = end
+    return out
+
+
+def _log_metrics(metrics: Mapping[str, float], step: int | None) -> None:
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        mlflow.log_metrics(dict(metrics), step=step)

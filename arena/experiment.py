@@ -14,6 +14,12 @@
 4. evaluate again (the "after" tournament) and print the before/after table.
 
 With ``trainer.recipe=none`` only step 2 runs: a tournament.
+
+Where it runs is ``cluster.mode``'s choice of runtime, the object the loop asks
+for engines and learners, to play a batch of matchups and to sync a learner's
+weights: :class:`LocalRuntime` (one process, the default) or
+:class:`arena.distributed.RayRuntime` (rollout workers, engine actors and a
+Ray Train learner). The loop is the same for both.
 """
 
 from __future__ import annotations
@@ -117,13 +123,62 @@ def model_policy_ids(cfg: RunConfig) -> list[str]:
     return sorted(ids)
 
 
-def load_model_policies(cfg: RunConfig, console: Console) -> ModelPolicies | None:
+# ----- where engines, learners and rollouts run ---------------------------------------------------
+class LocalRuntime:
+    """``cluster.mode: local``, the default: engines, learners and rollouts in this process.
+
+    A runtime makes the model policies' engines and learners, plays a round's
+    matchups, and pushes a learner's weights to its engine; :class:`arena.distributed.RayRuntime`
+    does the same with actors on a Ray cluster.
+    """
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        self.probes: dict[str, Any] = {}
+
+    def __enter__(self) -> "LocalRuntime":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def engine(self, name: str, model_path: str) -> Any:
+        from arena.engines.hf import HFEngine
+
+        return HFEngine(model_path, device=self.cfg.model.device, dtype=self.cfg.model.dtype, max_batch_size=self.cfg.engine.max_batch_size)
+
+    def learner(self, learner_class: type, model: Any, *, pad_id: int, max_len: int, name: str = "learner") -> Any:
+        return learner_class(model, self.cfg.trainer, pad_id=pad_id, max_len=max_len)
+
+    def play(self, matchups: list[Matchup], pools: Mapping[str, Mapping[str, Policy]], ids: list[str], console: Console, label: str,
+             *, step: int | None = None, tag: str = "train") -> list[Episode]:
+        return _play(matchups, pools, ids, self.cfg, console, label)
+
+    def sync(self, policy_id: str, engine: Any, learner: Any) -> dict[str, float]:
+        """Load the learner's weights into its engine, with its version, and check the engine on the probe."""
+        from arena.weight_sync import make_probe, probe_logprobs, sync_local
+
+        probe = self.probes.setdefault(policy_id, make_probe(engine.tokenizer))
+        report = sync_local({policy_id: engine}, learner.model.state_dict(), learner.version, probe, probe_logprobs(learner.model, probe),
+                            tolerance=self.cfg.cluster.probe_tolerance)
+        return report.metrics(f"sync/{policy_id}")
+
+
+def make_runtime(cfg: RunConfig) -> Any:
+    """The runtime ``cluster.mode`` names (Ray is imported only for ``ray``)."""
+    if cfg.cluster.mode == "ray":
+        from arena.distributed import RayRuntime
+
+        return RayRuntime(cfg)
+    return LocalRuntime(cfg)
+
+
+def load_model_policies(cfg: RunConfig, console: Console, runtime: Any = None) -> ModelPolicies | None:
     ids = model_policy_ids(cfg)
     if not ids:
         return None
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from arena.engines.hf import HFEngine
     from arena.models import resolve_model_path
     from arena.trainers.dpo import DPOLearner
     from arena.trainers.selfplay import Learner
@@ -134,8 +189,10 @@ def load_model_policies(cfg: RunConfig, console: Console) -> ModelPolicies | Non
     console.print(f"model: [bold]{path}[/bold]")
     sampling = SamplingParams(max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p)
 
+    runtime = runtime or LocalRuntime(cfg)
+
     def agent(policy_id: str) -> LLMAgent:
-        engine = HFEngine(path, device=cfg.model.device, dtype=cfg.model.dtype, max_batch_size=cfg.engine.max_batch_size)
+        engine = runtime.engine(policy_id, path)
         return LLMAgent(engine, policy_id, sampling=sampling, history_turns=cfg.agent.history_turns, max_prompt_tokens=cfg.agent.max_prompt_tokens)
 
     agents = {pid: agent(pid) for pid in ids}
@@ -144,11 +201,11 @@ def load_model_policies(cfg: RunConfig, console: Console) -> ModelPolicies | Non
         for pid in ids:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(cfg.model.dtype)).to(cfg.model.device)
             learner_class = DPOLearner if cfg.trainer.recipe == "dpo" else Learner
-            learners[pid] = learner_class(model, cfg.trainer, pad_id=tokenizer.pad_token_id, max_len=cfg.agent.max_prompt_tokens + cfg.sampling.max_new_tokens)
+            learners[pid] = runtime.learner(learner_class, model, pad_id=tokenizer.pad_token_id, max_len=cfg.agent.max_prompt_tokens + cfg.sampling.max_new_tokens, name=pid)
     policies = ModelPolicies(agents=agents, learners=learners, tokenizer=tokenizer)
     if any(pid == SNAPSHOT for g in cfg.games for seats in g.matchups for pid in seats.values()):
         policies.snapshot = agent("main@0")
-        policies.pool[0] = {k: v.clone() for k, v in policies.snapshot.engine.model.state_dict().items()}
+        policies.pool[0] = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(cfg.model.dtype)).state_dict()
     return policies
 
 
@@ -206,12 +263,13 @@ def run(cfg: RunConfig, console: Console | None = None, *, resume: bool = False)
 
     ckpt = _checkpoint_to_resume(cfg) if resume else None
     state: dict[str, Any] = checkpoint.read_state(ckpt) if ckpt else {}
-    models = load_model_policies(cfg, console)
+    runtime = make_runtime(cfg)
+    models = load_model_policies(cfg, console, runtime)
     pools = policy_pools(cfg, models)
     baselines = {pid: RoleBaseline(decay=t.baseline_decay) for pid in (models.learners if models else {})} if t.baseline != "none" else {}
     started = time.perf_counter()
 
-    with mlflow.start_run(run_id=state.get("run_id"), run_name=None if state else (cfg.tracking.run_name or cfg.name)) as active:
+    with runtime, mlflow.start_run(run_id=state.get("run_id"), run_name=None if state else (cfg.tracking.run_name or cfg.name)) as active:
         run_id = active.info.run_id
         result = RunResult(run_id=run_id, run_dir=checkpoint.run_dir(cfg.runs_dir, cfg.name) / run_id)
         logged = _logged_steps(run_id)
@@ -230,7 +288,7 @@ def run(cfg: RunConfig, console: Console | None = None, *, resume: bool = False)
         if state.get("before_done") or (state and not training):
             result.before = [Episode.model_validate(e) for e in state.get("before", [])]
         else:
-            result.before = _evaluate(cfg, models, pools, matchups, labels, console, step=0, tag="before" if training else "eval", logged=logged)
+            result.before = _evaluate(cfg, runtime, models, pools, matchups, labels, console, step=0, tag="before" if training else "eval", logged=logged)
             result.traces_logged += min(cfg.tracking.traces_per_round, len(result.before))
             if training:  # round 0's checkpoint: a run killed in its first round resumes too
                 _save(cfg, result, 0, models, baselines, state_extra={"before": result.before})
@@ -245,7 +303,7 @@ def run(cfg: RunConfig, console: Console | None = None, *, resume: bool = False)
             if t.recipe == "dpo":  # debate trees: pairs to learn from, and every game played in them
                 trees, episodes, labels_r = _grow_trees(matchups_r, labels_r, pools_r, cfg, r, console)
             else:
-                episodes = _play(matchups_r, pools_r, [f"train{r}-{i:05d}" for i in range(len(matchups_r))], cfg, console, f"round {r + 1}/{t.rounds}")
+                episodes = runtime.play(matchups_r, pools_r, [f"train{r}-{i:05d}" for i in range(len(matchups_r))], console, f"round {r + 1}/{t.rounds}", step=r)
             phase["rollout_s"] = time.perf_counter() - tick
             tokens = sum(a.engine.stats.completion_tokens for a in models.agents.values()) - tokens0
             metrics = {f"train/{k}": v for k, v in round_metrics(episodes, labels_r).items()}
@@ -267,7 +325,7 @@ def run(cfg: RunConfig, console: Console | None = None, *, resume: bool = False)
 
             tick = time.perf_counter()
             for pid, learner in models.learners.items():
-                models.agents[pid].engine.update_weights(learner.model.state_dict(), learner.version)
+                metrics.update(runtime.sync(pid, models.agents[pid].engine, learner))
             if models.snapshot is not None and (r + 1) % t.snapshot_every == 0 and "main" in models.learners:
                 models.pool[models.learners["main"].version] = {k: v.detach().clone() for k, v in models.learners["main"].model.state_dict().items()}
             phase["sync_s"] = time.perf_counter() - tick
@@ -288,7 +346,7 @@ def run(cfg: RunConfig, console: Console | None = None, *, resume: bool = False)
             result.rounds_done = done
 
         if training:
-            result.after = _evaluate(cfg, models, pools, matchups, labels, console, step=t.rounds, tag="after", logged=set())
+            result.after = _evaluate(cfg, runtime, models, pools, matchups, labels, console, step=t.rounds, tag="after", logged=set())
             result.traces_logged += min(cfg.tracking.traces_per_round, len(result.after))
             _log_reward_curve(run_id, cfg)
         tracking.flush_traces()
@@ -315,7 +373,8 @@ def _checkpoint_to_resume(cfg: RunConfig) -> Path:
     newest = max(candidates, key=lambda c: (c / checkpoint.STATE).stat().st_mtime)
     saved = checkpoint.read_state(newest)["config"]
     now = cfg.model_dump(mode="json")
-    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k != "tracking")
+    # where a run executes (tracking store, local or Ray) does not change what it computes
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in ("tracking", "cluster"))
     if changed:
         raise ConfigError(f"the config differs from the checkpoint's in {', '.join(changed)}; resume with the same config ({newest})")
     return newest
@@ -359,7 +418,7 @@ def _logged_steps(run_id: str) -> set[int]:
     return {m.step for m in MlflowClient().get_metric_history(run_id, "train/round")}
 
 
-def _evaluate(cfg, models, pools, matchups, labels, console, *, step: int, tag: str, logged: set) -> list[Episode]:
+def _evaluate(cfg, runtime, models, pools, matchups, labels, console, *, step: int, tag: str, logged: set) -> list[Episode]:
     import mlflow
 
     tokens0 = sum(a.engine.stats.completion_tokens for a in models.agents.values()) if models else 0
@@ -369,7 +428,7 @@ def _evaluate(cfg, models, pools, matchups, labels, console, *, step: int, tag: 
         models.snapshot.engine.update_weights(models.pool[0], 0)
         models.snapshot.policy_id = "main@0"
         eval_pools = {g: {**p, SNAPSHOT: models.snapshot} for g, p in pools.items()}
-    episodes = _play(matchups, eval_pools, [f"{tag}-{i:05d}" for i in range(len(matchups))], cfg, console, f"evaluation ({tag})")
+    episodes = runtime.play(matchups, eval_pools, [f"{tag}-{i:05d}" for i in range(len(matchups))], console, f"evaluation ({tag})", step=step, tag=tag)
     seconds = time.perf_counter() - t0
     metrics = {f"eval/{k}": v for k, v in round_metrics(episodes, labels).items()}
     metrics["eval/seconds"] = seconds

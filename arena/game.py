@@ -33,6 +33,7 @@ because of what an action says.
 from __future__ import annotations
 
 import string
+import unicodedata
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
@@ -256,3 +257,24 @@ class TextGame(AECEnv):
 
     def close(self) -> None:
         pass
+
+
+def clean_text(text: str, max_chars: int) -> str:
+    """A player's free text as another player sees it: one line, control and separator characters
+    as plain spaces, square brackets as parentheses and double quotes as single ones (both are
+    reserved for the game's own lines, such as ``[private]``, so a message can never forge one),
+    at most ``max_chars`` characters."""
+    text = text[: 4 * max_chars + 16]  # bounded work on huge messages
+    out = []
+    for ch in text:
+        if ch in "[]":
+            ch = "(" if ch == "[" else ")"
+        elif ch == '"':
+            ch = "'"
+        elif unicodedata.category(ch)[0] in "CZ":
+            ch = " "
+        out.append(ch)
+    text = " ".join("".join(out).split())
+    if len(text) > max_chars:
+        text = text[: max(max_chars - 3, 0)].rstrip() + "..." if max_chars >= 8 else text[:max_chars]
+    return text

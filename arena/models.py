@@ -19,8 +19,10 @@ from arena.rollout import play_many
 from arena.tiny import TinyModelConfig, cached_tiny_model
 
 
-def game_text_corpus(episodes_per_pairing: int = 3, seed: int = 0) -> list[str]:
-    """Observations, moves and prompts from scripted play of every game that has bots."""
+def game_text_corpus(episodes_per_pairing: int = 3, seed: int = 0, max_chars_per_game: int = 1_000_000) -> list[str]:
+    """Observations, moves and prompts from scripted play of every game that has bots: each distinct
+    text once, at most ``max_chars_per_game`` characters per game (games with long observations
+    and many seats would otherwise fill the tokenizer's corpus, and its training time)."""
     texts: list[str] = []
     matchups: list[Matchup] = []
     for game_id in registered_games():
@@ -38,10 +40,15 @@ def game_text_corpus(episodes_per_pairing: int = 3, seed: int = 0) -> list[str]:
         return {pid: make_fixed_policy(pid, m.game) for pid in set(m.seats.values())}
 
     episodes = asyncio.run(play_many(matchups, pool, concurrency=256))
+    seen: set[str] = set()
+    used: dict[str, int] = {}
     for ep in episodes:
-        for t in ep.turns:
-            texts.append(t.observation)
-            texts.append(t.action)
+        for text in (x for t in ep.turns for x in (t.observation, t.action)):
+            if text in seen or used.get(ep.matchup.game, 0) + len(text) > max_chars_per_game:
+                continue
+            seen.add(text)
+            used[ep.matchup.game] = used.get(ep.matchup.game, 0) + len(text)
+            texts.append(text)
     return texts
 
 

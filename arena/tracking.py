@@ -158,6 +158,21 @@ def log_episodes_artifact(episodes: Iterable[Episode], name: str) -> None:
     mlflow.log_text(text, name)
 
 
+def log_fault(event: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    """Log a fault of a distributed run (a dead rollout worker or engine, and what was done about
+    it) to the active run: ``faults/<kind>`` and ``faults/total`` count them at the event's step,
+    and ``faults.jsonl`` holds every event so far, one JSON object per line. No active run: nothing."""
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return
+    step = event.get("step")
+    kind = event["kind"]
+    mlflow.log_metric(f"faults/{kind}", float(sum(1 for e in events if e["kind"] == kind)), step=step)
+    mlflow.log_metric("faults/total", float(len(events)), step=step)
+    mlflow.log_text("".join(json.dumps(e, sort_keys=True, default=str) + "\n" for e in events), "faults.jsonl")
+
+
 def flat_params(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in data.items():

@@ -125,8 +125,10 @@ class SyncReport:
 
     version: int
     seconds: float
-    #: engine name -> largest |engine - learner| logprob on the probe
+    #: engine name -> largest |engine - reference| logprob on the probe
     max_diff: dict[str, float] = field(default_factory=dict)
+    #: what the engines were checked against: the learner's probe logprobs (or the first engine's)
+    reference: list[float] = field(default_factory=list)
 
     def metrics(self, prefix: str) -> dict[str, float]:
         return {
@@ -148,7 +150,7 @@ def sync_local(
 ) -> SyncReport:
     """Load ``state_dict`` into in-process engines (:class:`~arena.engines.base.Engine`) and check each on the probe."""
     started = time.perf_counter()
-    report = SyncReport(version=int(version), seconds=0.0)
+    report = SyncReport(version=int(version), seconds=0.0, reference=list(learner_logprobs))
     for name, engine in engines.items():
         engine.update_weights(state_dict, int(version))
         if engine.version != int(version):
@@ -165,7 +167,7 @@ def sync_actors(
     weights: Any,
     version: int,
     probe: Probe,
-    learner_logprobs: Sequence[float],
+    learner_logprobs: Sequence[float] | None,
     *,
     tolerance: float = DEFAULT_TOLERANCE,
     timeout_s: float = 120.0,
@@ -175,7 +177,9 @@ def sync_actors(
     ``actors`` maps engine names to actor handles with the
     :class:`~arena.engines.actor.EngineActor` methods ``update_weights(weights, version) -> version``
     and ``score(prompt_ids, continuation_ids, temperature)``. The weights are put in
-    the object store once; every actor reads them from there. Raises
+    the object store once; every actor reads them from there. With
+    ``learner_logprobs=None`` (weights that no learner scored, e.g. a past
+    snapshot) the engines are checked against the first one. Raises
     :class:`WeightSyncTimeout` when an engine has not confirmed within ``timeout_s``
     (loading and scoring together), :class:`WeightSyncError` on a wrong version or a
     probe mismatch, and :class:`EngineDied` for an engine that died.
@@ -192,9 +196,10 @@ def sync_actors(
             raise WeightSyncError(f"weight sync to version {version}: engine {name} reports version {v}", version=version, engine=name)
     scores = {name: actor.score.remote(list(probe.prompt_ids), list(probe.continuation_ids), probe.temperature) for name, actor in actors.items()}
     scored = _gather(scores, deadline, version, "score the probe", timeout_s)
-    report = SyncReport(version=int(version), seconds=0.0)
+    reference = list(learner_logprobs) if learner_logprobs is not None else list(scored[next(iter(actors))])
+    report = SyncReport(version=int(version), seconds=0.0, reference=reference)
     for name in actors:
-        report.max_diff[name] = check_probe(name, int(version), scored[name], learner_logprobs, tolerance)
+        report.max_diff[name] = check_probe(name, int(version), scored[name], reference, tolerance)
     report.seconds = time.perf_counter() - started
     return report
 

@@ -123,7 +123,6 @@ import collections
 import functools
 import re
 import string
-import unicodedata
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -132,7 +131,7 @@ from gymnasium import spaces
 from pydantic import Field, model_validator
 
 from arena.environments.qa_world import QADataset, QuestionRecord, WorldConfig, cached_world, load_dataset
-from arena.game import FreeText, GameConfig, IllegalMove, TextGame
+from arena.game import FreeText, GameConfig, IllegalMove, TextGame, clean_text
 from arena.retrieval import BM25Index, cached_index
 
 PRIVATE = "[private]"
@@ -170,23 +169,6 @@ def best_score(prediction: str, answers: list[str]) -> tuple[float, float]:
     return max(token_f1(prediction, a) for a in answers), max(exact_match(prediction, a) for a in answers)
 
 
-def clean_message(text: str, max_chars: int) -> str:
-    """A message as another seat sees it: one line, no control characters, square brackets
-    as parentheses, double quotes as single, at most ``max_chars`` characters."""
-    text = text[: 4 * max_chars + 16]
-    out = []
-    for ch in text:
-        if ch in "[]":
-            ch = "(" if ch == "[" else ")"
-        elif ch == '"':
-            ch = "'"
-        elif unicodedata.category(ch)[0] in "CZ":
-            ch = " "
-        out.append(ch)
-    text = " ".join("".join(out).split())
-    if len(text) > max_chars:
-        text = text[: max(max_chars - 3, 0)].rstrip() + "..."
-    return text
 
 
 # ----- data and indexes, once per process ----------------------------------------------------------------
@@ -354,7 +336,7 @@ class CollabQAGame(TextGame):
                 + ("REPLY to the asker" if player != "asker" else "ANSWER, ANSWER (unsure) or ABSTAIN")
             )
         results = self.bank.index(tool).search(query, c.results_per_search)
-        self.searches[player].append((clean_message(query, 100), results))
+        self.searches[player].append((clean_text(query, 100), results))
         self.streak[player] += 1
 
     def _asker_move(self, move: str, rest: str, line: str) -> None:
@@ -368,7 +350,7 @@ class CollabQAGame(TextGame):
             k = int(m.group(1)) if len(m.group(1)) < 6 else 0
             if k not in self.seat_of:
                 raise IllegalMove(f"there is no helper {m.group(1)}: helpers are numbered 1 to {c.helpers}")
-            text = clean_message(m.group(2), c.max_message_chars)
+            text = clean_text(m.group(2), c.max_message_chars)
             if not text:
                 raise IllegalMove("ASK needs a message for the helper")
             self.messages.append(("asker", self.seat_of[k], text))
@@ -378,7 +360,7 @@ class CollabQAGame(TextGame):
             answer = _strip_colon(line[hedge.end():] if hedge else line)
             if not answer:
                 raise IllegalMove("ANSWER needs an answer, e.g. ANSWER: Tessin")
-            self.answer = clean_message(answer, c.max_message_chars)
+            self.answer = clean_text(answer, c.max_message_chars)
             self.outcome = "hedged" if hedge else "answered"
         elif move == "ABSTAIN":
             self.outcome = "abstained"
@@ -388,7 +370,7 @@ class CollabQAGame(TextGame):
     def _helper_move(self, player: str, move: str, rest: str) -> None:
         if move != "REPLY":
             raise IllegalMove(f"a helper cannot {move}: {self._moves_hint(player)}")
-        text = clean_message(_strip_colon(rest), self.config.max_message_chars)
+        text = clean_text(_strip_colon(rest), self.config.max_message_chars)
         if not text:
             raise IllegalMove("REPLY needs a message for the asker")
         self.messages.append((player, "asker", text))
@@ -495,7 +477,7 @@ class CollabQAGame(TextGame):
 
     # ----- observations --------------------------------------------------------------------------------------
     def _question_line(self) -> str:
-        return f"{PRIVATE} Question: {clean_message(self.question.question, 1000)}"
+        return f"{PRIVATE} Question: {clean_text(self.question.question, 1000)}"
 
     def _tool_line(self, seat: str) -> str:
         tool = self.tools[seat]
@@ -508,7 +490,7 @@ class CollabQAGame(TextGame):
         count = f"{len(results)} result{'s' if len(results) != 1 else ''}" if results else "no results"
         lines = [f'{PRIVATE} Search {n} ("{query}"): {count}']
         for r, (doc_id, text, _) in enumerate(results, 1):
-            lines.append(f"{PRIVATE}   {r}. ({doc_id}) {clean_message(text, self.config.max_result_chars)}")
+            lines.append(f"{PRIVATE}   {r}. ({doc_id}) {clean_text(text, self.config.max_result_chars)}")
         return lines
 
     def _scoring_line(self) -> str:
@@ -607,7 +589,7 @@ class CollabQAGame(TextGame):
             what = "out of turns (scored as abstaining)"
         else:
             what = "a player forfeited after repeated illegal moves (scored as abstaining)"
-        gold = " | ".join(clean_message(a, 200) for a in self.question.answers)
+        gold = " | ".join(clean_text(a, 200) for a in self.question.answers)
         reward = self.answer_score() - self.config.search_cost * self.total_searches()
         return (
             f"{what}. Gold answer: {gold}. F1 {f1:.2f}, exact match {em:g}. "

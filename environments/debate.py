@@ -155,7 +155,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from arena.game import GameConfig, IllegalMove, TextGame
+from arena.game import GameConfig, IllegalMove, TextGame, clean_text
 
 DEBATERS: tuple[str, str] = ("debater_0", "debater_1")
 JUDGE = "judge"
@@ -419,23 +419,6 @@ def parse_verdict(text: str) -> str:
     return picks.pop()
 
 
-def clean_text(text: str, max_chars: int) -> str:
-    """Text as shown to others: one line, no control characters, no square brackets or double
-    quotes (reserved for the game's own lines), at most ``max_chars`` characters."""
-    text = text[: 4 * max_chars + 16]
-    out = []
-    for ch in text:
-        if ch in "[]":
-            ch = "(" if ch == "[" else ")"
-        elif ch == '"':
-            ch = "'"
-        elif unicodedata.category(ch)[0] in "CZ":
-            ch = " "
-        out.append(ch)
-    text = " ".join("".join(out).split())
-    if len(text) > max_chars:
-        text = text[: max(max_chars - 3, 0)].rstrip() + "..." if max_chars >= 8 else text[:max_chars]
-    return text
 
 
 class DebateGame(TextGame):

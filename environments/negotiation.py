@@ -100,13 +100,12 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
 from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from arena.game import GameConfig, IllegalMove, TextGame
+from arena.game import GameConfig, IllegalMove, TextGame, clean_text
 
 #: an offer above this many times the list price is rejected as absurd (a typo or junk)
 MAX_PRICE_FACTOR = 100.0
@@ -165,25 +164,6 @@ def parse_move(text: str, max_price: float) -> tuple[str, float | None, str]:
     return move, price, talk
 
 
-def clean_talk(text: str, max_chars: int) -> str:
-    """Talk as shown to the other side: one line, no control characters, no square
-    brackets (reserved for the moderator), at most ``max_chars`` characters."""
-    text = text[: 4 * max_chars + 16]  # bounded work on huge messages
-    out = []
-    for ch in text:
-        if ch in "[]":
-            ch = "(" if ch == "[" else ")"
-        elif ch == '"':
-            ch = "'"
-        elif unicodedata.category(ch)[0] in "CZ":
-            ch = " "  # control, format, surrogate, separators: all become plain spaces
-        out.append(ch)
-    text = " ".join("".join(out).split())
-    if len(text) > max_chars and max_chars < 8:
-        return text[:max_chars]
-    if len(text) > max_chars:
-        text = text[: max(max_chars - 3, 0)].rstrip() + "..."
-    return text
 
 
 class NegotiationGame(TextGame):
@@ -273,7 +253,7 @@ class NegotiationGame(TextGame):
         other = self._other(player)
         if move == "accept" and self.standing[other] is None:
             raise IllegalMove(f"ACCEPT needs a standing offer from the {other}, and there is none yet")
-        shown = clean_talk(talk, self.config.max_talk_chars)
+        shown = clean_text(talk, self.config.max_talk_chars)
         self.sent[player] += 1
         if move == "offer":
             self.standing[player] = price
