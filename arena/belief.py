@@ -96,17 +96,22 @@ def can_listen(policy: Any) -> bool:
     return callable(getattr(getattr(policy, "engine", None), "score", None)) and callable(getattr(policy, "prompt_ids", None))
 
 
-def belief(agent: Any, game: str, player: str, observation: str, question: str, answers: Mapping[str, str]) -> dict[str, float]:
-    """``player``'s belief over the candidates of ``answers``, read from ``agent`` (an LLM agent).
-
-    The prompt is the agent's own rendering of ``observation`` followed by ``question``; each
-    candidate scores the summed logprob of its answer text right after it.
-    """
+def belief_request(agent: Any, game: str, player: str, observation: str, question: str, answers: Mapping[str, str]) -> tuple[list[int], dict[str, list[int]]]:
+    """The token ids to score for one belief: the agent's own rendering of ``observation`` followed by
+    ``question`` (as for a move), and each candidate's answer text."""
     view = PlayerView(game=game, player=player, observation=f"{observation}\n{question}")
-    prompt = agent.prompt_ids(view)
     tok = agent.engine.tokenizer
-    logps = {c: float(sum(agent.engine.score(prompt, tok.encode(text, add_special_tokens=False)))) for c, text in answers.items()}
-    return normalise(logps)
+    return agent.prompt_ids(view), {c: list(tok.encode(text, add_special_tokens=False)) for c, text in answers.items()}
+
+
+def read_belief(engine: Any, prompt: list[int], answers: Mapping[str, list[int]]) -> dict[str, float]:
+    """Each candidate scores the summed logprob of its answer ids right after ``prompt``; normalised."""
+    return normalise({c: float(sum(engine.score(prompt, ids))) for c, ids in answers.items()})
+
+
+def belief(agent: Any, game: str, player: str, observation: str, question: str, answers: Mapping[str, str]) -> dict[str, float]:
+    """``player``'s belief over the candidates of ``answers``, read from ``agent`` (an LLM agent)."""
+    return read_belief(agent.engine, *belief_request(agent, game, player, observation, question, answers))
 
 
 @dataclass
@@ -136,25 +141,37 @@ class BeliefScores:
         return {"suspicion_accuracy": right / n, "belief_impostor": mass / n, "listening_points": float(n)}
 
 
-def score_discussions(game: str, discussions: Sequence[Discussion], seated: Mapping[str, Any]) -> BeliefScores:
-    """Read every listener's belief at every snapshot, then the listening and speaking signals.
+#: one belief to read: (agent's identity, listener, observation text)
+_Key = tuple[int, str, str]
 
-    ``seated`` maps players to their policies; only listeners for which :func:`can_listen` holds
-    are read. A belief is read once per (listener, observation text) and reused.
-    """
+
+def _requests(game: str, discussions: Sequence[Discussion], seated: Mapping[str, Any]) -> dict[_Key, tuple[Any, list[int], dict[str, list[int]]]]:
+    """Every distinct belief the discussions need, rendered to token ids (tokenizer work only)."""
+    out: dict[_Key, tuple[Any, list[int], dict[str, list[int]]]] = {}
+    for d in discussions:
+        for snapshot in d.snapshots:
+            for listener, text in snapshot.items():
+                agent = seated.get(listener)
+                key = (id(agent), listener, text)
+                if can_listen(agent) and listener in d.answers and key not in out:
+                    out[key] = (agent, *belief_request(agent, game, listener, text, d.question, d.answers[listener]))
+    return out
+
+
+def _read_all(requests: Mapping[_Key, tuple[Any, list[int], dict[str, list[int]]]]) -> dict[_Key, dict[str, float]]:
+    """Every requested belief, read through the agents' engines (model forward passes only)."""
+    return {key: read_belief(agent.engine, prompt, answers) for key, (agent, prompt, answers) in requests.items()}
+
+
+def _assemble(discussions: Sequence[Discussion], seated: Mapping[str, Any], read: Mapping[_Key, dict[str, float]]) -> BeliefScores:
     out = BeliefScores(truths=[d.truth for d in discussions])
-    cache: dict[tuple[int, str, str], dict[str, float]] = {}
     sums: dict[str, list[float]] = {}
     for d_index, d in enumerate(discussions):
         for s_index, snapshot in enumerate(d.snapshots):
             for listener, text in snapshot.items():
-                agent = seated.get(listener)
-                if not can_listen(agent) or listener not in d.answers:
+                b = read.get((id(seated.get(listener)), listener, text))
+                if b is None:
                     continue
-                key = (id(agent), listener, text)
-                if key not in cache:
-                    cache[key] = belief(agent, game, listener, text, d.question, d.answers[listener])
-                b = cache[key]
                 out.beliefs[(listener, d_index, s_index)] = b
                 sums.setdefault(listener, []).append(b[d.truth])
         for u in d.utterances:
@@ -167,8 +184,19 @@ def score_discussions(game: str, discussions: Sequence[Discussion], seated: Mapp
     return out
 
 
+def score_discussions(game: str, discussions: Sequence[Discussion], seated: Mapping[str, Any]) -> BeliefScores:
+    """Read every listener's belief at every snapshot, then the listening and speaking signals.
+
+    ``seated`` maps players to their policies; only listeners for which :func:`can_listen` holds
+    are read. A belief is read once per (listener, observation text) and reused.
+    """
+    return _assemble(discussions, seated, _read_all(_requests(game, discussions, seated)))
+
+
 async def score_discussions_async(game: str, discussions: Sequence[Discussion], seated: Mapping[str, Any]) -> BeliefScores:
-    """:func:`score_discussions` on a worker thread, so other episodes keep playing meanwhile."""
-    if not discussions or not any(can_listen(p) for p in seated.values()):
-        return BeliefScores(truths=[d.truth for d in discussions])
-    return await asyncio.to_thread(score_discussions, game, discussions, seated)
+    """:func:`score_discussions` for the episode runner: prompts are rendered on the calling thread
+    (tokenizers are not shared across threads), the forward passes run on a worker thread so other
+    episodes keep playing meanwhile."""
+    requests = _requests(game, discussions, seated)
+    read = await asyncio.to_thread(_read_all, requests) if requests else {}
+    return _assemble(discussions, seated, read)

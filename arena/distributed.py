@@ -369,6 +369,7 @@ class EngineGroup(Engine):
         options: Mapping[str, Any] | None = None,
         timeout_s: float = 120.0,
         tolerance: float = 1e-3,
+        start_timeout_s: float = 600.0,
     ) -> None:
         self.name = name
         self.kind = kind
@@ -377,6 +378,7 @@ class EngineGroup(Engine):
         self.options = dict(options or {})
         self.timeout_s, self.tolerance = timeout_s, tolerance
         self.actors = [self._start() for _ in range(engines)]
+        _wait_started([a.version.remote() for a in self.actors], f"{name}: {engines} {kind} engine actors ({num_cpus} CPU each)", start_timeout_s)
         self.tokenizer = ray.get(self.actors[0].tokenizer.remote())
         self.version = 0
         self.probe: Probe = make_probe(self.tokenizer)
@@ -560,7 +562,8 @@ class RayRuntime:
         self.workers = {}
         for _ in range(self.cluster.rollout_workers):
             self._start_worker()
-        ray.get([w.ready.remote() for w in self.workers.values()])
+        _wait_started([w.ready.remote() for w in self.workers.values()],
+                      f"{self.cluster.rollout_workers} rollout workers ({self.cluster.rollout_worker_cpus} CPU each)", 300.0)
         self._worker_groups = tuple(self.groups)
 
     def _start_worker(self) -> str:
@@ -594,9 +597,7 @@ class RayRuntime:
             raise ValueError(f"got {len(matchups)} matchups but {len(ids)} episode ids")
         seats = seat_specs(pools, matchups)
         self._ensure_workers()
-        for group in self.groups.values():
-            for index in group.dead_engines():
-                self._restart_engine(group, index, step)
+        self._heal_engines(step)
         ledger = EpisodeLedger(ids)
         lost_before, restarts_before = self._count_faults("rollout_worker_died"), self._count_faults("engine_died")
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -605,6 +606,7 @@ class RayRuntime:
                       console=console, disable=console is None) as progress:
             bar = progress.add_task(f"{label}: episodes", total=len(ids))
             asyncio.run(self._play(list(zip(ids, matchups)), seats, ledger, lambda: progress.advance(bar), step))
+        self._heal_engines(step)  # a round ends with every engine alive at the current version
         episodes = ledger.episodes()
         self._count_tokens(episodes, seats)
         self.last_ledger = ledger
@@ -627,8 +629,10 @@ class RayRuntime:
         watcher = asyncio.ensure_future(self._watch_engines(step))
         try:
             while running:
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
+                done, _ = await asyncio.wait({*running, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                if watcher in done:  # an engine could not be brought back: the round cannot be trusted
+                    watcher.result()
+                for task in done - {watcher}:
                     worker, share = running.pop(task)
                     error = task.exception()
                     if error is None:
@@ -668,6 +672,11 @@ class RayRuntime:
             for group in list(self.groups.values()):
                 for index in await asyncio.to_thread(group.dead_engines):
                     await asyncio.to_thread(self._restart_engine, group, index, step)
+
+    def _heal_engines(self, step: int | None) -> None:
+        for group in self.groups.values():
+            for index in group.dead_engines():
+                self._restart_engine(group, index, step)
 
     def _replace_worker(self, dead: str) -> str:
         del self.workers[dead]
@@ -743,6 +752,18 @@ def cpu_budget(cfg: Any) -> float:
     groups = policies + (1 if SNAPSHOT in seats else 0)
     training = cfg.trainer.recipe != "none" and cfg.trainer.rounds > 0
     return groups * c.engines * c.engine_cpus + c.rollout_workers * c.rollout_worker_cpus + (policies * c.learner_workers * c.learner_worker_cpus if training else 0.0)
+
+
+def _wait_started(refs: list[Any], what: str, timeout_s: float) -> None:
+    """Wait for actors to answer; name the likely cause (Ray's CPU budget) if they never do."""
+    try:
+        ray.get(refs, timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        free = ray.available_resources().get("CPU", 0.0)
+        raise RuntimeError(
+            f"{what} did not start within {timeout_s:g} s; Ray has {free:g} of {ray.cluster_resources().get('CPU', 0.0):g} CPUs free: "
+            "lower the cluster.*_cpus shares or give Ray more CPUs (cluster.num_cpus)"
+        ) from None
 
 
 def _cpu_count() -> int:

@@ -19,6 +19,10 @@ from arena.rollout import play_many
 from arena.tiny import TinyModelConfig, cached_tiny_model
 
 
+#: bumped when game_text_corpus changes what it collects (names the cached tiny models apart)
+CORPUS_FORMAT = 2
+
+
 def game_text_corpus(episodes_per_pairing: int = 3, seed: int = 0, max_chars_per_game: int = 1_000_000) -> list[str]:
     """Observations, moves and prompts from scripted play of every game that has bots: each distinct
     text once, at most ``max_chars_per_game`` characters per game (games with long observations
@@ -70,4 +74,4 @@ def corpus_key() -> str:
     """Names the tokenizer corpus: the Arena version and the games that have bots (their ids carry rule versions)."""
     from arena import __version__
 
-    return ",".join([__version__] + [g for g in registered_games() if scripted_bots(g)])
+    return ",".join([__version__, f"corpus{CORPUS_FORMAT}"] + [g for g in registered_games() if scripted_bots(g)])

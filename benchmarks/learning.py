@@ -9,6 +9,7 @@ repeats over seeds. Prints one JSON object per experiment with ``before``,
     python benchmarks/learning.py                      # every experiment, 3 seeds
     python benchmarks/learning.py --experiments pd_vs_tit_for_tat --seeds 0 1 2
     python benchmarks/learning.py --quick              # a smoke run: few rounds, 1 seed
+    python benchmarks/learning.py --runtime ray ...    # on Ray: 2 rollout workers, 2 engines, a 2-worker learner
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def social_deduction_crew(rounds: int) -> dict[str, Any]:
                    "matchups": [{"crew_1": "main", "crew_2": "main", "crew_3": "main", "impostor": "scripted/impostor"}]}],
         # the run plays only this game, so the warm start imitates its scripted crew and impostor
         # (demonstrations carry no game kwargs: they come from the published game, play is quick)
-        "model": {"warm_start": {"steps": 200, "batch_size": 16, "episodes_per_seating": 8, "seatings": [[SD, SD_DEMO_SEATS]]}},
+        "model": {"warm_start": {"steps": 300, "batch_size": 16, "episodes_per_seating": 8, "seatings": [[SD, SD_DEMO_SEATS]]}},
         "sampling": {"max_new_tokens": 32},
         "trainer": {"recipe": "pg", "rounds": rounds, "group_size": 4, "groups_per_matchup": 8, "advantage": "group_mean", "lr": 1e-3, "kl_coef": 0.02},
     }
@@ -200,12 +201,18 @@ def _ci95(values: list[float]) -> float:
     return float(t * np.std(values, ddof=1) / math.sqrt(n))
 
 
-def run_experiment(name: str, seeds: list[int], rounds: int, workdir: Path) -> dict[str, Any]:
+#: cluster settings of ``--runtime ray``: the Ray runtime on this machine (arena.distributed)
+RAY_CLUSTER = {"mode": "ray", "rollout_workers": 2, "engines": 2, "learner_workers": 2}
+
+
+def run_experiment(name: str, seeds: list[int], rounds: int, workdir: Path, runtime: str = "local") -> dict[str, Any]:
     build, measure, what = EXPERIMENTS[name]
     per_seed, minutes = [], []
     for seed in seeds:
         data = build(rounds)
         data.update(seed=seed, runs_dir=str(workdir / "runs"), tracking={"uri": f"sqlite:///{workdir / 'mlflow.db'}", "experiment": "learning-benchmark", "traces_per_round": 4})
+        if runtime == "ray":
+            data["cluster"] = dict(RAY_CLUSTER)
         cfg = RunConfig.model_validate(data)
         t0 = time.perf_counter()
         res = run(cfg, Console(quiet=True))
@@ -222,6 +229,7 @@ def run_experiment(name: str, seeds: list[int], rounds: int, workdir: Path) -> d
         "change": round(float(np.mean(change)), 4),
         "ci95": round(_ci95(change), 4),
         "minutes": round(float(np.mean(minutes)), 2),
+        "runtime": runtime,
         "per_seed": per_seed,
     }
     out["change_exceeds_ci95"] = bool(len(change) > 1 and out["change"] > out["ci95"])
@@ -238,12 +246,13 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--quick", action="store_true", help="3 rounds, 1 seed: checks the script, measures nothing")
+    ap.add_argument("--runtime", choices=["local", "ray"], default="local", help="ray: rollout workers, engine actors and a Ray Train learner")
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.rounds = args.seeds[:1], 3
     with tempfile.TemporaryDirectory(prefix="arena-learning-") as tmp:
         for name in args.experiments:
-            print(json.dumps(run_experiment(name, args.seeds, args.rounds, Path(tmp) / name)), flush=True)
+            print(json.dumps(run_experiment(name, args.seeds, args.rounds, Path(tmp) / name, args.runtime)), flush=True)
 
 
 if __name__ == "__main__":

@@ -154,7 +154,7 @@ Belief scoring (``belief_scoring=True``; the listening target and speaking rewar
 
 Metrics
     ``crew_win``, ``impostor_win``, ``end/<reason>`` (tasks, ejection, parity,
-    timeout, forfeit: 1 for the reason the game ended), ``ticks``,
+    timeout, forfeit: 1 for the reason the game ended, 0 for the others), ``ticks``,
     ``meetings``, ``kills``, ``tasks_done`` (share of all crew tasks),
     ``ejected_impostor`` / ``ejected_crew`` (ejections by role), and over crew
     ballots (left out without a meeting): ``vote_accuracy`` (share of votes
@@ -177,7 +177,6 @@ Version history
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Mapping
@@ -186,7 +185,7 @@ import numpy as np
 from gymnasium import spaces
 from pydantic import Field, model_validator
 
-from arena.game import FreeText, GameConfig, IllegalMove, TextGame
+from arena.game import FreeText, GameConfig, IllegalMove, TextGame, clean_text
 
 COLOURS = ("red", "blue", "green", "yellow", "purple", "orange", "pink", "cyan", "white", "brown")
 ROOM_NAMES = (
@@ -243,25 +242,6 @@ def pick_option(action: str, options: list[str]) -> str:
     if len(digits) > 6 or not 1 <= int(digits) <= len(options):
         raise IllegalMove(f"there is no option {digits[:8]}: choose 1 to {len(options)} ({numbered(options)})")
     return options[int(digits) - 1]
-
-
-def clean_talk(text: str, max_chars: int) -> str:
-    """A message as shown to everyone: one line, no control characters, no square brackets
-    (reserved for game lines such as ``[private]``), no double quotes, at most ``max_chars``."""
-    text = text[: 4 * max_chars + 16]  # bounded work on huge messages
-    out = []
-    for ch in text:
-        if ch in "[]":
-            ch = "(" if ch == "[" else ")"
-        elif ch == '"':
-            ch = "'"
-        elif unicodedata.category(ch)[0] in "CZ":
-            ch = " "
-        out.append(ch)
-    text = " ".join("".join(out).split())
-    if len(text) > max_chars:
-        text = text[: max(max_chars - 3, 0)].rstrip() + "..."
-    return text
 
 
 @dataclass
@@ -450,7 +430,7 @@ class SocialDeductionGame(TextGame):
             if all(s in self.pending for s in self.living()):
                 self._resolve_tick()
         elif self.phase == "discussion":
-            text = clean_talk(action, self.config.max_talk_chars)
+            text = clean_text(action, self.config.max_talk_chars)
             if not text:
                 raise IllegalMove("an empty message: say something to the others (e.g. where you were, whom you suspect)")
             m = self.meeting

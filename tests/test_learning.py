@@ -91,8 +91,9 @@ def test_shared_policy_self_play_beats_its_starting_self_with_a_baseline_per_rol
         {"id": "negotiation-v0", "name": "vs_start", "eval_only": True,
          "matchups": [{"seller": "main", "buyer": "snapshot"}, {"seller": "snapshot", "buyer": "main"}]},
     ]
-    trainer = {"recipe": "pg", "rounds": 6, "group_size": 1, "groups_per_matchup": 32, "advantage": "none",
-               "baseline": "per_role", "lr": 5e-4, "kl_coef": 0.05, "snapshot_every": 1000, "checkpoint_every": 6}
+    # groups of 4 episodes per seed: in self-play a group's baseline is per seat, so per role as well
+    trainer = {"recipe": "pg", "rounds": 6, "group_size": 4, "groups_per_matchup": 8, "advantage": "grpo",
+               "baseline": "per_role", "lr": 1e-3, "kl_coef": 0.02, "snapshot_every": 1000, "checkpoint_every": 6}
     cfg = _config(tmp_path, "selfplay_fast", games, trainer, episodes=16)
 
     def main_return(episodes) -> float:  # the model's mean return over both roles, in the vs_start seatings

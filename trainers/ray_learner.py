@@ -222,6 +222,7 @@ class RayLearner:
         use_gpu: bool = False,
         name: str = "learner",
         storage_path: str | None = None,
+        start_timeout_s: float = 600.0,
     ) -> None:
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
@@ -239,6 +240,8 @@ class RayLearner:
         self._restore: dict[str, Any] | None = None
         self._jobs = itertools.count()
         self._error: BaseException | None = None
+        self._started = False
+        self._start_deadline = time.monotonic() + start_timeout_s
         self._mailbox = LearnerMailbox.remote(workers)
         trainer = TorchTrainer(
             _train_worker,
@@ -341,6 +344,11 @@ class RayLearner:
         while not ray.wait([pending], timeout=1.0)[0]:
             if not self._thread.is_alive():
                 raise RuntimeError(f"the Ray Train learner stopped before finishing a {job['kind']} job: {self._error!r}")
+            if not self._started and time.monotonic() > self._start_deadline:
+                free = ray.available_resources().get("CPU", 0.0)
+                raise RuntimeError(f"the Ray Train workers did not start in time ({free:g} Ray CPUs free, {self.workers} workers asked for): "
+                                   "lower cluster.learner_worker_cpus or give Ray more CPUs")
+        self._started = True
         replies = ray.get(pending)
         failed = [(rank, r["error"]) for rank, r in enumerate(replies) if "error" in r]
         if failed:
