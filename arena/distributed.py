@@ -384,6 +384,8 @@ class EngineGroup(Engine):
         self.probe: Probe = make_probe(self.tokenizer)
         self.router = EngineRouter(self.actors, self.tokenizer)
         self.restarts = 0
+        #: engines restarted during a weight push, whose new actors the rollout workers have yet to get
+        self.unannounced: list[int] = []
         #: the weights every engine serves (an ObjectRef; None = the model's own files)
         self._weights: Any = None
         # what every engine's probe scoring must match: for the model's own files, the first engine's
@@ -459,7 +461,9 @@ class EngineGroup(Engine):
                 report = sync_actors(named, weights, version, self.probe, expected, tolerance=self.tolerance, timeout_s=self.timeout_s)
             except EngineDied as e:
                 logger.warning("%s died during a weight sync; restarting it", e.engine)
-                self.restart(int(e.engine.rsplit("_", 1)[1]))
+                index = int(e.engine.rsplit("_", 1)[1])
+                self.restart(index)
+                self.unannounced.append(index)
                 continue
             self._expected = report.reference
             self.router.version = self.version
@@ -506,6 +510,7 @@ class RayRuntime:
         self._worker_serial = 0
         self._worker_groups: tuple[str, ...] = ()
         self._started_ray = False
+        self._step: int | None = None  # the latest round's step, for faults outside a round
 
     def __enter__(self) -> RayRuntime:
         return self
@@ -596,7 +601,9 @@ class RayRuntime:
         if len(ids) != len(matchups):
             raise ValueError(f"got {len(matchups)} matchups but {len(ids)} episode ids")
         seats = seat_specs(pools, matchups)
+        self._step = step
         self._ensure_workers()
+        self._announce_pending()
         self._heal_engines(step)
         ledger = EpisodeLedger(ids)
         lost_before, restarts_before = self._count_faults("rollout_worker_died"), self._count_faults("engine_died")
@@ -684,18 +691,29 @@ class RayRuntime:
 
     def _restart_engine(self, group: EngineGroup, index: int, step: int | None) -> None:
         started = time.perf_counter()
-        actor = group.restart(index)
+        group.restart(index)
+        self._announce_engine(group, index, step, restart_s=round(time.perf_counter() - started, 3))
+
+    def _announce_pending(self) -> None:
+        """Engines restarted while their weights were pushed (a sync, a snapshot): to the workers, and logged."""
+        for group in self.groups.values():
+            while group.unannounced:
+                self._announce_engine(group, group.unannounced.pop(0), self._step, during="weight push")
+
+    def _announce_engine(self, group: EngineGroup, index: int, step: int | None, **detail: Any) -> None:
+        """Hand a restarted engine to every rollout worker, and log the fault."""
         for worker in list(self.workers.values()):
             try:
-                ray.get(worker.replace_engine.remote(group.name, index, actor))
+                ray.get(worker.replace_engine.remote(group.name, index, group.actors[index]))
             except RayActorError:
                 pass  # a dead worker is replaced with the current engines when its stream fails
-        self._fault("engine_died", group.engine_name(index), step, version=group.version, restart_s=round(time.perf_counter() - started, 3))
+        self._fault("engine_died", group.engine_name(index), step, version=group.version, **detail)
 
     # ----- weights --------------------------------------------------------------------------------------------
     def sync(self, policy_id: str, engine: EngineGroup, learner: Any) -> dict[str, float]:
         """Push ``learner``'s weights to ``engine``'s actors through the object store and check each on the probe."""
         report = engine.sync(learner.weights, learner.version, learner.probe_logprobs(engine.probe))
+        self._announce_pending()
         return report.metrics(f"sync/{policy_id}")
 
     # ----- bookkeeping ----------------------------------------------------------------------------------------

@@ -4,19 +4,22 @@ Prints one JSON object:
 
 * ``rollout_tokens_per_s``: the model's completion tokens per second of wall
   time, playing the same episodes (the warm-started tiny model against scripted
-  bots in both shipped games) with the single-process runtime and with the Ray
-  runtime (2 rollout workers; 1 or 2 HF engine actors), through
-  ``runtime.play`` as a run's round does;
+  bots in both shipped games) with the single-process runtime (torch's default
+  threads, and one thread) and with the Ray runtime (2 rollout workers; 1 or 2
+  HF engine actors, one torch thread each, as Ray sets for a fractional CPU),
+  through ``runtime.play`` as a run's round does; the best of ``--repeats``
+  timed rounds (on a shared machine other jobs only ever slow a round down);
 * ``vllm_vs_hf_generate_ratio``: vLLM's tokens per second over HF's for one
-  ``generate_batch`` of the same prompts, greedy (so both produce the same
-  tokens: equal batch and lengths); null, with ``vllm_reason``, where the vLLM
-  engine cannot be built here;
+  ``generate_batch`` of 32 rollout prompts, greedy (so both produce the same
+  tokens: equal batch and lengths; the untrained tiny model, which rarely
+  stops early), both on one torch thread (vLLM's CPU worker drops to one);
+  null, with ``vllm_reason``, where the vLLM engine cannot be built here;
 * ``weight_sync_s``: seconds per learner -> engines sync (a state dict through
   the object store to 2 HF engine actors, each confirming the version and
   scoring the probe, checked against the learner's own probe scoring), median
-  of ``--sync-repeats``, for tiny Llamas of ~1M, ~5M and ~20M parameters.
+  and best of ``--sync-repeats``, for tiny Llamas of ~1M, ~5M and ~20M parameters.
 
-    python benchmarks/distributed.py [--episodes 96] [--skip-vllm]
+    python benchmarks/distributed.py [--episodes 96] [--parts rollout sync vllm]
 """
 
 from __future__ import annotations
@@ -71,20 +74,23 @@ def run_config(model_path: str, mode: str, engines: int, concurrency: int) -> Ru
     })
 
 
-def rollout_tokens_per_s(cfg: RunConfig, runtime: Any, episodes: int) -> tuple[float, list]:
-    """Model completion tokens per second over one timed ``runtime.play`` (after a short warm-up)."""
+def rollout_tokens_per_s(cfg: RunConfig, runtime: Any, episodes: int, repeats: int) -> tuple[float, list]:
+    """Model completion tokens per second of the best of ``repeats`` timed ``runtime.play`` calls (after a warm-up)."""
     models = load_model_policies(cfg, QUIET, runtime)
     pools = policy_pools(cfg, models)
     matchups = [Matchup(game=SEATINGS[i % len(SEATINGS)][0], seed=i, seats=SEATINGS[i % len(SEATINGS)][1]) for i in range(episodes)]
-    runtime.play(matchups[:8], pools, [f"warmup-{i}" for i in range(8)], QUIET, "warm-up")
-    started = time.perf_counter()
-    played = runtime.play(matchups, pools, [f"ep-{i:05d}" for i in range(episodes)], QUIET, "timed")
-    seconds = time.perf_counter() - started
-    tokens = sum(len(t.completion_ids) for ep in played for t in ep.turns if t.policy_id == "main")
-    return tokens / seconds, played
+    ids = [f"ep-{i:05d}" for i in range(episodes)]
+    runtime.play(matchups[:8], pools, ids[:8], QUIET, "warm-up")
+    best, played = 0.0, []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        played = runtime.play(matchups, pools, ids, QUIET, "timed")
+        seconds = time.perf_counter() - started
+        best = max(best, sum(len(t.completion_ids) for ep in played for t in ep.turns if t.policy_id == "main") / seconds)
+    return best, played
 
 
-def vllm_vs_hf(model_path: str, prompts: list[list[int]], max_new_tokens: int, repeats: int = 3) -> dict[str, Any]:
+def vllm_vs_hf(model_path: str, prompts: list[list[int]], max_new_tokens: int, repeats: int = 5) -> dict[str, Any]:
     """tokens/s of one greedy generate_batch, vLLM over HF, same prompts and batch."""
     try:
         from arena.engines.vllm import VLLMEngine, import_vllm
@@ -115,6 +121,7 @@ def vllm_vs_hf(model_path: str, prompts: list[list[int]], max_new_tokens: int, r
         "vllm_generate_tokens_per_s": round(vllm_tps, 1),
         "hf_generate_tokens_per_s": round(hf_tps, 1),
         "vllm_generate": {"batch": len(prompts), "max_new_tokens": max_new_tokens, "same_tokens_as_hf": [c.token_ids for c in vllm_out] == [c.token_ids for c in hf_out],
+                          "mean_completion_tokens": round(sum(len(c.token_ids) for c in hf_out) / len(hf_out), 1),
                           "startup_s": round(vllm_engine.startup_s, 1), "warmup_s": round(vllm_engine.warmup_s, 1)},
     }
 
@@ -145,44 +152,60 @@ def weight_sync_seconds(root: Path, repeats: int) -> dict[str, Any]:
         for a in actors.values():
             ray.kill(a)
         out[label] = {"parameters": sum(p.numel() for p in learner.parameters()), "seconds": round(statistics.median(times), 4),
-                      "max_probe_diff": max(diffs)}
+                      "best_s": round(min(times), 4), "max_probe_diff": max(diffs)}
     return out
+
+
+PARTS = ("rollout", "sync", "vllm")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--parts", nargs="*", choices=PARTS, default=list(PARTS), help="what to measure")
     ap.add_argument("--episodes", type=int, default=96, help="episodes per timed rollout")
     ap.add_argument("--concurrency", type=int, default=64, help="episodes in flight (split between the Ray rollout workers)")
-    ap.add_argument("--sync-repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3, help="timed rounds per rollout setting (the best is kept)")
+    ap.add_argument("--sync-repeats", type=int, default=7)
     ap.add_argument("--vllm-batch", type=int, default=32)
-    ap.add_argument("--skip-vllm", action="store_true")
     args = ap.parse_args()
 
-    path = resolve_model_path(None, TinyModelConfig(), warm_start=ImitationConfig())
+    warm = resolve_model_path(None, TinyModelConfig(), warm_start=ImitationConfig())
+    threads = torch.get_num_threads()
     result: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2), "python": platform.python_version(),
-                                          "torch": torch.__version__, "ray": ray.__version__, "torch_threads_in_this_process": torch.get_num_threads()}}
-    result["episodes"] = args.episodes
+                                          "torch": torch.__version__, "ray": ray.__version__, "torch_threads": threads}}
+    played: list = []
+    if "rollout" in args.parts:
+        tps: dict[str, float] = {}
+        local = run_config(warm, "local", 1, args.concurrency)
+        tps["single_process"], played = rollout_tokens_per_s(local, LocalRuntime(local), args.episodes, args.repeats)
+        torch.set_num_threads(1)  # on a shared machine, several threads that wait on each other can stall
+        tps["single_process_1_thread"], _ = rollout_tokens_per_s(local, LocalRuntime(local), args.episodes, args.repeats)
+        torch.set_num_threads(threads)
+        init_ray(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        for engines in (1, 2):
+            cfg = run_config(warm, "ray", engines, max(1, args.concurrency // 2))
+            with RayRuntime(cfg) as runtime:
+                tps[f"ray_{engines}_engine{'s' if engines > 1 else ''}"], _ = rollout_tokens_per_s(cfg, runtime, args.episodes, args.repeats)
+        result["rollout_tokens_per_s"] = {k: round(v, 1) for k, v in tps.items()}
+        result["rollout_setup"] = {"episodes": args.episodes, "rollout_workers": 2, "in_flight": args.concurrency, "single_process_threads": threads, "engine_actor_threads": 1}
 
-    tps: dict[str, float] = {}
-    local = run_config(path, "local", 1, args.concurrency)
-    tps["single_process"], played = rollout_tokens_per_s(local, LocalRuntime(local), args.episodes)
-    init_ray(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    for engines in (1, 2):
-        cfg = run_config(path, "ray", engines, max(1, args.concurrency // 2))
-        with RayRuntime(cfg) as runtime:
-            tps[f"ray_{engines}_engine{'s' if engines > 1 else ''}"], _ = rollout_tokens_per_s(cfg, runtime, args.episodes)
-    result["rollout_tokens_per_s"] = {k: round(v, 1) for k, v in tps.items()}
-    result["rollout_setup"] = {"rollout_workers": 2, "in_flight": args.concurrency, "engine_threads": "Ray gives each engine actor (0.5 CPU) one torch thread; the single process uses all cores"}
+    if "sync" in args.parts:
+        torch.set_num_threads(1)  # the learner's side, as in a Ray Train worker
+        if not ray.is_initialized():
+            init_ray(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        with tempfile.TemporaryDirectory(prefix="arena-sync-bench-") as tmp:
+            result["weight_sync_s"] = weight_sync_seconds(Path(tmp), args.sync_repeats)
+    if ray.is_initialized():
+        ray.shutdown()
 
-    with tempfile.TemporaryDirectory(prefix="arena-sync-bench-") as tmp:
-        result["weight_sync_s"] = weight_sync_seconds(Path(tmp), args.sync_repeats)
-    ray.shutdown()
-
-    if args.skip_vllm:
-        result.update(vllm_vs_hf_generate_ratio=None, vllm_reason="skipped (--skip-vllm)")
-    else:
+    if "vllm" in args.parts:
+        torch.set_num_threads(1)
+        if not played:
+            local = run_config(warm, "local", 1, args.concurrency)
+            _, played = rollout_tokens_per_s(local, LocalRuntime(local), args.vllm_batch, 1)
         prompts = [t.prompt_ids for ep in played for t in ep.turns if t.policy_id == "main"][: args.vllm_batch]
-        result.update(vllm_vs_hf(path, prompts, max_new_tokens=32))
+        # the untrained tiny model (same shape and tokenizer) rarely ends a reply early: equal, full lengths
+        result.update(vllm_vs_hf(resolve_model_path(None, TinyModelConfig()), prompts, max_new_tokens=32))
     print(json.dumps(result))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import mlflow
 import pytest
@@ -236,6 +237,23 @@ def test_a_killed_engine_comes_back_at_the_current_weights_version(cluster, sing
     local_models.agents["main"].engine.update_weights(weights, 1)
     assert_same_episodes(episodes, local.play(matchups, local_pools, ids, QUIET, "local"))
     assert {t.policy_version for ep in episodes for t in ep.turns if t.policy_id == "main"} == {1}
+
+    # an engine that died between rounds is restarted by the next sync, at the new version, and the workers get it
+    victim = group.actors[0]
+    ray.kill(victim)
+    deadline = time.monotonic() + 30
+    while group.dead_engines() != [0] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    start = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    report = group.sync(ray.put(start.state_dict()), 2, probe_logprobs(start, group.probe))
+    assert group.actors[0] is not victim and ray.get([a.version.remote() for a in group.actors]) == [2, 2]
+    assert max(report.max_diff.values()) < 1e-5
+    retries = sum(r["main"]["retries"] for r in runtime.routing().values())
+    episodes = runtime.play(matchups[:4], pools, ids[:4], step=4)
+    fault = runtime.faults[-1]
+    assert (fault["kind"], fault["target"], fault["version"], fault["during"]) == ("engine_died", "main/engine_0", 2, "weight push")
+    assert {t.policy_version for ep in episodes for t in ep.turns if t.policy_id == "main"} == {2}
+    assert sum(r["main"]["retries"] for r in runtime.routing().values()) == retries, "no request went to the dead engine"
 
 
 # ----- the real entry point ------------------------------------------------------------------------------------

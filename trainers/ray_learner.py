@@ -314,8 +314,9 @@ class RayLearner:
         return self._probe_cache[key]
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Stop the workers (``fit`` returns) and the mailbox."""
+        """Stop the workers (``fit`` returns) and the mailbox; ``model`` keeps the last weights."""
         if self._thread.is_alive():
+            self.model  # the newest weights live in worker 0's object store: fetch them before it stops
             ray.get(self._mailbox.post.remote(None))
             self._thread.join(timeout_s)
         ray.kill(self._mailbox)
