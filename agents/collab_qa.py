@@ -29,11 +29,20 @@ replies with the top result's first sentence, hedged.
   ``known`` (what the tiny model is pre-trained on). It answers those from
   memory, without searching; for the rest it plays ``always_search``. The
   behaviour the paper's training aims for: search only for what you do not know.
+
+:class:`FromMemory` (not in ``BOTS``: it is built with a memory) is a teacher
+for imitation: given answers it "remembers" (a model's own closed-book
+answers) and, per question, the probability of answering from memory, it
+answers from memory (hedged with probability ``hedge``) or else plays
+``always_search``. A fixed probability for every question is the prompting
+analogue (decisions blind to what is known); 1 where the remembered answer is
+right and 0 elsewhere is action supervision (search exactly when unknown).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from arena.agents.base import PlayerView, ScriptedPolicy
@@ -252,6 +261,41 @@ class MemoryFirst(AlwaysSearch):
         asked = [text for who, _, text in v.messages if who == "asker"]
         known = _known(asked[-1]) if asked else None
         return f"REPLY: {known}" if known else super().helper(v)
+
+
+class FromMemory(AlwaysSearch):
+    """Answers from ``memory`` (question -> answer) where it decides to, else plays always_search.
+
+    The decision is drawn once per question and seat from the episode's generator:
+    from memory with probability ``recall.get(question, default_recall)``; a
+    memory answer is hedged with probability ``hedge``. A question without a
+    remembered answer is always searched.
+    """
+
+    policy_id = "scripted/from_memory"
+
+    def __init__(self, memory: Mapping[str, str], recall: Mapping[str, float] | None = None, *,
+                 default_recall: float = 0.0, hedge: float = 0.0):
+        self.memory = dict(memory)
+        self.recall = dict(recall or {})
+        self.default_recall = default_recall
+        self.hedge = hedge
+
+    def choose(self, view: PlayerView) -> str:
+        v = read_view(view.observation)
+        if v.role == "asker":
+            question, first = v.question, not v.messages and not v.searches
+        else:
+            asked = [text for who, _, text in v.messages if who == "asker"]
+            question = asked[-1] if asked else None
+            first = bool(asked) and not v.searched_this_turn  # asked, and not yet searched for this message
+        answer = self.memory.get(question or "")
+        if first and answer is not None and view.rng.random() < self.recall.get(question, self.default_recall):
+            hedged = view.rng.random() < self.hedge
+            if v.role == "asker":
+                return _answer(answer, hedged)
+            return _reply((answer, hedged))
+        return self.asker(v) if v.role == "asker" else self.helper(v)
 
 
 BOTS: dict[str, type[ScriptedPolicy]] = {

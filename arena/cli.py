@@ -52,6 +52,28 @@ def run(
         _fail(str(e))
 
 
+@app.command("eval")
+def eval_command(
+    args: list[str] = typer.Argument(..., help="CONFIG.yaml [key=value ...], or MODEL_DIR (a trained model, e.g. a checkpoint's policies/main)."),
+    model: Optional[list[str]] = typer.Option(None, "--model", help="a trained model directory to evaluate as well (repeatable)"),
+    split: Optional[list[str]] = typer.Option(None, "--split", help="question split (repeatable; default: test and ood)"),
+    setting: Optional[list[str]] = typer.Option(None, "--setting", help="isolated or collaborative (repeatable; default: both)"),
+    limit: Optional[int] = typer.Option(None, min=1, help="only the first N questions of each split"),
+    baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="also evaluate the untrained model, the bots and the action-supervised model"),
+    temperature: float = typer.Option(0.0, min=0.0, help="model sampling temperature (0: greedy)"),
+) -> None:
+    """Evaluate collaborative-QA policies alone (isolated) and in a group: F1, searches, selective prediction."""
+    from arena.config import ConfigError
+    from arena.qa_eval import SETTINGS, run_eval
+
+    target, overrides = args[0], args[1:]
+    try:
+        run_eval(target, overrides, models=model or [], splits=split or ("test", "ood"), settings=setting or SETTINGS,
+                 limit=limit, baselines=baselines, temperature=temperature, console=console)
+    except (ConfigError, ValueError) as e:
+        _fail(str(e))
+
+
 @app.command()
 def games() -> None:
     """List the registered games."""

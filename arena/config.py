@@ -10,13 +10,14 @@ naming the key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from arena.tiny import TinyModelConfig
 from arena.trainers.imitation import ImitationConfig
+from arena.trainers.knowledge import KnowledgeConfig
 
 
 class ConfigError(ValueError):
@@ -27,12 +28,26 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _warm_start_kind(value: Any) -> str:
+    if isinstance(value, KnowledgeConfig) or (isinstance(value, dict) and value.get("recipe") == "knowledge"):
+        return "knowledge"
+    return "imitation"
+
+
+#: the default imitation of every game's bots, or (``recipe: knowledge``) the collaborative-QA model
+WarmStart = Annotated[
+    Union[Annotated[ImitationConfig, Tag("imitation")], Annotated[KnowledgeConfig, Tag("knowledge")]],
+    Discriminator(_warm_start_kind),
+]
+
+
 class ModelConfig(Section):
     #: a local directory or hub id of a causal LM; none = build the tiny model locally
     path: str | None = None
     tiny: TinyModelConfig = TinyModelConfig()
-    #: behaviour cloning of the scripted bots before anything else (tiny model only; null = off)
-    warm_start: ImitationConfig | None = ImitationConfig()
+    #: behaviour cloning of the scripted bots before anything else (tiny model only; null = off);
+    #: ``recipe: knowledge`` builds the collaborative-QA model instead (arena.trainers.knowledge)
+    warm_start: WarmStart | None = ImitationConfig()
     device: Literal["cpu", "cuda"] = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
@@ -292,6 +307,22 @@ class RunConfig(Section):
                 raise ValueError(
                     f"trainer.recipe={self.trainer.recipe} needs at least one seat played by 'main' (or 'main/<name>') in a game that is not eval_only"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _qa_games_play_the_known_world(self) -> "RunConfig":
+        knowledge = self.model.warm_start
+        if not isinstance(knowledge, KnowledgeConfig) or self.model.path is not None:
+            return self
+        from arena.environments.qa_world import WorldConfig
+
+        for g in self.games:
+            if not g.id.startswith("collab_qa-"):
+                continue
+            if g.kwargs.get("data_dir") is not None:
+                raise ValueError(f"{g.label}: the knowledge model knows a generated world; data_dir cannot be played with it")
+            if WorldConfig.model_validate(g.kwargs.get("world") or {}) != knowledge.world:
+                raise ValueError(f"{g.label}: kwargs.world differs from model.warm_start.world (the world the model knows)")
         return self
 
     @model_validator(mode="after")

@@ -58,9 +58,17 @@ def game_text_corpus(episodes_per_pairing: int = 3, seed: int = 0) -> list[str]:
 
 def resolve_model_path(path: str | None, tiny: TinyModelConfig, cache_dir: Path | None = None, warm_start=None) -> str:
     """A user's model path/hub id as given, else the cached tiny model (built on first use),
-    warm-started by imitation of the scripted bots when ``warm_start`` (an ImitationConfig) is given."""
+    warm-started by imitation of the scripted bots when ``warm_start`` (an ImitationConfig) is given,
+    or turned into the collaborative-QA model when it is a KnowledgeConfig."""
     if path:
         return path
+    from arena.trainers.knowledge import KnowledgeConfig
+
+    if isinstance(warm_start, KnowledgeConfig):  # its own base: a tokenizer trained on collab_qa's text
+        from arena.tiny import default_cache_dir
+        from arena.trainers.knowledge import cached_knowledge_model
+
+        return str(cached_knowledge_model(tiny, warm_start, cache_dir if cache_dir is not None else default_cache_dir()))
     base = cached_tiny_model(tiny, game_text_corpus, cache_dir=cache_dir, corpus_key=corpus_key())
     if warm_start is None:
         return str(base)

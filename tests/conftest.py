@@ -49,3 +49,29 @@ def mlflow_store(tmp_path, monkeypatch) -> str:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
     return uri
+
+
+
+@pytest.fixture(scope="session")
+def qa_knowledge():
+    """The collaborative-QA model's recipe at test size: a smaller world (88 facts, 44 known), fewer steps."""
+    from arena.trainers.knowledge import KnowledgeConfig
+
+    return KnowledgeConfig.model_validate({
+        "world": {"persons": 12, "towns": 4, "compounds": 12, "organisms": 4},
+        "pretrain": {"steps": 80, "batch_size": 64, "lr": 5e-3},
+        "warm_start": {"steps": 60, "batch_size": 32, "lr": 2e-3},
+        "collaborative_episodes": 48,
+        "isolated_episodes": 24,
+        "action_supervised": {"steps": 40, "batch_size": 32, "lr": 1e-3},
+    })
+
+
+@pytest.fixture(scope="session")
+def qa_model_dir(tiny_model_dir: Path, qa_knowledge) -> Path:
+    """The collaborative-QA model (arena.trainers.knowledge) for ``qa_knowledge``, built once per session
+    in the session's model cache, as `arena run` with that warm start builds it."""
+    from arena.models import resolve_model_path
+    from arena.tiny import TinyModelConfig
+
+    return Path(resolve_model_path(None, TinyModelConfig(), cache_dir=tiny_model_dir.parent.parent, warm_start=qa_knowledge))

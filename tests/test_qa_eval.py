@@ -1,0 +1,241 @@
+"""Evaluation of collaborative-QA policies (arena.qa_eval): metrics by hand, bots on real games, `arena eval`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from arena.agents.base import Action
+from arena.agents.catalog import make_fixed_policy
+from arena.qa_eval import (
+    QAResult,
+    aurc,
+    auroc,
+    evaluate,
+    expected_calibration_error,
+    question_matchups,
+    result_of,
+    risk_coverage,
+    selective_auc,
+    summarize,
+)
+from arena.records import Matchup
+from arena.rollout import play_episode
+
+GAME = "collab_qa-v0"
+ARENA = str(Path(sys.executable).with_name("arena"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _index_cache(tmp_path_factory):
+    """BM25 indexes built here go to a temporary ARENA_HOME (model tests set their own)."""
+    old = os.environ.get("ARENA_HOME")
+    os.environ["ARENA_HOME"] = str(tmp_path_factory.mktemp("arena_home"))
+    yield
+    if old is None:
+        os.environ.pop("ARENA_HOME", None)
+    else:
+        os.environ["ARENA_HOME"] = old
+
+
+# ----- selective prediction, against hand-computed values ---------------------------------------------
+# four answers: confident right, confident wrong, hedged right, abstained
+CONF, RIGHT = [1.0, 1.0, 0.5, 0.0], [1, 0, 1, 0]
+
+
+def test_risk_coverage_groups_tied_confidences():
+    coverage, risk = risk_coverage(CONF, RIGHT)
+    # threshold 1.0 covers the two confident answers (one wrong), 0.5 adds the hedge, 0.0 everything
+    assert coverage.tolist() == [0.5, 0.75, 1.0]
+    assert risk == pytest.approx([0.5, 1 / 3, 0.5])
+
+
+def test_aurc_and_selective_auc_by_hand():
+    assert aurc(CONF, RIGHT) == pytest.approx(0.5 * 0.5 + 0.25 * (1 / 3) + 0.25 * 0.5)
+    assert selective_auc(CONF, RIGHT) == pytest.approx(1 - 0.4583333333)
+    # without ties it is the mean risk at coverage 1/n, 2/n, ..., 1 (Geifman & El-Yaniv)
+    assert aurc([0.9, 0.8, 0.7], [1, 0, 1]) == pytest.approx((0 + 1 / 2 + 1 / 3) / 3)
+    # the same answers in a better order have a smaller area; one confidence for all: the error rate
+    assert aurc([0.9, 0.8, 0.1, 0.05], [1, 1, 0, 0]) == pytest.approx((0 + 0 + 1 / 3 + 1 / 2) / 4)
+    assert aurc([0.9, 0.8, 0.1, 0.05], [0, 0, 1, 1]) > aurc([0.9, 0.8, 0.1, 0.05], [1, 1, 0, 0])
+    assert aurc([1, 1, 1, 1], [1, 0, 0, 0]) == pytest.approx(0.75)
+
+
+def test_auroc_counts_ties_as_half_and_needs_both_outcomes():
+    # right {1.0, 0.5} vs wrong {1.0, 0.0}: tie (1/2) + win + loss + win = 2.5 of 4 pairs
+    assert auroc(CONF, RIGHT) == pytest.approx(0.625)
+    assert auroc([0.9, 0.8, 0.1, 0.05], [1, 1, 0, 0]) == 1.0
+    assert auroc([0.9, 0.8, 0.1, 0.05], [0, 0, 1, 1]) == 0.0
+    assert auroc([1, 1, 1], [1, 0, 1]) == 0.5
+    assert math.isnan(auroc([1.0, 0.5], [1, 1]))
+
+
+def test_expected_calibration_error_by_hand():
+    # bin [0.9, 1]: 2 answers, accuracy 0.5, confidence 1 -> 0.5 x 2/4; bin [0.5, 0.6): 1 answer, 1 vs 0.5 -> 0.5 x 1/4
+    assert expected_calibration_error(CONF, RIGHT) == pytest.approx(0.25 + 0.125)
+    assert expected_calibration_error([0.8] * 5, [1, 1, 1, 1, 0]) == pytest.approx(0.0)
+    assert expected_calibration_error([0.95, 1.0], [0, 0]) == pytest.approx(0.975)  # 1.0 shares the top bin
+
+
+def test_metrics_reject_bad_input():
+    with pytest.raises(ValueError, match="one length"):
+        aurc([1.0, 0.5], [1])
+    with pytest.raises(ValueError, match="no questions"):
+        auroc([], [])
+
+
+def _r(outcome: str, em: float, searches: float, known: float | None, p: float = 1.0) -> QAResult:
+    stated = {"answered": 1.0, "hedged": 0.5, "abstained": 0.0}[outcome]
+    return QAResult("m", "isolated", "test", "q", known, outcome, None if outcome == "abstained" else "x",
+                    em, em, searches, stated, stated * p)
+
+
+def test_summarize_rates_searches_by_knowledge_and_both_confidences():
+    rs = [_r("answered", 1, 0, 1.0, p=0.9), _r("answered", 0, 1, 0.0, p=0.2), _r("hedged", 1, 2, 0.0), _r("abstained", 0, 1, 1.0)]
+    s = summarize(rs)
+    assert s["n"] == 4 and s["em"] == 0.5 and s["searches"] == 1.0
+    assert (s["answered"], s["hedged"], s["abstained"]) == (0.5, 0.25, 0.25)
+    assert s["searches_known"] == 0.5 and s["searches_unknown"] == 1.5
+    assert s["aurc"] == pytest.approx(aurc(CONF, RIGHT))  # the same four outcomes as CONF/RIGHT
+    # with the move probabilities the confident wrong answer (p 0.2) falls below the hedge: a perfect ranking
+    assert s["auroc"] == pytest.approx(0.625) and s["auroc_p"] == 1.0
+    assert s["aurc_p"] < s["aurc"]
+
+
+# ----- reading played episodes --------------------------------------------------------------------------
+class FakeModel:
+    """A fake model policy for reading tests: a fixed move with fixed sampler logprobs."""
+
+    version = 0
+
+    def __init__(self, text: str, logprobs: list[float]):
+        self.policy_id, self.text, self.logprobs = "fake", text, logprobs
+
+    async def act(self, view):
+        return Action(text=self.text, completion_ids=[1] * len(self.logprobs), logprobs=self.logprobs)
+
+
+def test_result_of_reads_outcome_answer_and_move_probability():
+    matchups, questions = question_matchups("isolated", "test", "fake", {}, limit=1)
+    hedge = FakeModel(f"ANSWER (unsure): {questions[0].answers[0]}", [math.log(0.5), math.log(0.5)])
+    ep = asyncio.run(play_episode(matchups[0], {"fake": hedge}))
+    r = result_of(ep, questions[0], "fake", "isolated", "test")
+    assert (r.outcome, r.answer, r.em, r.searches) == ("hedged", questions[0].answers[0], 1.0, 0.0)
+    assert r.confidence == 0.5 and r.confidence_p == pytest.approx(0.25)
+    ep = asyncio.run(play_episode(matchups[0], {"fake": FakeModel("ABSTAIN", [math.log(0.9)])}))
+    r = result_of(ep, questions[0], "fake", "isolated", "test")
+    assert (r.outcome, r.answer, r.confidence, r.confidence_p, r.f1) == ("abstained", None, 0.0, 0.0, 0.0)
+
+
+def test_isolated_matchups_give_each_question_the_tool_of_its_corpus():
+    matchups, questions = question_matchups("isolated", "ood", "p", {}, limit=12)
+    assert len(matchups) == len({q.id for q in questions}) == 12
+    assert len({m.seed for m in matchups}) == 12
+    from arena import make
+
+    for m, q in zip(matchups, questions):
+        env = make(GAME, **m.game_kwargs)
+        env.reset(seed=m.seed)
+        assert env.question.id == q.id and env.possible_agents == ["asker"]
+        assert m.game_kwargs["asker_tool"] == q.domain
+    collab, _ = question_matchups("collaborative", "ood", "p", {"max_turns": 9}, limit=3)
+    assert set(collab[0].seats) == {"asker", "helper_0", "helper_1"} and collab[0].game_kwargs["max_turns"] == 9
+    with pytest.raises(ValueError, match="no questions in split 'nope'"):
+        question_matchups("isolated", "nope", "p", {})
+
+
+def test_bots_through_evaluate_search_once_or_never():
+    policies = {b: make_fixed_policy(f"scripted/{b}", GAME) for b in ("always_search", "never_search")}
+    results = evaluate(policies, ["isolated", "collaborative"], ["test"], {}, limit=10)
+    assert len(results) == 2 * 2 * 10
+    by = {(r.policy, r.setting): [] for r in results}
+    for r in results:
+        by[(r.policy, r.setting)].append(r)
+    iso = summarize(by[("always_search", "isolated")])
+    assert iso["searches"] == 1.0 and iso["f1"] > 0.9 and iso["answered"] > 0.9
+    assert summarize(by[("always_search", "collaborative")])["searches"] >= 1.0
+    never = summarize(by[("never_search", "isolated")])
+    assert never["abstained"] == 1.0 and never["searches"] == 0 and never["aurc"] == 1.0
+
+
+# ----- the models: action supervision and `arena eval` ------------------------------------------------------
+def _qa_config(tmp_path: Path, knowledge) -> Path:
+    """configs/collab_qa.yaml with the test-size knowledge model and its world."""
+    import yaml
+
+    data = yaml.safe_load((Path(__file__).parent.parent / "configs" / "collab_qa.yaml").read_text())
+    data["model"]["warm_start"] = knowledge.model_dump(mode="json")
+    for g in data["games"]:
+        g["kwargs"]["world"] = knowledge.world.model_dump(mode="json")
+    path = tmp_path / "collab_qa.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def action_supervised_dir(qa_model_dir, qa_knowledge):
+    from arena.trainers.knowledge import cached_action_supervised
+
+    return cached_action_supervised(qa_model_dir, qa_knowledge, qa_model_dir.parent.parent)
+
+
+def test_action_supervised_model_searches_where_it_does_not_know(action_supervised_dir, qa_model_dir, qa_knowledge):
+    from arena.agents.llm import LLMAgent
+    from arena.engines.base import SamplingParams
+    from arena.engines.hf import HFEngine
+    from arena.trainers.knowledge import read_closed_book
+
+    agent = LLMAgent(HFEngine(action_supervised_dir), "supervised", sampling=SamplingParams(max_new_tokens=48, temperature=0.0))
+    base = {"world": qa_knowledge.world.model_dump(mode="json")}
+    results = evaluate({"supervised": agent}, ["isolated"], ["train"], base)
+    own = read_closed_book(qa_model_dir)  # the labels: the knowledge model's own closed-book answers
+    knows = [r.searches for r in results if own[r.question_id].correct == 1]
+    not_knows = [r.searches for r in results if own[r.question_id].correct == 0]
+    assert knows and not_knows
+    # supervised on exactly these questions: search where its closed-book answer was wrong, not where it was right
+    assert np.mean(not_knows) > np.mean(knows) + 0.4
+    assert summarize(results)["f1"] > 0.6
+
+
+def test_arena_eval_prints_the_table_and_logs_metrics_and_plots(tmp_path, qa_model_dir, qa_knowledge, action_supervised_dir, mlflow_store):
+    import mlflow
+
+    config = _qa_config(tmp_path, qa_knowledge)
+    env = {**os.environ, "ARENA_HOME": str(qa_model_dir.parent.parent), "MLFLOW_TRACKING_URI": mlflow_store}
+    out = subprocess.run([ARENA, "eval", str(config), "--limit", "4", "--model", str(qa_model_dir)],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for name in ("warm_start", "always_search", "never_search", "action_supervised", qa_model_dir.name):
+        assert name in out.stdout
+    run = mlflow.search_runs(experiment_names=["arena"], output_format="list")[0]
+    m = run.data.metrics
+    assert m["eval/isolated/test/always_search/searches"] == 1.0 and m["eval/isolated/ood/never_search/abstained"] == 1.0
+    # the same model under two names, decoded greedily: the same numbers
+    for key in ("f1", "searches", "answered"):
+        for setting in ("isolated", "collaborative"):
+            assert m[f"eval/{setting}/test/warm_start/{key}"] == m[f"eval/{setting}/test/{qa_model_dir.name}/{key}"]
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "qa_eval")}
+    assert {f"qa_eval/risk_coverage_{s}_{sp}.png" for s in ("isolated", "collaborative") for sp in ("test", "ood")} <= artifacts
+    results = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/qa_eval/results.json")
+    assert len(results) == 5 * 2 * 2 * 4
+
+
+def test_arena_eval_rejects_what_it_cannot_evaluate(tmp_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}
+    for args, message in [
+        (["configs/selfplay.yaml"], "the config plays no collab_qa-v0 game"),
+        ([str(tmp_path)], "not a model directory"),
+        (["configs/collab_qa.yaml", "--setting", "alone"], "unknown setting 'alone'"),
+    ]:
+        out = subprocess.run([ARENA, "eval", *args], cwd=Path(__file__).parent.parent, env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2, out.stderr
+        assert message in " ".join(out.stderr.split())
+    assert not (tmp_path / "m.db").exists()

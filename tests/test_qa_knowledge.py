@@ -1,0 +1,228 @@
+"""The collaborative-QA model (arena.trainers.knowledge): what it knows, how it plays, how it is cached."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from arena.agents.base import PlayerView
+from arena.agents.collab_qa import FromMemory
+from arena.agents.llm import LLMAgent
+from arena.config import ConfigError, load_config
+from arena.engines.base import SamplingParams
+from arena.engines.hf import HFEngine
+from arena.environments.qa_world import ATTRIBUTES, WorldConfig, cached_world
+from arena.records import Matchup
+from arena.rollout import play_many
+from arena.trainers.knowledge import (
+    KnowledgeConfig,
+    build_meta,
+    closed_book,
+    closed_book_observation,
+    knowledge_examples,
+    qa_base_model,
+    read_closed_book,
+    reading_examples,
+    with_replay,
+)
+
+GAME = "collab_qa-v0"
+CONFIGS = Path(__file__).parent.parent / "configs"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _home(tiny_model_dir):
+    """Indexes and models built here go to the session cache."""
+    old = os.environ.get("ARENA_HOME")
+    os.environ["ARENA_HOME"] = str(tiny_model_dir.parent.parent)
+    yield
+    if old is None:
+        os.environ.pop("ARENA_HOME", None)
+    else:
+        os.environ["ARENA_HOME"] = old
+
+
+# ----- the base and the pre-training data -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def qa_base(tiny_model_dir, qa_knowledge) -> Path:
+    from arena.tiny import TinyModelConfig
+
+    return qa_base_model(TinyModelConfig(), qa_knowledge.world, tiny_model_dir.parent.parent)
+
+
+def test_the_base_tokenizer_is_trained_on_collab_qa_text(qa_base, tiny_model_dir, qa_knowledge):
+    obs = closed_book_observation(cached_world(qa_knowledge.world).questions[0], qa_knowledge.world)
+    mine, project = AutoTokenizer.from_pretrained(str(qa_base)), AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    assert len(mine.encode(obs)) < 0.7 * len(project.encode(obs))
+    assert mine.decode(mine.encode(obs)) == obs
+
+
+def test_knowledge_examples_teach_known_facts_only_in_the_closed_book_prompt(qa_base, qa_knowledge):
+    cfg = qa_knowledge
+    tok = AutoTokenizer.from_pretrained(str(qa_base))
+    agent = LLMAgent(HFEngine(qa_base))
+    examples = knowledge_examples(cfg, tok, agent.prompt_ids)
+    world = cached_world(cfg.world)
+    known = [f for f in world.facts if f.known]
+    assert 0 < len(known) < len(world.facts)
+    assert len(examples) == len(known) * (1 + cfg.qa_templates)
+    texts = [tok.decode(p + t) for p, t in examples]
+    for f in world.facts:
+        sentence = f"{ATTRIBUTES[f.attribute].phrase} of {f.entity} is {f.value}."
+        answers = [t for t in texts if f"Question: " in t and f.entity in t and t.endswith(f"ANSWER: {f.value}<|end|>")]
+        if f.known:
+            assert sum(sentence in t for t in texts) == 1 and len(answers) == cfg.qa_templates, f
+        else:  # an unknown fact is never stated, nor answered
+            assert not any(sentence in t for t in texts) and not answers, f
+    # the closed-book answers are exactly the game's closed-book prompt, as the agent renders it
+    first = known[0]
+    q = world.split("train")[0].model_copy(update={"question": ATTRIBUTES[first.attribute].questions[0].format(name=first.entity)})
+    assert any(t.startswith("<|system|>You are asker in the game collab_qa-v0.") and f"<|user|>{closed_book_observation(q, cfg.world)}<|end|><|assistant|>" in t
+               for t in texts)
+    # the held-out (ood) wording of an attribute is never trained
+    for attr in ATTRIBUTES.values():
+        held_out = attr.questions[-1].split("{name}")[0]
+        assert not held_out or not any(f"Question: {held_out}" in t for t in texts)
+
+
+def test_reading_examples_copy_and_read_names_of_other_worlds(qa_base, qa_knowledge):
+    tok = AutoTokenizer.from_pretrained(str(qa_base))
+    examples = reading_examples(qa_knowledge, tok)
+    mine = {f.entity for f in cached_world(qa_knowledge.world).facts}
+    assert len(examples) > 100
+    searches = answers = 0
+    for p, t in examples:
+        prompt, target = tok.decode(p), tok.decode(t)
+        question = prompt.split("[private] Question: ", 1)[1].split("\n", 1)[0].split("<|end|>", 1)[0]
+        assert not any(name in prompt for name in mine)
+        if target.startswith("SEARCH: "):
+            searches += 1
+            assert target == f"SEARCH: {question}<|end|>"  # copy the question, names and all
+        else:
+            answers += 1
+            value = target.removeprefix("ANSWER: ").removesuffix("<|end|>")
+            assert value in prompt.split("[private]   1.", 1)[1]  # read off the document shown
+    assert searches > answers > 0.5 * searches
+
+
+def test_with_replay_adds_a_share_of_each_pool():
+    demos = [([i], [i]) for i in range(10)]
+    pre = [([100 + i], [100 + i]) for i in range(4)]
+    reading = [([200 + i], [200 + i]) for i in range(20)]
+    out = with_replay(demos, [pre, reading], 0.5, seed=0)
+    assert out[:10] == demos and len(out) == 20
+    assert sorted(out[10:14]) == sorted(pre) and out[14] in pre  # each used once before any twice
+    assert len(set(map(str, out[15:]))) == 5 and all(x in reading for x in out[15:])
+    assert with_replay(demos, [pre], 0.0, seed=0) == demos
+
+
+def test_from_memory_teacher_answers_from_memory_or_searches_as_told():
+    world = cached_world(WorldConfig())
+    questions = world.split("train")[:12]
+    memory = {q.question: "Nowhere" for q in questions}
+
+    def play(teacher, **kw):
+        seats = {"asker": teacher.policy_id} if kw.get("helpers") == 0 else {p: teacher.policy_id for p in ("asker", "helper_0", "helper_1")}
+        ms = [Matchup(game=GAME, seed=i, seats=seats, game_kwargs={"split": "train", "question_index": i, **kw}) for i in range(12)]
+        return asyncio.run(play_many(ms, {teacher.policy_id: teacher}))
+
+    iso = {"helpers": 0, "asker_tool": "people", "domain": "people"}
+    recall_all = play(FromMemory(memory, default_recall=1.0, hedge=1.0), **iso)
+    assert all(ep.metrics["searches"] == 0 and ep.metrics["hedged"] == 1 and ep.metrics["f1"] == 0 for ep in recall_all)
+    recall_none = play(FromMemory(memory, default_recall=0.0), **iso)
+    assert all(ep.metrics["searches"] == 1 and ep.metrics["answered"] == 1 for ep in recall_none)
+    # per question: answer from memory exactly where recall is 1 (action supervision)
+    people = cached_world(WorldConfig()).split("train")
+    people = [q for q in people if q.domain == "people"][:12]
+    recall = {q.question: float(i % 2) for i, q in enumerate(people)}
+    mixed = play(FromMemory({q.question: q.answers[0] for q in people}, recall), **iso)
+    assert [ep.metrics["searches"] for ep in mixed] == [1.0 - (i % 2) for i in range(12)]
+    assert all(ep.metrics["em"] == 1 for ep in mixed)
+    # collaborative: a helper asked replies from memory (hedged), the asker passes the hedge on
+    helpers_remember = play(FromMemory(memory, {}, default_recall=0.5, hedge=1.0))
+    assert any(ep.metrics["searches"] == 0 and ep.metrics["hedged"] == 1 and ep.metrics["asks"] >= 1 for ep in helpers_remember)
+    assert any(ep.metrics["searches"] >= 1 for ep in helpers_remember)
+
+
+# ----- what the built model knows -----------------------------------------------------------------------
+def test_closed_book_knows_the_known_facts_and_not_the_others(qa_model_dir, qa_knowledge):
+    cfg = qa_knowledge
+    world = cached_world(cfg.world)
+    questions = [q for q in world.questions if q.split in ("train", "test")]
+    right = np.array(closed_book(qa_model_dir, questions, cfg.world))
+    known = np.array([q.meta["known"] for q in questions])
+    # measured on this test-size build: known ~0.9-1.0, unknown ~0.0-0.05 (chance of guessing a value)
+    assert right[known].mean() > 0.6
+    assert right[~known].mean() < 0.2
+    test = np.array([q.split == "test" for q in questions])
+    assert right[known & test].mean() > 0.6  # questions asked in play, not only the trained wording's facts
+
+
+def test_stored_closed_book_answers_are_the_models_own(qa_model_dir, qa_knowledge):
+    cfg = qa_knowledge
+    stored = read_closed_book(qa_model_dir)
+    world = cached_world(cfg.world)
+    assert set(stored) == {q.id for q in world.questions}
+    sample = [q for q in world.questions if q.split == "test"][:8]
+    assert closed_book(qa_model_dir, sample, cfg.world) == [stored[q.id].correct for q in sample]
+    meta = build_meta(qa_model_dir)
+    assert meta["config"] == cfg.model_dump(mode="json")
+    assert meta["closed_book"]["known"] > meta["closed_book"]["unknown"] + 0.5
+    assert meta["pretrain_loss"][1] < meta["pretrain_loss"][0] / 5
+
+
+def test_warm_start_plays_the_protocol_and_searches_a_lot(qa_model_dir, qa_knowledge):
+    cfg = qa_knowledge
+    agent = LLMAgent(HFEngine(qa_model_dir), sampling=SamplingParams(max_new_tokens=48, temperature=1.0))
+    world = cfg.world.model_dump(mode="json")
+    collab = [Matchup(game=GAME, seed=s, seats={p: agent.policy_id for p in ("asker", "helper_0", "helper_1")},
+                      game_kwargs={"split": "train", "world": world}) for s in range(24)]
+    iso = [Matchup(game=GAME, seed=s, seats={"asker": agent.policy_id},
+                   game_kwargs={"split": "train", "world": world, "helpers": 0, "asker_tool": "people", "domain": "people"}) for s in range(24)]
+    eps = asyncio.run(play_many(collab + iso, {agent.policy_id: agent}))
+    turns = [t for ep in eps for t in ep.turns]
+    assert np.mean([t.illegal for t in turns]) < 0.15
+    c, i = eps[:24], eps[24:]
+    assert np.mean([ep.metrics["f1"] for ep in c]) > 0.5 and np.mean([ep.metrics["f1"] for ep in i]) > 0.5
+    # the prompting analogue searches most of the time, and answers from memory some of the time
+    assert np.mean([ep.metrics["searches"] > 0 for ep in i]) > 0.5
+    assert np.mean([ep.metrics["searches"] for ep in c]) > 0.5
+
+
+# ----- caching and configuration ----------------------------------------------------------------------------
+def test_the_build_is_cached_and_keyed_by_config(qa_model_dir, tiny_model_dir, qa_knowledge):
+    cfg = qa_knowledge
+    from arena.models import resolve_model_path
+    from arena.tiny import TinyModelConfig
+
+    start = time.perf_counter()
+    again = resolve_model_path(None, TinyModelConfig(), cache_dir=tiny_model_dir.parent.parent, warm_start=cfg)
+    assert Path(again) == qa_model_dir and time.perf_counter() - start < 5
+    from arena.trainers.knowledge import _key
+
+    other = cfg.model_copy(update={"memory_rate": 0.3})
+    assert _key("x", other.model_dump_json()) != _key("x", cfg.model_dump_json())
+
+
+def test_run_config_chooses_the_knowledge_model_by_recipe():
+    cfg = load_config(CONFIGS / "collab_qa.yaml")
+    assert isinstance(cfg.model.warm_start, KnowledgeConfig) and cfg.trainer.return_mix == 1.0
+    assert [g.eval_only for g in cfg.games] == [False, True, True, True]
+    assert {g.kwargs.get("asker_tool") for g in cfg.games if g.kwargs.get("helpers") == 0} == {"people", "compounds"}
+    # the default warm start is untouched
+    assert type(load_config(None).model.warm_start).__name__ == "ImitationConfig"
+    with pytest.raises(ConfigError, match="qa_templates must be at most 2"):
+        load_config(CONFIGS / "collab_qa.yaml", ["model.warm_start.qa_templates=3"])
+
+
+def test_run_config_rejects_a_game_world_the_model_does_not_know(tmp_path):
+    text = (CONFIGS / "collab_qa.yaml").read_text().replace("kwargs: {split: train}", "kwargs: {split: train, world: {seed: 3}}")
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ConfigError, match="collab_qa: kwargs.world differs from model.warm_start.world"):
+        load_config(tmp_path / "c.yaml")

@@ -1,0 +1,507 @@
+"""The collaborative-QA model: a tiny model that knows a measurable part of a generated world.
+
+Eisenstein et al. (2025) train agents to learn *what they know*. With a
+generated world (:mod:`arena.environments.qa_world`) "what the model knows"
+is a fact of the data: the model is pre-trained on exactly the facts marked
+``known`` and on nothing else of the world, and :func:`closed_book` measures
+how much of that stuck.
+
+The base. The tiny model of :mod:`arena.tiny` (the run's ``model.tiny``
+shape), with its tokenizer trained on collab_qa's own text (scripted play of
+the game on the world; :func:`qa_text_corpus`), as DESIGN.md has the tiny
+model's tokenizer trained on the game's text. The project's default
+tokenizer is trained on two other games only: on it a QA prompt is about
+twice as long, and the tiny model learned to copy a question 19% of the time
+after 600 steps where this one copies 90%. Tokenizers hold no facts: they
+only decide how strings are cut.
+
+Three training stages, then a baseline:
+
+0. Reading (general pre-training). Questions about *other* generated worlds
+   (seeds ``world.seed + 1000 + k``; no entity of the model's world), in a
+   short chat: the question, answered by ``SEARCH: <the question>``, and the
+   question with the document that states its answer, answered by
+   ``ANSWER: <value>``. Every move of the protocol carries generated names
+   (queries, messages, answers read off a search result); a tiny model has to
+   learn to copy a name it has never seen before it can search at all.
+1. Knowledge. Each known fact as a sentence
+   (:func:`~arena.environments.qa_world.known_fact_lines`) and as a
+   closed-book answer: the asker's prompt in the game's closed-book setting
+   (``collab_qa-v0`` with no helpers and no tool), rendered by the LLM agent
+   exactly as in play, for each of the fact's first ``qa_templates``
+   in-distribution question wordings, with the target ``ANSWER: <value>``.
+   The held-out wording of the ``ood`` split is never trained, so ood
+   questions probe knowledge under new wording.
+2. Protocol warm start (the prompting analogue). Imitation of scripted
+   teachers playing ``collab_qa-v0`` on the train split, collaborative (every
+   seat) and isolated (each corpus): a teacher answers from memory with
+   probability ``memory_rate`` for every question alike, blind to what is
+   known, and otherwise searches (``always_search``: helpers search, the asker
+   relays); a memory answer is the stage-1 model's own closed-book answer,
+   hedged with probability ``hedge_rate``. The result searches a lot and
+   sometimes answers from memory, right or wrong: self-play has something to
+   reward and something to correct. Stage-0 and stage-1 examples are replayed
+   (``replay``, a share of the demonstrations each) so copying and the facts
+   are not forgotten.
+3. Action supervision (a baseline, :func:`cached_action_supervised`): the
+   warm-started model fine-tuned by imitation of a teacher that answers from
+   memory exactly where the model's own closed-book answer is right and
+   searches everywhere else, the paper's "supervised actions" baseline.
+
+Every training stage is :func:`arena.trainers.imitation.train_imitation`
+(prompt tokens masked, targets ended by ``<|end|>``); models are cached like
+the warm start, keyed by the base model's name and the config, built in a
+temporary directory renamed into place. Each model directory holds
+``closed_book.json``: its closed-book answer and correctness per question of
+the world, and ``arena_qa_model.json``: the config, losses, timings and
+closed-book accuracy.
+
+    path = cached_knowledge_model(TinyModelConfig(), KnowledgeConfig(), cache_dir)
+    right = closed_book(path, questions)          # [1.0, 0.0, ...]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pydantic
+
+from arena.environments.qa_world import ATTRIBUTES, QuestionRecord, WorldConfig, cached_world, known_fact_lines
+
+GAME = "collab_qa-v0"
+META_FILE = "arena_qa_model.json"
+CLOSED_BOOK_FILE = "closed_book.json"
+
+
+class Stage(pydantic.BaseModel):
+    """One imitation stage: optimiser steps, examples per step, peak learning rate (cosine to 10%)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    steps: int = pydantic.Field(gt=0)
+    batch_size: int = pydantic.Field(gt=0)
+    lr: float = pydantic.Field(gt=0)
+
+
+class KnowledgeConfig(pydantic.BaseModel):
+    """How the collaborative-QA model is built from the tiny model (see the module docstring).
+
+    As ``model.warm_start`` of a run config (with ``recipe: knowledge``) it replaces the
+    default warm start: the run's model is then this one.
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    #: tells this warm start from the default imitation of every game's bots in a run config
+    recipe: Literal["knowledge"] = "knowledge"
+    #: the world whose known facts the model learns (the game entries must play the same world)
+    world: WorldConfig = WorldConfig()
+    #: in-distribution question wordings per known fact in closed-book form (at most all but the held-out one)
+    qa_templates: int = pydantic.Field(2, ge=1)
+    #: other worlds whose questions teach reading and copying (stage 0)
+    reading_worlds: int = pydantic.Field(8, ge=0)
+    #: copying unseen names: ~65% exact copies of a question after 300 steps, ~90% after 600
+    reading: Stage = Stage(steps=400, batch_size=64, lr=3e-3)
+    #: memorising ~110 facts takes ~45 passes over the knowledge examples; with fewer steps
+    #: (or an earlier fall of the cosine schedule) the tiny model recalls a third of them
+    pretrain: Stage = Stage(steps=240, batch_size=64, lr=5e-3)
+    #: the protocol, with stage-1 replay
+    warm_start: Stage = Stage(steps=120, batch_size=32, lr=2e-3)
+    #: the prompting analogue's chance of answering from memory, the same for every question
+    memory_rate: float = pydantic.Field(0.2, ge=0.0, le=1.0)
+    #: chance that a teacher's memory answer is hedged
+    hedge_rate: float = pydantic.Field(0.5, ge=0.0, le=1.0)
+    #: demonstration episodes: collaborative (asker and two helpers), and isolated per corpus
+    collaborative_episodes: int = pydantic.Field(96, ge=0)
+    isolated_episodes: int = pydantic.Field(48, ge=0)
+    #: stage-0 and stage-1 examples mixed into later stages, each as a share of their demonstrations
+    #: (at 0.3 the warm start forgot a third of the facts)
+    replay: float = pydantic.Field(1.0, ge=0.0)
+    #: the action-supervised baseline's fine-tuning (from the warm-started model)
+    action_supervised: Stage = Stage(steps=80, batch_size=32, lr=1e-3)
+    #: prompts longer than this keep their end (a helper's prompt after a search is ~300 tokens)
+    max_len: int = pydantic.Field(1024, gt=0)
+    #: seeds demonstrations, replay draws and batch order
+    seed: int = 0
+
+    @pydantic.field_validator("qa_templates")
+    @classmethod
+    def _not_the_held_out_wording(cls, v: int) -> int:
+        most = min(len(a.questions) for a in ATTRIBUTES.values()) - 1
+        if v > most:
+            raise ValueError(f"qa_templates must be at most {most}: the last wording of each attribute is held out for the ood split")
+        return v
+
+
+# ----- the closed-book setting ---------------------------------------------------------------------
+def _closed_book_game(world: WorldConfig):
+    from arena.registry import make
+
+    return make(GAME, helpers=0, split=None, question_index=0, world=world)
+
+
+def _with_question(game, question: QuestionRecord):
+    """The closed-book game, freshly started, asking ``question`` (which need not be in the data:
+    the pre-training wordings are not all questions of the world)."""
+    game.reset(seed=0)
+    game.question = question
+    return game
+
+
+def closed_book_observation(question: QuestionRecord, world: WorldConfig | None = None) -> str:
+    """The asker's first observation in the closed-book setting (no helpers, no tool) for ``question``."""
+    return _with_question(_closed_book_game(world or WorldConfig()), question).observe_text("asker")
+
+
+@dataclass(frozen=True)
+class ClosedBookAnswer:
+    """A model's closed-book answer to one question: its move read by the game's rules."""
+
+    question_id: str
+    answer: str | None  # None: abstained, or no legal move
+    hedged: bool
+    f1: float
+    correct: float  # exact match with a gold answer
+
+
+def closed_book_answers(
+    model: str | Path | tuple[Any, Any],
+    questions: Sequence[QuestionRecord],
+    world: WorldConfig | None = None,
+    max_new_tokens: int = 24,
+) -> list[ClosedBookAnswer]:
+    """Greedy closed-book answers of ``model`` (a path, or a loaded (model, tokenizer)) to ``questions``."""
+    from arena.agents.base import PlayerView
+    from arena.agents.llm import LLMAgent
+    from arena.engines.base import SamplingParams
+    from arena.engines.hf import HFEngine
+    from arena.game import IllegalMove
+
+    engine = HFEngine(model) if isinstance(model, (str, Path)) else HFEngine.from_model(*model)
+    agent = LLMAgent(engine)
+    game = _closed_book_game(world or WorldConfig())
+    prompts = [
+        agent.prompt_ids(PlayerView(game=GAME, player="asker", observation=_with_question(game, q).observe_text("asker")))
+        for q in questions
+    ]
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
+    completions = []
+    for i in range(0, len(prompts), engine.max_batch_size):
+        completions += engine.generate_batch(prompts[i : i + engine.max_batch_size], params, [0] * len(prompts[i : i + engine.max_batch_size]))
+    out = []
+    for q, c in zip(questions, completions):
+        _with_question(game, q)
+        try:
+            game.apply("asker", c.text.strip())
+        except IllegalMove:
+            pass
+        f1, em = game.quality()
+        answered = game.outcome in ("answered", "hedged")
+        out.append(ClosedBookAnswer(q.id, game.answer if answered else None, game.outcome == "hedged", f1, em))
+    return out
+
+
+def closed_book(model_path: str | Path, questions: Sequence[QuestionRecord], world: WorldConfig | None = None) -> list[float]:
+    """Per question, 1.0 if the model's greedy closed-book answer is an exact match, else 0.0."""
+    return [a.correct for a in closed_book_answers(model_path, questions, world)]
+
+
+def read_closed_book(model_dir: str | Path) -> dict[str, ClosedBookAnswer]:
+    """The closed-book answers stored with a model built here: question id -> answer."""
+    rows = json.loads((Path(model_dir) / CLOSED_BOOK_FILE).read_text())
+    return {r["question_id"]: ClosedBookAnswer(**r) for r in rows}
+
+
+# ----- the base: a tokenizer trained on collab_qa's own text -----------------------------------------
+def qa_text_corpus(world: WorldConfig, episodes: int = 8, seed: int = 0) -> list[str]:
+    """Observations, moves and system prompts of scripted play of collab_qa on ``world``: every bot in
+    every seat, collaborative and isolated (each corpus), ``episodes`` games each, all questions."""
+    from arena.agents.catalog import make_fixed_policy
+    from arena.agents.collab_qa import BOTS
+    from arena.agents.llm import LLMAgent
+    from arena.records import Matchup
+    from arena.rollout import play_many
+
+    wj = world.model_dump(mode="json")
+    settings = [({"split": None, "world": wj}, ("asker", "helper_0", "helper_1"))]
+    settings += [({"split": None, "world": wj, "helpers": 0, "asker_tool": c, "domain": c}, ("asker",)) for c in sorted(cached_world(world).corpora)]
+    matchups = [
+        Matchup(game=GAME, seed=_derived_seed(seed, b, s, k), seats={p: f"scripted/{bot}" for p in players}, game_kwargs=kwargs)
+        for b, bot in enumerate(sorted(BOTS))
+        for s, (kwargs, players) in enumerate(settings)
+        for k in range(episodes)
+    ]
+    pool = {f"scripted/{bot}": make_fixed_policy(f"scripted/{bot}", GAME) for bot in BOTS}
+    texts = [LLMAgent.DEFAULT_SYSTEM_PROMPT.format(player=p, game=GAME) for p in ("asker", "helper_0", "helper_1")]
+    for ep in asyncio.run(play_many(matchups, pool, concurrency=256)):
+        for t in ep.turns:
+            texts += [t.observation, t.action]
+    return texts
+
+
+def qa_base_model(tiny: Any, world: WorldConfig, cache_dir: str | Path) -> Path:
+    """The tiny model of shape ``tiny`` with a tokenizer trained on :func:`qa_text_corpus` (cached)."""
+    from arena import __version__
+    from arena.tiny import cached_tiny_model
+
+    key = f"{__version__}:{GAME}:{world.model_dump_json()}"
+    return cached_tiny_model(tiny, lambda: qa_text_corpus(world), cache_dir=Path(cache_dir), corpus_key=key)
+
+
+# ----- examples ------------------------------------------------------------------------------------
+Example = tuple[list[int], list[int]]
+
+
+def _chat(tokenizer: Any, user: str) -> list[int]:
+    """The LLM agent's prompt for the asker of collab_qa with ``user`` as the observation."""
+    from arena.agents.llm import LLMAgent, _as_ids
+
+    system = LLMAgent.DEFAULT_SYSTEM_PROMPT.format(player="asker", game=GAME)
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    return _as_ids(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+
+
+def reading_examples(cfg: KnowledgeConfig, tokenizer: Any) -> list[Example]:
+    """Stage 0: for each question of ``reading_worlds`` other worlds (none of whose entities is in the
+    model's world), ``SEARCH: <question>`` after the question, and ``ANSWER: <value>`` after the question
+    and a document stating the answer."""
+    from arena.environments.qa_world import extract_answer, generate_world
+    from arena.game import clean_text
+    from arena.trainers.imitation import end_token_id
+
+    end = end_token_id(tokenizer)
+    mine = {f.entity for f in cached_world(cfg.world).facts}
+    out: list[Example] = []
+    for k in range(cfg.reading_worlds):
+        other = generate_world(cfg.world.model_copy(update={"seed": cfg.world.seed + 1000 + k}))
+        docs: dict[str, list] = {}
+        for corpus in other.corpora.values():
+            for d in corpus:
+                docs.setdefault(d.title or "", []).append(d)
+        for q in other.questions:
+            entity, attribute = q.meta["entity"], q.meta["attribute"]
+            if entity in mine:
+                continue
+            question = clean_text(q.question, 1000)
+            out.append((_chat(tokenizer, f"[private] Question: {question}"), tokenizer.encode(f"SEARCH: {question}", add_special_tokens=False) + [end]))
+            doc = next((d for d in docs.get(entity, []) if extract_answer(d.display(), entity, attribute)), None)
+            if doc is not None:
+                text = clean_text(doc.display(), 300)
+                prompt = _chat(tokenizer, f"[private] Question: {question}\n[private]   1. ({doc.id}) {text}")
+                out.append((prompt, tokenizer.encode(f"ANSWER: {q.answers[0]}", add_special_tokens=False) + [end]))
+    return out
+
+
+def knowledge_examples(cfg: KnowledgeConfig, tokenizer: Any, render: Callable[[Any], list[int]]) -> list[Example]:
+    """Stage 1: each known fact as a sentence, and as closed-book answers to its first ``qa_templates`` wordings."""
+    from arena.agents.base import PlayerView
+    from arena.trainers.imitation import end_token_id
+
+    ds = cached_world(cfg.world)
+    end = end_token_id(tokenizer)
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else end
+    game = _closed_book_game(cfg.world)
+    out: list[Example] = [([bos], tokenizer.encode(line, add_special_tokens=False) + [end]) for line in known_fact_lines(ds)]
+    for f in ds.facts:
+        if not f.known:
+            continue
+        for t in ATTRIBUTES[f.attribute].questions[: cfg.qa_templates]:
+            q = QuestionRecord(id=f"known-{f.entity}-{f.attribute}", question=t.format(name=f.entity), answers=[f.value])
+            view = PlayerView(game=GAME, player="asker", observation=_with_question(game, q).observe_text("asker"))
+            out.append((list(render(view)), tokenizer.encode(f"ANSWER: {f.value}", add_special_tokens=False) + [end]))
+    return out
+
+
+def teacher_demonstrations(cfg: KnowledgeConfig, teacher, seed: int) -> list:
+    """The teacher in every seat: ``collaborative_episodes`` collaborative games, ``isolated_episodes``
+    isolated games per corpus, all on the train split of ``cfg.world``."""
+    from arena.records import Matchup
+    from arena.rollout import play_many
+
+    world = cfg.world.model_dump(mode="json")
+    settings = [({"split": "train", "world": world}, ("asker", "helper_0", "helper_1"), cfg.collaborative_episodes)]
+    for corpus in sorted(cached_world(cfg.world).corpora):
+        kwargs = {"split": "train", "world": world, "helpers": 0, "asker_tool": corpus, "domain": corpus}
+        settings.append((kwargs, ("asker",), cfg.isolated_episodes))
+    matchups = [
+        Matchup(game=GAME, seed=_derived_seed(seed, s, k), seats={p: teacher.policy_id for p in players}, game_kwargs=kwargs)
+        for s, (kwargs, players, n) in enumerate(settings)
+        for k in range(n)
+    ]
+    return asyncio.run(play_many(matchups, {teacher.policy_id: teacher}, concurrency=256))
+
+
+def _derived_seed(seed: int, *path: int) -> int:
+    return int(np.random.SeedSequence([seed, *path]).generate_state(1)[0])
+
+
+def draw(pool: list[Example], n: int, seed: int) -> list[Example]:
+    """``n`` examples of ``pool``, without replacement while they last (then another pass)."""
+    if n <= 0 or not pool:
+        return []
+    rng = np.random.default_rng(seed)
+    idx = np.concatenate([rng.permutation(len(pool)) for _ in range(n // len(pool) + 1)])[:n]
+    return [pool[int(i)] for i in idx]
+
+
+def with_replay(demos: list[Example], replay: Sequence[list[Example]], share: float, seed: int) -> list[Example]:
+    """``demos`` plus, from each pool of ``replay``, ``share * len(demos)`` examples (see :func:`draw`)."""
+    n = int(round(share * len(demos)))
+    return list(demos) + [ex for k, pool in enumerate(replay) for ex in draw(pool, n, seed + k)]
+
+
+# ----- training ------------------------------------------------------------------------------------
+def _train(model: Any, examples: list[Example], stage: Stage, cfg: KnowledgeConfig, tokenizer: Any, seed: int) -> list[float]:
+    from arena.trainers.imitation import ImitationConfig, end_token_id, train_imitation
+
+    icfg = ImitationConfig(steps=stage.steps, batch_size=stage.batch_size, lr=stage.lr, max_len=cfg.max_len, seed=seed)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_token_id(tokenizer)
+    return train_imitation(model, examples, icfg, pad_id=int(pad))
+
+
+# ----- building the models -------------------------------------------------------------------------
+def _closed_book_summary(answers: Sequence[ClosedBookAnswer], questions: Sequence[QuestionRecord]) -> dict[str, float]:
+    """Closed-book accuracy per split and per known / unknown fact."""
+    groups: dict[str, list[float]] = {}
+    for a, q in zip(answers, questions):
+        known = q.meta.get("known")
+        tag = "known" if known else "unknown"
+        for key in (f"{q.split}/{tag}", tag):
+            groups.setdefault(key, []).append(a.correct)
+    return {k: float(np.mean(v)) for k, v in sorted(groups.items())}
+
+
+def _save(model: Any, tokenizer: Any, out: Path, cfg: KnowledgeConfig, meta: dict) -> Path:
+    questions = list(cached_world(cfg.world).questions)
+    start = time.perf_counter()
+    answers = closed_book_answers((model, tokenizer), questions, cfg.world)
+    meta["closed_book_seconds"] = time.perf_counter() - start
+    meta["closed_book"] = _closed_book_summary(answers, questions)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    (out / CLOSED_BOOK_FILE).write_text(json.dumps([asdict(a) for a in answers], indent=1) + "\n")
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")  # written last: marks a complete directory
+    return out
+
+
+def _load(path: str | Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from arena.agents.llm import LLMAgent
+    from arena.engines.hf import HFEngine
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModelForCausalLM.from_pretrained(str(path))
+    return model, tokenizer, LLMAgent(HFEngine.from_model(model, tokenizer))
+
+
+def build_knowledge_model(base_path: str | Path, out_dir: str | Path, cfg: KnowledgeConfig) -> Path:
+    """Stages 0-2 of the module docstring, from ``base_path``; saves the model to ``out_dir``."""
+    from arena.agents.collab_qa import FromMemory
+    from arena.trainers.imitation import imitation_examples
+
+    timings: dict[str, float] = {}
+    tick = time.perf_counter()
+    model, tokenizer, agent = _load(base_path)
+    ds = cached_world(cfg.world)
+    reading = reading_examples(cfg, tokenizer)
+    read_losses = _train(model, reading, cfg.reading, cfg, tokenizer, cfg.seed) if reading else [float("nan")]
+    timings["reading_s"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    knowledge = knowledge_examples(cfg, tokenizer, agent.prompt_ids)
+    pre_losses = _train(model, knowledge, cfg.pretrain, cfg, tokenizer, cfg.seed + 1)
+    timings["pretrain_s"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    train_questions = ds.split("train")
+    remembered = closed_book_answers((model, tokenizer), train_questions, cfg.world)
+    memory = {q.question: a.answer for q, a in zip(train_questions, remembered) if a.answer}
+    teacher = FromMemory(memory, default_recall=cfg.memory_rate, hedge=cfg.hedge_rate)
+    episodes = teacher_demonstrations(cfg, teacher, cfg.seed)
+    demos = imitation_examples(episodes, tokenizer, render=agent.prompt_ids)
+    examples = with_replay(demos, [knowledge, reading], cfg.replay, cfg.seed + 3)
+    warm_losses = _train(model, examples, cfg.warm_start, cfg, tokenizer, cfg.seed + 2)
+    timings["warm_start_s"] = time.perf_counter() - tick
+
+    meta = {
+        "config": cfg.model_dump(mode="json"),
+        "base_model": str(base_path),
+        "reading_examples": len(reading),
+        "knowledge_examples": len(knowledge),
+        "demonstration_examples": len(demos),
+        "teacher_searches_per_episode": float(np.mean([ep.metrics["searches"] for ep in episodes])) if episodes else 0.0,
+        "reading_loss": [read_losses[0], float(np.mean(read_losses[-10:]))],
+        "pretrain_loss": [pre_losses[0], float(np.mean(pre_losses[-10:]))],
+        "closed_book_after_pretrain": _closed_book_summary(remembered, train_questions),
+        "warm_start_loss": [warm_losses[0], float(np.mean(warm_losses[-10:]))],
+        **timings,
+    }
+    return _save(model, tokenizer, Path(out_dir), cfg, meta)
+
+
+def build_action_supervised(knowledge_path: str | Path, out_dir: str | Path, cfg: KnowledgeConfig) -> Path:
+    """Fine-tune the knowledge model to search exactly where its own closed-book answer is wrong."""
+    from arena.agents.collab_qa import FromMemory
+    from arena.trainers.imitation import imitation_examples
+
+    tick = time.perf_counter()
+    model, tokenizer, agent = _load(knowledge_path)
+    ds = cached_world(cfg.world)
+    own = read_closed_book(knowledge_path)
+    train_questions = ds.split("train")
+    memory = {q.question: own[q.id].answer for q in train_questions if own[q.id].answer}
+    recall = {q.question: own[q.id].correct for q in train_questions}
+    teacher = FromMemory(memory, recall)
+    episodes = teacher_demonstrations(cfg, teacher, cfg.seed + 2)
+    demos = imitation_examples(episodes, tokenizer, render=agent.prompt_ids)
+    examples = with_replay(demos, [knowledge_examples(cfg, tokenizer, agent.prompt_ids), reading_examples(cfg, tokenizer)], cfg.replay, cfg.seed + 5)
+    losses = _train(model, examples, cfg.action_supervised, cfg, tokenizer, cfg.seed + 4)
+    meta = {
+        "config": cfg.model_dump(mode="json"),
+        "base_model": str(knowledge_path),
+        "labels_known": int(sum(recall.values())),
+        "labels": len(recall),
+        "demonstration_examples": len(demos),
+        "teacher_searches_per_episode": float(np.mean([ep.metrics["searches"] for ep in episodes])) if episodes else 0.0,
+        "loss": [losses[0], float(np.mean(losses[-10:]))],
+        "train_s": time.perf_counter() - tick,
+    }
+    return _save(model, tokenizer, Path(out_dir), cfg, meta)
+
+
+def _key(*parts: str) -> str:
+    return hashlib.sha256(":".join(parts).encode()).hexdigest()[:12]
+
+
+def cached_knowledge_model(tiny: Any, cfg: KnowledgeConfig, cache_dir: str | Path) -> Path:
+    """The knowledge model for (the tiny model shape ``tiny``, ``cfg``): its base (:func:`qa_base_model`)
+    and itself built on first use, reused after."""
+    from arena.tiny import build_once
+
+    base = qa_base_model(tiny, cfg.world, cache_dir)
+    final = Path(cache_dir) / "models" / f"qa-{_key(base.name, cfg.model_dump_json())}"
+    return build_once(final, lambda tmp: build_knowledge_model(base, tmp, cfg), marker=META_FILE)
+
+
+def cached_action_supervised(knowledge_path: str | Path, cfg: KnowledgeConfig, cache_dir: str | Path) -> Path:
+    """The action-supervised baseline built from the knowledge model at ``knowledge_path``, cached likewise."""
+    from arena.tiny import build_once
+
+    name = Path(str(knowledge_path).rstrip("/")).name
+    final = Path(cache_dir) / "models" / f"qa-action-{_key(name, cfg.model_dump_json())}"
+    return build_once(final, lambda tmp: build_action_supervised(knowledge_path, tmp, cfg), marker=META_FILE)
+
+
+def build_meta(model_dir: str | Path) -> Mapping[str, Any]:
+    """What a model built here records about itself (config, losses, timings, closed-book accuracy)."""
+    return json.loads((Path(model_dir) / META_FILE).read_text())
