@@ -349,6 +349,11 @@ def run(cfg: RunConfig, console: Console | None = None, *, resume: bool = False)
             result.after = _evaluate(cfg, runtime, models, pools, matchups, labels, console, step=t.rounds, tag="after", logged=set())
             result.traces_logged += min(cfg.tracking.traces_per_round, len(result.after))
             _log_reward_curve(run_id, cfg)
+        qa = _qa_results(result) if any(g.id.startswith("collab_qa-") for g in cfg.games) else None
+        if qa is not None:
+            from arena.qa_eval import log_run_results
+
+            log_run_results(*qa)
         tracking.flush_traces()
         result.seconds = time.perf_counter() - started
         mlflow.log_metric("run/seconds", result.seconds)
@@ -357,12 +362,23 @@ def run(cfg: RunConfig, console: Console | None = None, *, resume: bool = False)
         console.print(before_after_table(result))
     else:
         console.print(summary_table(result.before, result.labels))
+    if qa is not None:
+        from arena.qa_eval import before_after_qa_table
+
+        console.print(before_after_qa_table(*qa))
     n = len(result.before) + len(result.after)
     console.print(
         f"{n} evaluation episodes, {result.rounds_done} training rounds, {result.traces_logged} episodes traced, in {result.seconds:.1f} s. "
         f"Read them: [bold]arena episodes {result.run_id}[/bold] or [bold]arena ui[/bold]"
     )
     return result
+
+
+def _qa_results(result: RunResult) -> tuple[list, list]:
+    """The collab_qa evaluation episodes before and after training, read as QA results (arena.qa_eval)."""
+    from arena.qa_eval import run_results
+
+    return run_results(result.before, result.labels, "before"), run_results(result.after, result.labels, "after")
 
 
 def _checkpoint_to_resume(cfg: RunConfig) -> Path:

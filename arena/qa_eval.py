@@ -220,8 +220,8 @@ def _jsonable(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (v.model_dump(mode="json") if hasattr(v, "model_dump") else v) for k, v in kwargs.items()}
 
 
-def result_of(episode: Episode, question: QuestionRecord, policy: str, setting: str, split: str) -> QAResult:
-    """Read one played question: outcome, answer, scores and confidences."""
+def result_of(episode: Episode, question: QuestionRecord | str, policy: str, setting: str, split: str) -> QAResult:
+    """Read one played question (a record, or just its id): outcome, answer, scores and confidences."""
     m = episode.metrics
     outcome = "answered" if m.get("answered") else "hedged" if m.get("hedged") else "abstained"
     final = next((t for t in reversed(episode.turns) if t.player == "asker" and not t.illegal), None)
@@ -231,7 +231,7 @@ def result_of(episode: Episode, question: QuestionRecord, policy: str, setting: 
     if outcome != "abstained" and final is not None:
         answer = final.action.split(":", 1)[-1].strip().splitlines()[0] if ":" in final.action else final.action
     return QAResult(
-        policy=policy, setting=setting, split=split, question_id=question.id,
+        policy=policy, setting=setting, split=split, question_id=question if isinstance(question, str) else question.id,
         known=m.get("known"), outcome=outcome, answer=answer,
         f1=float(m["f1"]), em=float(m["em"]), searches=float(m["searches"]),
         confidence=stated, confidence_p=stated * p,
@@ -285,6 +285,59 @@ def summaries(results: Sequence[QAResult]) -> dict[tuple[str, str, str], dict[st
     for r in results:
         groups.setdefault((r.policy, r.setting, r.split), []).append(r)
     return {k: summarize(v) for k, v in groups.items()}
+
+
+def run_results(episodes: Sequence[Episode], labels: Sequence[str], tag: str) -> list[QAResult]:
+    """The collab_qa episodes of an ``arena run`` evaluation as results: policy ``tag`` (before / after),
+    setting ``isolated`` (no helpers) or ``collaborative``, split = the game entry's label."""
+    out = []
+    for ep, label in zip(episodes, labels):
+        if not ep.matchup.game.startswith("collab_qa-"):
+            continue
+        setting = "isolated" if ep.matchup.game_kwargs.get("helpers", 2) == 0 else "collaborative"
+        out.append(result_of(ep, ep.episode_id, tag, setting, label))
+    return out
+
+
+_CHANGE_METRICS = (("F1", "f1", "{:.2f}"), ("srch/q", "searches", "{:.2f}"), ("hedge%", "hedged", "{:.0%}"),
+                   ("abstain%", "abstained", "{:.0%}"), ("selAUC↑", "selective_auc", "{:.2f}"), ("AUROC", "auroc", "{:.2f}"))
+
+
+def before_after_qa_table(before: Sequence[QAResult], after: Sequence[QAResult]):
+    """Per game entry (the ``split`` of :func:`run_results`): each metric before -> after training."""
+    from rich.table import Table
+
+    b, a = summaries(before), summaries(after)
+    table = Table(title="Collaborative QA before -> after self-play (same evaluation seeds; selective AUC by stated confidence)")
+    for col in ("entry", "setting", "n", *(h for h, _, _ in _CHANGE_METRICS)):
+        table.add_column(col, justify="left" if col in ("entry", "setting") else "right", no_wrap=True)
+    for (_, setting, label), sb in b.items():
+        sa = a.get(("after", setting, label))
+        cells = []
+        for _, key, fmt in _CHANGE_METRICS:
+            def show(v: float) -> str:
+                return "-" if math.isnan(v) else fmt.format(v)
+            cells.append(f"{show(sb[key])} -> {show(sa[key])}" if sa else show(sb[key]))
+        table.add_row(label, setting, str(int(sb["n"])), *cells)
+    return table
+
+
+def log_run_results(before: Sequence[QAResult], after: Sequence[QAResult]) -> None:
+    """``qa/<entry>/<before|after>/<metric>`` metrics, the per-question results and one risk-coverage plot
+    per entry (before and after on one figure) to the active MLflow run."""
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    from arena.experiment import metric_name
+
+    rows = summaries([*before, *after])
+    metrics = {metric_name(f"qa/{label}/{tag}/{k}"): v for (tag, _, label), s in rows.items() for k, v in s.items() if not math.isnan(v)}
+    mlflow.log_metrics(metrics)
+    mlflow.log_dict([asdict(r) for r in [*before, *after]], "qa_eval/run_results.json")
+    for setting, label in dict.fromkeys((r.setting, r.split) for r in before):
+        fig = risk_coverage_figure([*before, *after], setting, label)
+        mlflow.log_figure(fig, f"qa_eval/risk_coverage_{label}.png")
+        plt.close(fig)
 
 
 # ----- the table, the plots, MLflow ------------------------------------------------------------------

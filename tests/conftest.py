@@ -51,18 +51,18 @@ def mlflow_store(tmp_path, monkeypatch) -> str:
     return uri
 
 
-
 @pytest.fixture(scope="session")
 def qa_knowledge():
-    """The collaborative-QA model's recipe at test size: a smaller world (88 facts, 44 known), fewer steps."""
+    """The collaborative-QA model's recipe at test size: a smaller world (60 facts, 30 known), fewer steps."""
     from arena.trainers.knowledge import KnowledgeConfig
 
     return KnowledgeConfig.model_validate({
-        "world": {"persons": 12, "towns": 4, "compounds": 12, "organisms": 4},
-        "pretrain": {"steps": 80, "batch_size": 64, "lr": 5e-3},
+        "world": {"persons": 8, "towns": 3, "compounds": 8, "organisms": 3},
+        "reading": {"steps": 150, "batch_size": 32, "lr": 3e-3},
+        "pretrain": {"steps": 120, "batch_size": 64, "lr": 5e-3},
         "warm_start": {"steps": 60, "batch_size": 32, "lr": 2e-3},
-        "collaborative_episodes": 48,
-        "isolated_episodes": 24,
+        "collaborative_episodes": 32,
+        "isolated_episodes": 16,
         "action_supervised": {"steps": 40, "batch_size": 32, "lr": 1e-3},
     })
 

@@ -3,11 +3,22 @@ import pytest
 from arena.config import ConfigError, RunConfig, load_config
 
 
-def test_embedded_default_is_valid_and_complete():
+def test_embedded_default_is_the_collab_qa_quick_start_and_its_file_spells_it_out():
+    from pathlib import Path
+
+    from arena.trainers.knowledge import KnowledgeConfig
+
     cfg = load_config()
-    assert cfg == RunConfig()
-    assert {g.id for g in cfg.games} == {"repeated_matrix-v0", "negotiation-v0"}
-    assert any("main" in seats.values() for g in cfg.games for seats in g.matchups)
+    assert cfg == load_config(Path(__file__).parent.parent / "configs" / "collab_qa.yaml")
+    assert {g.id for g in cfg.games} == {"collab_qa-v0"} and isinstance(cfg.model.warm_start, KnowledgeConfig)
+    trained = [g for g in cfg.games if not g.eval_only]
+    assert len(trained) == 1 and set(trained[0].matchups[0].values()) == {"main"}  # collaborative self-play
+    isolated = [g for g in cfg.games if g.eval_only and g.kwargs.get("helpers") == 0]
+    assert {g.kwargs["asker_tool"] for g in isolated} == {"people", "compounds"}  # the transfer, evaluated only
+    assert cfg.trainer.recipe == "pg" and cfg.trainer.rounds > 0
+    # overrides apply on top of the default, as on top of a file
+    assert load_config(None, ["trainer.recipe=rest"]).trainer.recipe == "rest"
+    assert load_config(None, ["trainer.rounds=1"]).games == cfg.games
 
 
 def test_yaml_and_dotted_overrides(tmp_path):
@@ -68,10 +79,13 @@ def test_shipped_configs_validate():
         load_config(path)
 
 
-def test_selfplay_yaml_spells_out_the_embedded_default():
+def test_selfplay_yaml_spells_out_the_field_defaults():
     from pathlib import Path
 
-    assert load_config(Path(__file__).parent.parent / "configs" / "selfplay.yaml") == RunConfig()
+    cfg = load_config(Path(__file__).parent.parent / "configs" / "selfplay.yaml")
+    assert cfg == RunConfig()
+    assert {g.id for g in cfg.games} == {"repeated_matrix-v0", "negotiation-v0"}
+    assert any("main" in seats.values() for g in cfg.games for seats in g.matchups)
 
 
 def test_a_game_listed_twice_needs_names():

@@ -108,7 +108,8 @@ def test_reading_examples_copy_and_read_names_of_other_worlds(qa_base, qa_knowle
             answers += 1
             value = target.removeprefix("ANSWER: ").removesuffix("<|end|>")
             assert value in prompt.split("[private]   1.", 1)[1]  # read off the document shown
-    assert searches > answers > 0.5 * searches
+    # every fact is stated in some document (qa_world), so nearly every question also gets its reading example
+    assert searches >= answers > 0.5 * searches
 
 
 def test_with_replay_adds_a_share_of_each_pool():
@@ -215,14 +216,14 @@ def test_run_config_chooses_the_knowledge_model_by_recipe():
     assert isinstance(cfg.model.warm_start, KnowledgeConfig) and cfg.trainer.return_mix == 1.0
     assert [g.eval_only for g in cfg.games] == [False, True, True, True]
     assert {g.kwargs.get("asker_tool") for g in cfg.games if g.kwargs.get("helpers") == 0} == {"people", "compounds"}
-    # the default warm start is untouched
-    assert type(load_config(None).model.warm_start).__name__ == "ImitationConfig"
+    # the field default of the warm start is untouched (configs/selfplay.yaml)
+    assert type(load_config(CONFIGS / "selfplay.yaml").model.warm_start).__name__ == "ImitationConfig"
     with pytest.raises(ConfigError, match="qa_templates must be at most 2"):
         load_config(CONFIGS / "collab_qa.yaml", ["model.warm_start.qa_templates=3"])
 
 
 def test_run_config_rejects_a_game_world_the_model_does_not_know(tmp_path):
-    text = (CONFIGS / "collab_qa.yaml").read_text().replace("kwargs: {split: train}", "kwargs: {split: train, world: {seed: 3}}")
+    text = (CONFIGS / "collab_qa.yaml").read_text().replace("kwargs: {split: test, world: *world}", "kwargs: {split: test, world: {seed: 3}}")
     (tmp_path / "c.yaml").write_text(text)
-    with pytest.raises(ConfigError, match="collab_qa: kwargs.world differs from model.warm_start.world"):
+    with pytest.raises(ConfigError, match="collab_qa_test: kwargs.world differs from model.warm_start.world"):
         load_config(tmp_path / "c.yaml")

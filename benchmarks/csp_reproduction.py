@@ -1,0 +1,174 @@
+"""Collaborative self-play for QA (Eisenstein et al. 2025), reproduced in shape: prints one JSON object.
+
+For each seed: the quick-start config (``arena run`` with no arguments, i.e.
+arena.config.QUICK_START) with that seed for the run, the world's training
+data draws and the knowledge model, trained by collaborative self-play
+(anonymous helpers); and again with ``reveal_helpers=true`` in every
+collaborative entry (the de-anonymised variant). Then the *isolated*
+evaluation (one agent alone with the search tool of the question's corpus,
+every question of the split once, greedy decoding) of the model before
+self-play (the warm start) and after it, on the in-distribution ``test`` split
+and the ``ood`` split (arena.qa_eval).
+
+Per variant and split: ``searches_per_question``, ``f1`` and
+``selective_auc`` (area under the accuracy-coverage curve by stated
+confidence; higher is better), before and after, each as the mean over seeds
+with a 95% t-interval, plus the per-seed values. ``checks`` compares with the
+paper's shape: searches fall by at least 2x, F1 is not lower (after >= before
+minus the interval), selective AUC improves.
+
+    python benchmarks/csp_reproduction.py                 # 3 seeds, the quick start's settings
+    python benchmarks/csp_reproduction.py --quick         # 1 seed, 2 rounds: checks that it works
+    python benchmarks/csp_reproduction.py --seeds 5 trainer.rounds=8 trainer.recipe=rest
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+METRICS = {"searches_per_question": "searches", "f1": "f1", "selective_auc": "selective_auc"}
+SPLITS = {"test": "in_distribution", "ood": "ood"}
+
+
+def ci95(values: list[float]) -> float:
+    """Half-width of the 95% t-interval of the mean (0 for one value)."""
+    if len(values) < 2:
+        return 0.0
+    df = len(values) - 1
+    t = _T975[df - 1] if df <= len(_T975) else 1.96
+    return float(t * np.std(values, ddof=1) / math.sqrt(len(values)))
+
+
+#: Student's t 0.975 quantiles for 1..10 degrees of freedom (more seeds: the normal 1.96, slightly narrow)
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def isolated_eval(model_dir: str, cfg, splits: list[str], limit: int | None) -> dict[str, dict[str, float]]:
+    """split -> arena.qa_eval.summarize of the model alone with one tool, greedy."""
+    from arena.agents.llm import LLMAgent
+    from arena.engines.base import SamplingParams
+    from arena.engines.hf import HFEngine
+    from arena.qa_eval import evaluate, qa_game_kwargs, summaries
+
+    agent = LLMAgent(HFEngine(model_dir, max_batch_size=cfg.engine.max_batch_size), "m",
+                     sampling=SamplingParams(max_new_tokens=cfg.sampling.max_new_tokens, temperature=0.0))
+    results = evaluate({"m": agent}, ["isolated"], splits, qa_game_kwargs(cfg), limit=limit, seed=cfg.seed)
+    return {split: s for (_, _, split), s in summaries(results).items()}
+
+
+def one_run(overrides: list[str], splits: list[str], limit: int | None, workdir: Path) -> dict:
+    """Train one variant (overrides on the quick start), evaluate before and after; the per-split summaries."""
+    from rich.console import Console
+
+    from arena import checkpoint
+    from arena.config import load_config
+    from arena.experiment import run
+    from arena.models import resolve_model_path
+
+    cfg = load_config(None, [*overrides, f"runs_dir={workdir / 'runs'}", "tracking.traces_per_round=0"])
+    tick = time.perf_counter()
+    before_dir = resolve_model_path(cfg.model.path, cfg.model.tiny, warm_start=cfg.model.warm_start)
+    build_s = time.perf_counter() - tick
+    tick = time.perf_counter()
+    result = run(cfg, Console(file=io.StringIO(), width=160))
+    train_s = time.perf_counter() - tick
+    last = checkpoint.latest(result.run_dir.parent, result.run_dir.name)
+    after_dir = str(last / "policies" / checkpoint.policy_dirname("main"))
+    tick = time.perf_counter()
+    out = {"before": isolated_eval(before_dir, cfg, splits, limit), "after": isolated_eval(after_dir, cfg, splits, limit)}
+    return {**out, "seconds": {"build": build_s, "train": train_s, "eval": time.perf_counter() - tick}, "run_id": result.run_id}
+
+
+def aggregate(runs: list[dict], splits: list[str]) -> dict:
+    out: dict = {}
+    for split in splits:
+        row: dict = {}
+        for name, key in METRICS.items():
+            for tag in ("before", "after"):
+                values = [r[tag][split][key] for r in runs]
+                row[f"{name}_{tag}"] = {"mean": float(np.mean(values)), "ci95": ci95(values), "values": values}
+        out[SPLITS.get(split, split)] = row
+    return out
+
+
+def checks(table: dict) -> dict:
+    """The paper's shape, per split: searches at least halved, F1 not lower within the interval, selective AUC up."""
+    out = {}
+    for split, row in table.items():
+        sb, sa = row["searches_per_question_before"]["mean"], row["searches_per_question_after"]["mean"]
+        fb, fa = row["f1_before"], row["f1_after"]
+        out[split] = {
+            "searches_halved": bool(sa <= sb / 2),
+            "search_reduction_x": float(sb / sa) if sa > 0 else float("inf"),
+            "f1_not_lower": bool(fa["mean"] + fa["ci95"] >= fb["mean"] - fb["ci95"]),
+            "selective_auc_improved": bool(row["selective_auc_after"]["mean"] > row["selective_auc_before"]["mean"]),
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="1 seed, 2 training rounds, the first 24 questions of each split")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N questions of each split")
+    ap.add_argument("--no-deanonymised", action="store_true", help="skip the de-anonymised variant")
+    ap.add_argument("overrides", nargs="*", help="key=value overrides of the quick-start config")
+    args = ap.parse_args(argv)
+    seeds = 1 if args.quick else args.seeds
+    overrides = list(args.overrides)
+    limit = args.limit
+    if args.quick:
+        overrides = ["trainer.rounds=2", "episodes_per_matchup=8", *overrides]
+        limit = limit or 24
+    splits = list(SPLITS)
+    started = time.perf_counter()
+    from arena.config import load_config
+
+    base = load_config(None, overrides)
+    variants = {"anonymous": []}
+    if not args.no_deanonymised:
+        # the collaborative entries with each helper's corpus shown to the asker
+        games = [g.model_dump(mode="json") for g in base.games]
+        for g in games:
+            if g["kwargs"].get("helpers", 2) > 0:
+                g["kwargs"]["reveal_helpers"] = True
+        variants["deanonymised"] = [f"games={json.dumps(games)}"]
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
+    with tempfile.TemporaryDirectory(prefix="csp-") as tmp:
+        os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{Path(tmp) / 'mlflow.db'}")
+        for seed in range(seeds):
+            seeded = [f"seed={seed}", f"model.warm_start.seed={seed}", *overrides]
+            for v, extra in variants.items():
+                print(f"seed {seed}, {v}: training and evaluating", file=sys.stderr, flush=True)
+                runs[v].append(one_run([*seeded, *extra], splits, limit, Path(tmp) / f"{v}-{seed}"))
+    table = aggregate(runs["anonymous"], splits)
+    report = {
+        "benchmark": "csp_reproduction",
+        "setting": "isolated (one agent, the search tool of the question's corpus), greedy",
+        "seeds": seeds,
+        "overrides": overrides,
+        "limit": limit,
+        **table,
+        "checks": checks(table),
+        "seconds": {v: [r["seconds"] for r in rs] for v, rs in runs.items()},
+        "total_seconds": time.perf_counter() - started,
+    }
+    if "deanonymised" in runs:
+        deanon = aggregate(runs["deanonymised"], splits)
+        report["deanonymised"] = {**deanon, "checks": checks(deanon)}
+    print(json.dumps(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()
