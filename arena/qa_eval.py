@@ -428,13 +428,13 @@ def log_to_mlflow(results: Sequence[QAResult], table_rows: Mapping[tuple[str, st
 
 
 # ----- arena eval ------------------------------------------------------------------------------------
-#: the run config of a model directory that has none stored with it (the shipped world and scoring)
-DEFAULT_CONFIG: dict[str, Any] = {
-    "name": "collab_qa",
-    "model": {"warm_start": {"recipe": "knowledge"}},
-    "sampling": {"max_new_tokens": 48},
-    "games": [{"id": GAME, "matchups": [{"asker": "main", "helper_0": "main", "helper_1": "main"}]}],
-}
+#: the run config of a model directory that has none stored with it: the quick start (its world and scoring)
+def _default_config() -> dict[str, Any]:
+    from arena.config import QUICK_START
+
+    return QUICK_START
+
+
 BOTS = ("always_search", "never_search")
 
 
@@ -467,7 +467,7 @@ def model_name(model_dir: Path) -> str:
 
 def eval_setup(target: str, overrides: Sequence[str] = ()):
     """The run config and the trained models named by ``target``: a YAML run config (no models),
-    or a model directory (that model; the config stored with its checkpoint, else :data:`DEFAULT_CONFIG`)."""
+    or a model directory (that model; the config stored with its checkpoint, else the quick start's)."""
     from arena.config import ConfigError, RunConfig, load_config
 
     path = Path(target)
@@ -478,7 +478,7 @@ def eval_setup(target: str, overrides: Sequence[str] = ()):
     if overrides:
         raise ConfigError("key=value overrides go with a CONFIG.yaml: arena eval CONFIG.yaml key=value --model MODEL_DIR")
     state = _checkpoint_state(path)
-    cfg = RunConfig.model_validate(state["config"] if state else DEFAULT_CONFIG)
+    cfg = RunConfig.model_validate(state["config"] if state else _default_config())
     return cfg, [(model_name(path), str(path))]
 
 

@@ -52,15 +52,24 @@ def mlflow_store(tmp_path, monkeypatch) -> str:
 
 
 @pytest.fixture(scope="session")
+def qa_tiny():
+    """The collaborative-QA model's shape (the quick start's ``model.tiny``): 128 wide, four heads."""
+    from arena.config import QUICK_START
+    from arena.tiny import TinyModelConfig
+
+    return TinyModelConfig.model_validate(QUICK_START["model"]["tiny"])
+
+
+@pytest.fixture(scope="session")
 def qa_knowledge():
     """The collaborative-QA model's recipe at test size: a smaller world (60 facts, 30 known), fewer steps."""
     from arena.trainers.knowledge import KnowledgeConfig
 
     return KnowledgeConfig.model_validate({
         "world": {"persons": 8, "towns": 3, "compounds": 8, "organisms": 3},
-        "reading": {"steps": 150, "batch_size": 32, "lr": 3e-3},
-        "pretrain": {"steps": 120, "batch_size": 64, "lr": 5e-3},
-        "warm_start": {"steps": 60, "batch_size": 32, "lr": 2e-3},
+        "reading": {"steps": 200, "batch_size": 16, "lr": 3e-3},
+        "pretrain": {"steps": 120, "batch_size": 32, "lr": 5e-3},
+        "warm_start": {"steps": 80, "batch_size": 32, "lr": 2e-3},
         "collaborative_episodes": 32,
         "isolated_episodes": 16,
         "action_supervised": {"steps": 40, "batch_size": 32, "lr": 1e-3},
@@ -68,10 +77,9 @@ def qa_knowledge():
 
 
 @pytest.fixture(scope="session")
-def qa_model_dir(tiny_model_dir: Path, qa_knowledge) -> Path:
+def qa_model_dir(tiny_model_dir: Path, qa_knowledge, qa_tiny) -> Path:
     """The collaborative-QA model (arena.trainers.knowledge) for ``qa_knowledge``, built once per session
     in the session's model cache, as `arena run` with that warm start builds it."""
     from arena.models import resolve_model_path
-    from arena.tiny import TinyModelConfig
 
-    return Path(resolve_model_path(None, TinyModelConfig(), cache_dir=tiny_model_dir.parent.parent, warm_start=qa_knowledge))
+    return Path(resolve_model_path(None, qa_tiny, cache_dir=tiny_model_dir.parent.parent, warm_start=qa_knowledge))

@@ -50,10 +50,8 @@ def _home(tiny_model_dir):
 
 # ----- the base and the pre-training data -------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def qa_base(tiny_model_dir, qa_knowledge) -> Path:
-    from arena.tiny import TinyModelConfig
-
-    return qa_base_model(TinyModelConfig(), qa_knowledge.world, tiny_model_dir.parent.parent)
+def qa_base(tiny_model_dir, qa_knowledge, qa_tiny) -> Path:
+    return qa_base_model(qa_tiny, qa_knowledge.world, tiny_model_dir.parent.parent)
 
 
 def test_the_base_tokenizer_is_trained_on_collab_qa_text(qa_base, tiny_model_dir, qa_knowledge):
@@ -91,16 +89,23 @@ def test_knowledge_examples_teach_known_facts_only_in_the_closed_book_prompt(qa_
         assert not held_out or not any(f"Question: {held_out}" in t for t in texts)
 
 
-def test_reading_examples_copy_and_read_names_of_other_worlds(qa_base, qa_knowledge):
+@pytest.mark.parametrize("source", ["own", "other"])
+def test_reading_examples_copy_the_question_and_read_the_document(qa_base, qa_knowledge, source):
+    cfg = qa_knowledge.model_copy(update={"reading_source": source, "reading_worlds": 2})
     tok = AutoTokenizer.from_pretrained(str(qa_base))
-    examples = reading_examples(qa_knowledge, tok)
-    mine = {f.entity for f in cached_world(qa_knowledge.world).facts}
-    assert len(examples) > 100
+    examples = reading_examples(cfg, tok)
+    world = cached_world(cfg.world)
+    mine = {f.entity for f in world.facts}
+    train = {q.question for q in world.split("train")}
+    assert len(examples) > 50
     searches = answers = 0
     for p, t in examples:
         prompt, target = tok.decode(p), tok.decode(t)
         question = prompt.split("[private] Question: ", 1)[1].split("\n", 1)[0].split("<|end|>", 1)[0]
-        assert not any(name in prompt for name in mine)
+        if source == "other":
+            assert not any(name in prompt for name in mine)  # other worlds: none of the model's entities
+        else:
+            assert question in train  # the own world: train questions only, never a test or ood one
         if target.startswith("SEARCH: "):
             searches += 1
             assert target == f"SEARCH: {question}<|end|>"  # copy the question, names and all
@@ -197,13 +202,12 @@ def test_warm_start_plays_the_protocol_and_searches_a_lot(qa_model_dir, qa_knowl
 
 
 # ----- caching and configuration ----------------------------------------------------------------------------
-def test_the_build_is_cached_and_keyed_by_config(qa_model_dir, tiny_model_dir, qa_knowledge):
+def test_the_build_is_cached_and_keyed_by_config(qa_model_dir, tiny_model_dir, qa_knowledge, qa_tiny):
     cfg = qa_knowledge
     from arena.models import resolve_model_path
-    from arena.tiny import TinyModelConfig
 
     start = time.perf_counter()
-    again = resolve_model_path(None, TinyModelConfig(), cache_dir=tiny_model_dir.parent.parent, warm_start=cfg)
+    again = resolve_model_path(None, qa_tiny, cache_dir=tiny_model_dir.parent.parent, warm_start=cfg)
     assert Path(again) == qa_model_dir and time.perf_counter() - start < 5
     from arena.trainers.knowledge import _key
 
