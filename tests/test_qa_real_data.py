@@ -49,7 +49,8 @@ def _config(path: Path, data: Path) -> Path:
 
 
 def _arena(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}", "ARENA_HOME": str(cwd / "home")}
+    # wide enough that the error's long path is not wrapped
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}", "ARENA_HOME": str(cwd / "home"), "COLUMNS": "1000"}
     return subprocess.run([ARENA, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
