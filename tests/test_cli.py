@@ -52,9 +52,10 @@ def test_run_rejects_bad_config_with_status_2_before_any_work(tmp_path, args, me
     assert not (tmp_path / "mlflow.db").exists(), "nothing may start before the config is valid"
 
 
-def test_run_default_trains_logs_episodes_and_episodes_command_reads_them(tmp_path, home):
-    # the embedded default, shortened: one training round between the two evaluations
-    out = arena("run", "episodes_per_matchup=3", "tracking.traces_per_round=21", "trainer.rounds=1", "trainer.groups_per_matchup=1",
+def test_run_selfplay_trains_logs_episodes_and_episodes_command_reads_them(tmp_path, home):
+    # the self-play config (the field defaults), shortened: one training round between the two evaluations
+    selfplay = str(Path(__file__).parent.parent / "configs" / "selfplay.yaml")
+    out = arena("run", selfplay, "episodes_per_matchup=3", "tracking.traces_per_round=21", "trainer.rounds=1", "trainer.groups_per_matchup=1",
                 cwd=tmp_path, env=home, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Before / after training" in out.stdout
