@@ -119,7 +119,7 @@ def checks(table: dict) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="1 seed, 2 training rounds, the first 24 questions of each split")
+    ap.add_argument("--quick", action="store_true", help="1 seed, 2 training rounds, the first 16 questions of each split")
     ap.add_argument("--limit", type=int, default=None, help="only the first N questions of each split")
     ap.add_argument("--no-deanonymised", action="store_true", help="skip the de-anonymised variant")
     ap.add_argument("overrides", nargs="*", help="key=value overrides of the quick-start config")
@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> dict:
     overrides = list(args.overrides)
     limit = args.limit
     if args.quick:
-        overrides = ["trainer.rounds=2", "episodes_per_matchup=8", *overrides]
-        limit = limit or 24
+        overrides = ["trainer.rounds=2", "episodes_per_matchup=4", *overrides]
+        limit = limit or 16
     splits = list(SPLITS)
     started = time.perf_counter()
     from arena.config import load_config
