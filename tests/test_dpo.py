@@ -87,8 +87,9 @@ def debate_warm_dir(tiny_model_dir, tmp_path_factory):
     ]
     episodes = asyncio.run(play_many(demos, lambda m: {p: make_fixed_policy(p, GAME) for p in set(m.seats.values())}))
     examples = imitation_examples(episodes, tok, render=LLMAgent(HFEngine.from_model(model, tok)).prompt_ids)
-    # prompts keep their last 128 tokens: the transcript and the reply format, at a third of the cost
-    train_imitation(model, examples, ImitationConfig(steps=60, batch_size=8, lr=5e-3, max_len=128), pad_id=tok.pad_token_id)
+    # prompts keep their last 160 tokens: the transcript and the reply format, at a third of the cost;
+    # the reply itself is about 40 tokens (the tokenizer spells ANSWER/CONFIDENCE letter by letter)
+    train_imitation(model, examples, ImitationConfig(steps=200, batch_size=8, lr=5e-3, max_len=160), pad_id=tok.pad_token_id)
     out = tmp_path_factory.mktemp("debate_warm")
     model.save_pretrained(out)
     tok.save_pretrained(out)
@@ -103,7 +104,7 @@ def test_debate_tree_pairs_and_dpo_steps_raise_the_preference_margin(debate_warm
     from transformers import AutoModelForCausalLM
 
     engine = HFEngine(debate_warm_dir)
-    agent = LLMAgent(engine, "main", sampling=SamplingParams(max_new_tokens=24, temperature=0.5))
+    agent = LLMAgent(engine, "main", sampling=SamplingParams(max_new_tokens=40, temperature=0.5))
     pool = {"main": agent, STUBBORN: make_fixed_policy(STUBBORN, GAME)}
     trees = asyncio.run(grow_trees(_matchups(8), pool, TreeConfig(branches=4, rollouts=1, turn=1), branch_policies={"main"}))
     pairs = [p for t in trees for p in t.pairs]
@@ -148,7 +149,7 @@ def test_arena_run_trains_a_debater_by_dpo_from_trees(tmp_path, debate_warm_dir)
             "episodes_per_matchup": 4,
             "games": [{"id": GAME, "kwargs": KW, "matchups": [{"debater_0": "main", "debater_1": STUBBORN}]}],
             "model": {"path": str(debate_warm_dir)},
-            "sampling": {"max_new_tokens": 24, "temperature": 0.5},
+            "sampling": {"max_new_tokens": 40, "temperature": 0.5},
             "trainer": {"recipe": "dpo", "rounds": 1, "group_size": 1, "groups_per_matchup": 8, "tree_branches": 4, "tree_rollouts": 1,
                         "lr": 1e-3, "dpo_beta": 0.1, "batch_size": 64, "checkpoint_every": 1},
             "runs_dir": str(tmp_path / "runs"),
