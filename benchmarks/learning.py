@@ -160,7 +160,7 @@ def debate_dpo(rounds: int) -> dict[str, Any]:
         "games": [{"id": DEBATE, "kwargs": {"question_kinds": ["true_false"], "rounds": 1},
                    "matchups": [{"debater_0": "main", "debater_1": "scripted/stubborn_wrong"}]}],
         "model": {"warm_start": {"steps": 200, "batch_size": 16, "episodes_per_seating": 8, "seatings": DEBATE_DEMO_SEATINGS}},
-        "sampling": {"max_new_tokens": 24, "temperature": 0.7},
+        "sampling": {"max_new_tokens": 40, "temperature": 0.7},
         # after the branch only the scripted opponent moves: one rollout per continuation scores it exactly
         "trainer": {"recipe": "dpo", "rounds": rounds, "group_size": 1, "groups_per_matchup": 16, "tree_branches": 4,
                     "tree_rollouts": 1, "dpo_beta": 0.1, "lr": 5e-4, "batch_size": 32},

@@ -18,6 +18,9 @@ from rich.console import Console
 from arena.config import RunConfig
 from arena.experiment import run
 
+#: training rounds of the fast self-play test
+ROUNDS_SELFPLAY = 6
+
 
 def _config(tmp_path, name: str, games: list, trainer: dict, episodes: int = 24, seed: int = 0) -> RunConfig:
     return RunConfig.model_validate(
@@ -39,20 +42,22 @@ def _seat_mean(episodes, player: str, value) -> float:
     return float(np.mean(vals))
 
 
-def _untrained(cfg: RunConfig, player: str, value) -> list[float]:
-    """The untrained policy's evaluation mean under three other sampling seeds, on the run's own evaluation games."""
+def _untrained(cfg: RunConfig, player: str | None, value) -> list[float]:
+    """The untrained policy's evaluation mean under three other sampling seeds, on the run's own evaluation games
+    (``value(episode)`` averaged over ``player``'s seats held by main; with no player, ``value(episodes, labels)``).
+    A ``snapshot`` seat is main's starting weights: the untrained policy itself."""
     import asyncio
 
     from arena.experiment import eval_matchups, load_model_policies, policy_pools
     from arena.rollout import play_many
 
     models = load_model_policies(cfg, Console(quiet=True))
-    pools = policy_pools(cfg, models)
-    matchups, _ = eval_matchups(cfg)
+    pools = {g: {**p, "snapshot": p["main"]} for g, p in policy_pools(cfg, models).items()}
+    matchups, labels = eval_matchups(cfg)
     means = []
     for sample in (1, 2, 3):
         episodes = asyncio.run(play_many([m.model_copy(update={"sample": sample}) for m in matchups], lambda m: pools[m.game]))
-        means.append(_seat_mean(episodes, player, value))
+        means.append(_seat_mean(episodes, player, value) if player else value(episodes, labels))
     return means
 
 
@@ -80,16 +85,30 @@ def test_seller_learns_to_sell_dearer_against_a_fair_buyer(tmp_path, arena_home)
     assert any(not torch.equal(trained[k], start[k]) for k in trained)
 
 
-def test_shared_policy_self_play_logs_both_roles_and_keeps_a_baseline_per_role(tmp_path, arena_home):
-    games = [{"id": "negotiation-v0", "matchups": [{"seller": "main", "buyer": "main"}]}]
-    trainer = {"recipe": "pg", "rounds": 2, "group_size": 1, "groups_per_matchup": 12, "advantage": "none",
-               "baseline": "per_role", "lr": 5e-4, "kl_coef": 0.05}
-    cfg = _config(tmp_path, "selfplay_fast", games, trainer, episodes=4)
+def test_shared_policy_self_play_beats_its_starting_weights_and_keeps_a_baseline_per_role(tmp_path, arena_home):
+    """Both negotiation seats are the one trained policy; evaluated in each role against its own
+    starting weights (a frozen snapshot), its mean return beats every untrained sampling seed."""
+    games = [
+        {"id": "negotiation-v0", "name": "selfplay", "matchups": [{"seller": "main", "buyer": "main"}]},
+        {"id": "negotiation-v0", "name": "vs_start", "eval_only": True,
+         "matchups": [{"seller": "main", "buyer": "snapshot"}, {"seller": "snapshot", "buyer": "main"}]},
+    ]
+    trainer = {"recipe": "pg", "rounds": ROUNDS_SELFPLAY, "group_size": 1, "groups_per_matchup": 32, "advantage": "none",
+               "baseline": "per_role", "lr": 5e-4, "kl_coef": 0.05, "snapshot_every": 10_000, "checkpoint_every": ROUNDS_SELFPLAY}
+    cfg = _config(tmp_path, "selfplay_fast", games, trainer, episodes=32)
+
+    def vs_start(episodes, labels) -> float:
+        eps = [e for e, lab in zip(episodes, labels) if lab == "vs_start"]
+        return float(np.mean([e.returns[r] for e in eps for r in ("seller", "buyer") if e.matchup.seats[r] == "main"]))
+
+    untrained = _untrained(cfg, None, vs_start)
     res = run(cfg, Console(quiet=True))
+    after = vs_start(res.after, res.labels)
+    assert after > max(untrained), f"trained return vs its start {after:.3f} vs untrained {untrained}"
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     for role in ("seller", "buyer"):
-        hist = client.get_metric_history(res.run_id, f"train/negotiation_v0/return/{role}/main")
-        assert sorted(m.step for m in hist) == [0, 1]
+        hist = client.get_metric_history(res.run_id, f"train/selfplay/return/{role}/main")
+        assert sorted(m.step for m in hist) == list(range(ROUNDS_SELFPLAY))
     import json
 
     (state,) = [json.loads(p.read_text()) for p in sorted(res.run_dir.glob("checkpoints/round_*/state.json"))[-1:]]
