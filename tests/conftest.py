@@ -69,10 +69,10 @@ def qa_knowledge():
         "world": {"persons": 8, "towns": 3, "compounds": 8, "organisms": 3},
         "reading": {"steps": 200, "batch_size": 16, "lr": 3e-3},
         "pretrain": {"steps": 120, "batch_size": 32, "lr": 5e-3},
-        "warm_start": {"steps": 80, "batch_size": 32, "lr": 2e-3},
+        "warm_start": {"steps": 300, "batch_size": 32, "lr": 2e-3},
         "collaborative_episodes": 32,
-        "isolated_episodes": 16,
-        "action_supervised": {"steps": 40, "batch_size": 32, "lr": 1e-3},
+        "isolated_episodes": 48,
+        "action_supervised": {"steps": 200, "batch_size": 32, "lr": 2e-3},
     })
 
 
