@@ -215,6 +215,7 @@ def test_arena_eval_prints_the_table_and_logs_metrics_and_plots(tmp_path, qa_mod
     assert out.returncode == 0, out.stderr[-3000:]
     for name in ("warm_start", "always_search", "never_search", "action_supervised", qa_model_dir.name):
         assert name in out.stdout
+    mlflow.set_tracking_uri(mlflow_store)  # an earlier test in this process may have set another store
     run = mlflow.search_runs(experiment_names=["arena"], output_format="list")[0]
     m = run.data.metrics
     assert m["eval/isolated/test/always_search/searches"] == 1.0 and m["eval/isolated/ood/never_search/abstained"] == 1.0

@@ -97,23 +97,33 @@ def test_reading_examples_copy_the_question_and_read_the_document(qa_base, qa_kn
     world = cached_world(cfg.world)
     mine = {f.entity for f in world.facts}
     train = {q.question for q in world.split("train")}
+    # the true value behind every wording of every fact of the model's world
+    truth = {t.format(name=f.entity): f.value for f in world.facts for t in ATTRIBUTES[f.attribute].questions}
     assert len(examples) > 50
-    searches = answers = 0
+    searches = answers = false = 0
     for p, t in examples:
         prompt, target = tok.decode(p), tok.decode(t)
         question = prompt.split("[private] Question: ", 1)[1].split("\n", 1)[0].split("<|end|>", 1)[0]
         if source == "other":
             assert not any(name in prompt for name in mine)  # other worlds: none of the model's entities
-        else:
-            assert question in train  # the own world: train questions only, never a test or ood one
         if target.startswith("SEARCH: "):
             searches += 1
             assert target == f"SEARCH: {question}<|end|>"  # copy the question, names and all
-        else:
-            answers += 1
-            value = target.removeprefix("ANSWER: ").removesuffix("<|end|>")
-            assert value in prompt.split("[private]   1.", 1)[1]  # read off the document shown
-    # every fact is stated in some document (qa_world), so nearly every question also gets its reading example
+            continue
+        answers += 1
+        value = target.removeprefix("ANSWER: ").removesuffix("<|end|>")
+        doc = prompt.split("[private]   1.", 1)[1]
+        assert value in doc  # read off the document shown
+        if source == "own" and value == truth[question]:
+            assert question in train  # a true value is taught for train questions only, never a test or ood one
+        elif source == "own":
+            false += 1
+            assert truth[question] not in doc  # counterfactual: the document states the false value instead
+    # every fact is stated in some document (qa_world): a reading example per train question, and
+    # ``counterfactual`` false-value readings of every fact of the world
+    if source == "own":
+        assert false >= cfg.counterfactual * len(world.facts) * 0.9
+        assert answers - false >= 0.9 * len(train)
     assert searches >= answers > 0.5 * searches
 
 
