@@ -170,14 +170,17 @@ def test_from_memory_teacher_answers_from_memory_or_searches_as_told():
 def test_closed_book_knows_the_known_facts_and_not_the_others(qa_model_dir, qa_knowledge):
     cfg = qa_knowledge
     world = cached_world(cfg.world)
-    questions = [q for q in world.questions if q.split in ("train", "test")]
+    questions = [q for q in world.questions if q.split == "test"]
     right = np.array(closed_book(qa_model_dir, questions, cfg.world))
     known = np.array([q.meta["known"] for q in questions])
-    # measured on this test-size build: known ~0.9-1.0, unknown ~0.0-0.05 (chance of guessing a value)
-    assert right[known].mean() > 0.6
-    assert right[~known].mean() < 0.2
-    test = np.array([q.split == "test" for q in questions])
-    assert right[known & test].mean() > 0.6  # questions asked in play, not only the trained wording's facts
+    # The test split is asked in evaluation and never demonstrated. Measured on this build: known 1.0,
+    # unknown ~0.2, which is guessing: the test world has 3 towns and 3 organisms, and a model that
+    # has learned to answer a birthplace with a town is right a third of the time by chance. (The train
+    # split's unknown facts are read off search results in the warm start's demonstrations, and the
+    # model learns some of them: what it knows is its own closed-book answer, stored per question.)
+    assert right[known].mean() > 0.8
+    assert right[~known].mean() < 0.4
+    assert right[known].mean() > right[~known].mean() + 0.5
 
 
 def test_stored_closed_book_answers_are_the_models_own(qa_model_dir, qa_knowledge):
@@ -189,7 +192,7 @@ def test_stored_closed_book_answers_are_the_models_own(qa_model_dir, qa_knowledg
     assert closed_book(qa_model_dir, sample, cfg.world) == [stored[q.id].correct for q in sample]
     meta = build_meta(qa_model_dir)
     assert meta["config"] == cfg.model_dump(mode="json")
-    assert meta["closed_book"]["known"] > meta["closed_book"]["unknown"] + 0.5
+    assert meta["closed_book"]["test/known"] > meta["closed_book"]["test/unknown"] + 0.5
     assert meta["pretrain_loss"][1] < meta["pretrain_loss"][0] / 5
 
 
