@@ -377,7 +377,7 @@ class RunConfig(Section):
 
 
 #: the world of the quick start: 88 facts (44 known) keep pre-training and one evaluation pass at minutes
-_QUICK_WORLD: dict[str, Any] = {"persons": 12, "towns": 4, "compounds": 12, "organisms": 4}
+_QUICK_WORLD: dict[str, Any] = {"persons": 12, "towns": 4, "compounds": 12, "organisms": 4, "known_by": "entity"}
 
 #: The embedded default of ``arena run`` (no config file): the collaborative-QA experiment of
 #: Eisenstein et al. (2025) at miniature scale; ``configs/collab_qa.yaml`` spells it out (a test keeps

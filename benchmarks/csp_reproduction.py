@@ -12,7 +12,9 @@ and the ``ood`` split (arena.qa_eval).
 
 Per variant and split: ``searches_per_question``, ``f1`` and
 ``selective_auc`` (area under the accuracy-coverage curve by stated
-confidence; higher is better), before and after, each as the mean over seeds
+confidence; higher is better), and ``searches_known`` / ``searches_unknown``
+(searches per question on facts the model was / was not pre-trained on),
+before and after, each as the mean over seeds
 with a 95% t-interval, plus the per-seed values. ``checks`` compares with the
 paper's shape: searches fall by at least 2x, F1 is not lower (after >= before
 minus the interval), selective AUC improves.
@@ -36,7 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
-METRICS = {"searches_per_question": "searches", "f1": "f1", "selective_auc": "selective_auc"}
+METRICS = {"searches_per_question": "searches", "f1": "f1", "selective_auc": "selective_auc",
+           # the same searches on questions whose fact the model was pre-trained on / not: learning *what you
+           # know* means searching less on the first without giving up the second
+           "searches_known": "searches_known", "searches_unknown": "searches_unknown"}
 SPLITS = {"test": "in_distribution", "ood": "ood"}
 
 

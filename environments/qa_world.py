@@ -52,7 +52,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -379,6 +379,9 @@ class WorldConfig(BaseModel):
     docs_per_entity: int = Field(2, ge=1, le=5, description="documents about each entity; every fact is stated in at least one")
     distractor_docs: int = Field(10, ge=0, description="documents per corpus that mention entities but state no fact")
     known_fraction: float = Field(0.5, ge=0.0, le=1.0, description="share of all facts marked known (pre-training text)")
+    known_by: Literal["fact", "entity"] = Field(
+        "fact", description="what is known or not as a whole: each fact on its own, or every fact of an entity together "
+        "(whole entities, in random order, until the share of known facts reaches known_fraction)")
     test_fraction: float = Field(0.3, ge=0.0, le=1.0, description="share of person/compound facts whose question is in test")
     ood_kinds: tuple[str, ...] = Field(("town", "organism"), description="entity kinds asked about only in the ood split")
 
@@ -514,7 +517,17 @@ def generate_world(cfg: WorldConfig | None = None) -> QADataset:
     facts = [FactRecord(entity=e.name, kind=e.kind, domain=KINDS[e.kind][0], attribute=a, value=e.values[a])
              for e in entities for a in KINDS[e.kind][1]]
     n_known = round(cfg.known_fraction * len(facts))
-    known = set(int(i) for i in rng.permutation(len(facts))[:n_known])
+    if cfg.known_by == "fact":
+        known = set(int(i) for i in rng.permutation(len(facts))[:n_known])
+    else:  # whole entities: a model may learn that it knows a name, as people know a famous one
+        of_entity: dict[str, list[int]] = {}
+        for i, f in enumerate(facts):
+            of_entity.setdefault(f.entity, []).append(i)
+        known = set()
+        for j in rng.permutation(len(entities)):
+            if len(known) >= n_known:
+                break
+            known.update(of_entity[entities[int(j)].name])
     facts = [f.model_copy(update={"known": i in known}) for i, f in enumerate(facts)]
 
     in_dist = [i for i, f in enumerate(facts) if f.kind not in cfg.ood_kinds]

@@ -61,23 +61,33 @@ def test_the_base_tokenizer_is_trained_on_collab_qa_text(qa_base, tiny_model_dir
     assert mine.decode(mine.encode(obs)) == obs
 
 
-def test_knowledge_examples_teach_known_facts_only_in_the_closed_book_prompt(qa_base, qa_knowledge):
+def test_knowledge_examples_teach_known_facts_only_closed_book_and_in_the_game_prompts(qa_base, qa_knowledge):
     cfg = qa_knowledge
+    assert cfg.in_game
     tok = AutoTokenizer.from_pretrained(str(qa_base))
     agent = LLMAgent(HFEngine(qa_base))
     examples = knowledge_examples(cfg, tok, agent.prompt_ids)
     world = cached_world(cfg.world)
     known = [f for f in world.facts if f.known]
     assert 0 < len(known) < len(world.facts)
-    assert len(examples) == len(known) * (1 + cfg.qa_templates)
+    # per known fact: its sentence, and per wording the closed-book answer plus three seats of the game
+    assert len(examples) == len(known) * (1 + 4 * cfg.qa_templates)
     texts = [tok.decode(p + t) for p, t in examples]
     for f in world.facts:
         sentence = f"{ATTRIBUTES[f.attribute].phrase} of {f.entity} is {f.value}."
-        answers = [t for t in texts if f"Question: " in t and f.entity in t and t.endswith(f"ANSWER: {f.value}<|end|>")]
-        if f.known:
-            assert sum(sentence in t for t in texts) == 1 and len(answers) == cfg.qa_templates, f
+        answers = [t for t in texts if "Question: " in t and f.entity in t and t.endswith(f"ANSWER: {f.value}<|end|>")]
+        replies = [t for t in texts if f'asker: "' in t and f.entity in t and t.endswith(f"REPLY: {f.value}<|end|>")]
+        if f.known:  # closed-book, alone with a tool, the collaborative asker; and the helper asked
+            assert sum(sentence in t for t in texts) == 1 and len(answers) == 3 * cfg.qa_templates and len(replies) == cfg.qa_templates, f
         else:  # an unknown fact is never stated, nor answered
-            assert not any(sentence in t for t in texts) and not answers, f
+            assert not any(sentence in t for t in texts) and not answers and not replies, f
+    # in the game's prompts the move's keyword is part of the prompt: the value is taught, never the choice of move
+    in_game = [(tok.decode(p), tok.decode(t)) for p, t in examples if tok.decode(p).endswith(("ANSWER:", "REPLY:"))]
+    assert len(in_game) == 3 * cfg.qa_templates * len(known)
+    assert not any(t.lstrip().startswith(("ANSWER", "REPLY", "SEARCH")) for _, t in in_game)
+    assert sum("Role: asker" in p and "Your search tool: the" in p for p, _ in in_game) == cfg.qa_templates * len(known)  # alone
+    assert sum("Role: helper" in p and 'asker: "' in p for p, _ in in_game) == cfg.qa_templates * len(known)  # a helper asked
+    assert sum("Helpers: helper 1, helper 2" in p for p, _ in in_game) == cfg.qa_templates * len(known)  # the collaborative asker
     # the closed-book answers are exactly the game's closed-book prompt, as the agent renders it
     first = known[0]
     q = world.split("train")[0].model_copy(update={"question": ATTRIBUTES[first.attribute].questions[0].format(name=first.entity)})
@@ -93,7 +103,7 @@ def test_knowledge_examples_teach_known_facts_only_in_the_closed_book_prompt(qa_
 def test_reading_examples_copy_the_question_and_read_the_document(qa_base, qa_knowledge, source):
     cfg = qa_knowledge.model_copy(update={"reading_source": source, "reading_worlds": 2})
     tok = AutoTokenizer.from_pretrained(str(qa_base))
-    examples = reading_examples(cfg, tok)
+    examples = reading_examples(cfg, tok, LLMAgent(HFEngine(qa_base)).prompt_ids)
     world = cached_world(cfg.world)
     mine = {f.entity for f in world.facts}
     train = {q.question for q in world.split("train")}
@@ -101,11 +111,19 @@ def test_reading_examples_copy_the_question_and_read_the_document(qa_base, qa_kn
     truth = {t.format(name=f.entity): f.value for f in world.facts for t in ATTRIBUTES[f.attribute].questions}
     assert len(examples) > 50
     searches = answers = false = 0
+    in_game = {"ANSWER": 0, "REPLY": 0}
     for p, t in examples:
         prompt, target = tok.decode(p), tok.decode(t)
-        question = prompt.split("[private] Question: ", 1)[1].split("\n", 1)[0].split("<|end|>", 1)[0]
         if source == "other":
             assert not any(name in prompt for name in mine)  # other worlds: none of the model's entities
+        if "Status: your turn" in prompt:  # the game's own prompt, after the search the seat made
+            keyword, value = target.removesuffix("<|end|>").split(": ", 1)
+            question = prompt.split('Search 1 ("', 1)[1].split('")', 1)[0]
+            results = prompt.split('Search 1 ("', 1)[1].split("Searches left", 1)[0]
+            assert value in results and truth[question] not in results  # the false value, read off the search result
+            in_game[keyword] += 1
+            continue
+        question = prompt.split("[private] Question: ", 1)[1].split("\n", 1)[0].split("<|end|>", 1)[0]
         if target.startswith("SEARCH: "):
             searches += 1
             assert target == f"SEARCH: {question}<|end|>"  # copy the question, names and all
@@ -124,6 +142,10 @@ def test_reading_examples_copy_the_question_and_read_the_document(qa_base, qa_kn
     if source == "own":
         assert false >= cfg.counterfactual * len(world.facts) * 0.9
         assert answers - false >= 0.9 * len(train)
+        # and the same in the game: alone with the tool, and the helper holding it (when the search finds the fact)
+        assert in_game["ANSWER"] >= 0.5 * false and in_game["REPLY"] >= 0.5 * false
+    else:
+        assert in_game == {"ANSWER": 0, "REPLY": 0}  # other worlds' facts are not in the model's game
     assert searches >= answers > 0.5 * searches
 
 
@@ -181,6 +203,33 @@ def test_closed_book_knows_the_known_facts_and_not_the_others(qa_model_dir, qa_k
     assert right[known].mean() > 0.8
     assert right[~known].mean() < 0.4
     assert right[known].mean() > right[~known].mean() + 0.5
+
+
+def test_known_facts_carry_over_into_the_game_prompts(qa_model_dir, qa_knowledge):
+    """Made to answer at once alone with a tool (``ANSWER:`` written for it), the model answers from what it
+    knows. Without the in-game knowledge examples a fact learned closed-book did not carry over: right on
+    9% of the known test questions, where closed-book it was right on all of them."""
+    import torch
+
+    from arena.registry import make
+
+    cfg = qa_knowledge
+    engine = HFEngine(qa_model_dir)
+    agent, tok = LLMAgent(engine), engine.tokenizer
+    world = cached_world(cfg.world)
+    right = {True: [], False: []}
+    for q in world.split("test"):
+        game = make(GAME, helpers=0, asker_tool=q.domain, domain=q.domain, split=None, question_index=0, world=cfg.world)
+        game.reset(seed=0)
+        game.question = q
+        ids = agent.prompt_ids(PlayerView(game=GAME, player="asker", observation=game.observe_text("asker")))
+        ids = list(ids) + tok.encode("ANSWER:", add_special_tokens=False)
+        with torch.no_grad():
+            out = engine.model.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False, pad_token_id=tok.pad_token_id)
+        text = tok.decode(out[0, len(ids):], skip_special_tokens=True).split("<|end|>")[0].strip()
+        right[q.meta["known"]].append(text in q.answers)
+    # measured on this build: known 1.0, unknown ~0.2 (guessing among 3 towns or 3 organisms)
+    assert np.mean(right[True]) > 0.8 and np.mean(right[False]) < 0.4
 
 
 def test_stored_closed_book_answers_are_the_models_own(qa_model_dir, qa_knowledge):

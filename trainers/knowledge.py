@@ -30,7 +30,9 @@ Three training stages, then a baseline:
    the attribute, answered by the false value. It can only be read off the
    page, so the model learns to read rather than to recall what it saw next
    to a name; without it the warm start scored F1 0.91 alone with a tool on
-   train questions and 0.00 on test ones. (The
+   train questions and 0.00 on test ones. The same false-value reading is
+   also shown in the game's own prompts (``in_game``): the asker alone with
+   the tool and the helper holding it, each after its search. (The
    same two moves in the game's own prompts, ``always_search`` alone on every
    train question, were tried as well: over many passes the model then
    memorised the train split's *unknown* facts, closed-book 0.58 where it
@@ -45,7 +47,15 @@ Three training stages, then a baseline:
    exactly as in play, for each of the fact's first ``qa_templates``
    in-distribution question wordings, with the target ``ANSWER: <value>``.
    The held-out wording of the ``ood`` split is never trained, so ood
-   questions probe knowledge under new wording.
+   questions probe knowledge under new wording. With ``in_game`` each known
+   fact is also taught in the game's own first prompts (the asker alone with
+   a tool, the collaborative asker, a helper asked it) as the value after
+   ``ANSWER:`` / ``REPLY:``, the keyword written into the prompt: what the
+   model knows is then there in play, and whether to answer from memory is
+   left to the warm start and self-play. (A fact learned only closed-book did
+   not carry over: made to answer alone with a tool, the warm start was right
+   on 9% of the known test questions, all of which it answered right
+   closed-book.)
 2. Protocol warm start (the prompting analogue). Imitation of scripted
    teachers playing ``collab_qa-v0`` on the train split, collaborative (every
    seat) and isolated (each corpus): a teacher answers from memory with
@@ -127,7 +137,7 @@ class KnowledgeConfig(pydantic.BaseModel):
     reading_source: Literal["own", "other"] = "own"
     reading_worlds: int = pydantic.Field(8, ge=0)
     #: reading and copying: short prompts (the question, a document), so steps are cheap
-    reading: Stage = Stage(steps=200, batch_size=16, lr=3e-3)
+    reading: Stage = Stage(steps=300, batch_size=16, lr=3e-3)
     #: counterfactual reading: for every fact of the world, this many pairs of a question about it (an
     #: in-distribution wording) answered by ``SEARCH: <question>``, and the same question over the document
     #: stating the fact with its value replaced by another value of the attribute, answered by that value.
@@ -135,10 +145,16 @@ class KnowledgeConfig(pydantic.BaseModel):
     #: example, so it can only be read off the document. Without them the warm start answered from
     #: associations memorised on the train split: alone with a tool, F1 0.91 on train and 0.00 on test.
     counterfactual: int = pydantic.Field(2, ge=0)
+    #: stage 1 also teaches each known fact in the game's own first prompts (alone with a tool, the
+    #: collaborative asker, a helper asked it) as the value after ``ANSWER:`` / ``REPLY:``, the keyword
+    #: being part of the prompt so the choice of move is never taught. Without it a fact learned in the
+    #: closed-book prompt did not carry over: forced to answer alone with a tool, the warm start was
+    #: right on 9% of the test questions it answered right closed-book
+    in_game: bool = True
     #: memorising the known facts takes ~40 passes over the knowledge examples (3 per fact): the
     #: 128-wide model recalled every trained one after 120 steps of 32 on 30 facts; the 64-wide
     #: default tiny model three in four after 120 steps of 64
-    pretrain: Stage = Stage(steps=160, batch_size=32, lr=5e-3)
+    pretrain: Stage = Stage(steps=400, batch_size=32, lr=5e-3)
     #: the protocol, with stage-0 and stage-1 replay: at 80 steps of 32 the model still mixed up the seats'
     #: moves (an asker writing REPLY, a helper ANSWER; 45% illegal in collaborative play), at 300 steps 5%
     warm_start: Stage = Stage(steps=300, batch_size=32, lr=2e-3)
@@ -316,10 +332,13 @@ def _reading_sources(cfg: KnowledgeConfig):
     return out
 
 
-def reading_examples(cfg: KnowledgeConfig, tokenizer: Any) -> list[Example]:
+def reading_examples(cfg: KnowledgeConfig, tokenizer: Any, render: Callable[[Any], list[int]] | None = None) -> list[Example]:
     """Stage 0: for each question of :func:`_reading_sources`, ``SEARCH: <question>`` after the question,
     and ``ANSWER: <value>`` after the question and a document stating the answer; then the counterfactual
-    reading of every fact (``cfg.counterfactual``): a document whose value is swapped for a false one."""
+    reading of every fact (``cfg.counterfactual``): a document whose value is swapped for a false one, and
+    (``in_game``, given the agent's ``render``) the same search result in the game's own prompts: the asker
+    alone with the tool, and the helper holding it, each after searching."""
+    from arena.agents.base import PlayerView
     from arena.environments.qa_world import extract_answer
     from arena.game import clean_text
     from arena.trainers.imitation import end_token_id
@@ -360,16 +379,65 @@ def reading_examples(cfg: KnowledgeConfig, tokenizer: Any) -> list[Example]:
             alternatives = sorted({v for v in values[f.attribute] if f.value not in v and v not in f.value})
             if doc is None or not alternatives:
                 continue
-            for k in range(cfg.counterfactual):
+            for _ in range(cfg.counterfactual):
                 question = clean_text(wordings[int(rng.integers(len(wordings)))].format(name=f.entity), 1000)
                 value = str(alternatives[int(rng.integers(len(alternatives)))])
                 out.append(search(question))
                 out.append(answer(question, doc.id, doc.display().replace(f.value, value), value))
+                if cfg.in_game and render is not None and cfg.reading_source == "own":  # the game searches this world
+                    record = QuestionRecord(id=f"read-{f.entity}-{f.attribute}", question=question, answers=[value])
+                    for keyword, seat, obs in _searched_prompts(cfg.world, record, f.domain):
+                        if f.value in obs:  # the search found the fact: show it with the false value
+                            prompt = render(PlayerView(game=GAME, player=seat, observation=obs.replace(f.value, value)))
+                            out.append((list(prompt), tokenizer.encode(f"{keyword}: {value}", add_special_tokens=False) + [end]))
     return out
 
 
+def _searched_prompts(world: WorldConfig, question: QuestionRecord, domain: str) -> list[tuple[str, str, str]]:
+    """(move keyword, seat, observation) after a search for ``question`` in the corpus of ``domain``: the
+    asker alone with that tool (``ANSWER``), and the helper holding it in the collaborative game (``REPLY``)."""
+    from arena.registry import make
+
+    alone = _with_question(make(GAME, helpers=0, asker_tool=domain, domain=domain, split=None, question_index=0, world=world), question)
+    alone.apply("asker", f"SEARCH: {question.question}")
+    out = [("ANSWER", "asker", alone.observe_text("asker"))]
+    group = _with_question(make(GAME, split=None, question_index=0, world=world), question)
+    for n, helper in sorted(group.seat_of.items()):  # the helpers are anonymous: ask the one with the tool
+        if group.tools.get(helper) == domain:
+            group.apply("asker", f"ASK helper {n}: {question.question}")
+            group.apply(helper, f"SEARCH: {question.question}")
+            out.append(("REPLY", helper, group.observe_text(helper)))
+    return out
+
+
+def _seat_prompts(world: WorldConfig, question: QuestionRecord, domain: str) -> list[tuple[str, str, str]]:
+    """(move keyword, seat, observation) of each seat that may answer ``question`` at its first turn: the asker
+    alone with the tool of ``domain`` (``ANSWER``), the asker of the collaborative game (``ANSWER``), and a
+    helper it asked (``REPLY``)."""
+    from arena.registry import make
+
+    alone = _with_question(make(GAME, helpers=0, asker_tool=domain, domain=domain, split=None, question_index=0, world=world), question)
+    group = _with_question(make(GAME, split=None, question_index=0, world=world), question)
+    out = [("ANSWER", "asker", alone.observe_text("asker")), ("ANSWER", "asker", group.observe_text("asker"))]
+    group.apply("asker", f"ASK helper 1: {question.question}")
+    helper = group.to_move()
+    return out + [("REPLY", helper, group.observe_text(helper))]
+
+
+def _after_keyword(tokenizer: Any, prompt: list[int], keyword: str, value: str, end: int) -> Example:
+    """``prompt`` followed by ``<keyword>:`` as part of the prompt, and `` <value>`` as the target: the
+    example teaches the value, never the choice of move. (The QA tokenizer cuts ``KEYWORD: value`` at the
+    colon, so the two parts are the move's own tokens.)"""
+    head = tokenizer.encode(f"{keyword}:", add_special_tokens=False)
+    whole = tokenizer.encode(f"{keyword}: {value}", add_special_tokens=False)
+    if whole[: len(head)] != head:  # a tokenizer that merges across the colon: teach the whole move
+        return list(prompt), whole + [end]
+    return list(prompt) + head, whole[len(head) :] + [end]
+
+
 def knowledge_examples(cfg: KnowledgeConfig, tokenizer: Any, render: Callable[[Any], list[int]]) -> list[Example]:
-    """Stage 1: each known fact as a sentence, and as closed-book answers to its first ``qa_templates`` wordings."""
+    """Stage 1: each known fact as a sentence, as closed-book answers to its first ``qa_templates`` wordings,
+    and (``in_game``) as the value after ``ANSWER:`` / ``REPLY:`` in the game's own first prompts."""
     from arena.agents.base import PlayerView
     from arena.trainers.imitation import end_token_id
 
@@ -385,6 +453,10 @@ def knowledge_examples(cfg: KnowledgeConfig, tokenizer: Any, render: Callable[[A
             q = QuestionRecord(id=f"known-{f.entity}-{f.attribute}", question=t.format(name=f.entity), answers=[f.value])
             view = PlayerView(game=GAME, player="asker", observation=_with_question(game, q).observe_text("asker"))
             out.append((list(render(view)), tokenizer.encode(f"ANSWER: {f.value}", add_special_tokens=False) + [end]))
+            if cfg.in_game:
+                for keyword, seat, obs in _seat_prompts(cfg.world, q, f.domain):
+                    prompt = render(PlayerView(game=GAME, player=seat, observation=obs))
+                    out.append(_after_keyword(tokenizer, prompt, keyword, f.value, end))
     return out
 
 
@@ -481,7 +553,7 @@ def build_knowledge_model(base_path: str | Path, out_dir: str | Path, cfg: Knowl
     tick = time.perf_counter()
     model, tokenizer, agent = _load(base_path)
     ds = cached_world(cfg.world)
-    reading = reading_examples(cfg, tokenizer)
+    reading = reading_examples(cfg, tokenizer, agent.prompt_ids)
     read_losses = _train(model, reading, cfg.reading, cfg, tokenizer, cfg.seed) if reading else [float("nan")]
     timings["reading_s"] = time.perf_counter() - tick
 
@@ -532,7 +604,7 @@ def build_action_supervised(knowledge_path: str | Path, out_dir: str | Path, cfg
     teacher = FromMemory(memory, recall)
     episodes = teacher_demonstrations(cfg, teacher, cfg.seed + 2)
     demos = imitation_examples(episodes, tokenizer, render=agent.prompt_ids)
-    examples = with_replay(demos, [knowledge_examples(cfg, tokenizer, agent.prompt_ids), reading_examples(cfg, tokenizer)], cfg.replay, cfg.seed + 5)
+    examples = with_replay(demos, [knowledge_examples(cfg, tokenizer, agent.prompt_ids), reading_examples(cfg, tokenizer, agent.prompt_ids)], cfg.replay, cfg.seed + 5)
     losses = _train(model, examples, cfg.action_supervised, cfg, tokenizer, cfg.seed + 4)
     meta = {
         "config": cfg.model_dump(mode="json"),
