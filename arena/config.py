@@ -404,7 +404,7 @@ QUICK_START: dict[str, Any] = {
     "model": {"tiny": {"hidden_size": 128, "num_heads": 4, "intermediate_size": 512},
               "warm_start": {"recipe": "knowledge", "world": _QUICK_WORLD}},
     "sampling": {"max_new_tokens": 48, "temperature": 1.0},
-    "trainer": {"recipe": "pg", "rounds": 4, "group_size": 4, "groups_per_matchup": 8, "return_mix": 1.0,
+    "trainer": {"recipe": "pg", "rounds": 4, "group_size": 4, "groups_per_matchup": 16, "return_mix": 1.0,
                 "advantage": "grpo", "loss": "reinforce", "lr": 0.0005, "kl_coef": 0.05, "checkpoint_every": 2},
     "rollout": {"concurrency": 64},
     "tracking": {"experiment": "arena", "traces_per_round": 16},

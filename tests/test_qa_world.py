@@ -101,6 +101,27 @@ def test_known_fact_lines(world):
     assert len(list(known_fact_lines(generate_world(WorldConfig(known_fraction=1.0))))) == 220
 
 
+def test_knowledge_by_fact_or_by_entity(world):
+    def by_entity(ds):
+        out: dict[str, set[bool]] = {}
+        for f in ds.facts:
+            out.setdefault(f.entity, set()).add(f.known)
+        return out
+
+    # by fact (the default): an entity may be known in one attribute and not another
+    assert any(len(v) == 2 for v in by_entity(world).values())
+    ds = generate_world(WorldConfig(known_by="entity"))
+    assert all(len(v) == 1 for v in by_entity(ds).values())  # all of an entity's facts, or none
+    known = sum(f.known for f in ds.facts)
+    # whole entities until the share is reached: at most one entity's facts (3) over it
+    assert round(0.5 * len(ds.facts)) <= known < round(0.5 * len(ds.facts)) + 3
+    assert {f.entity for f in ds.facts if f.known} & {f.entity for f in ds.facts if not f.known} == set()
+    # every split asks about known and unknown entities
+    for split in ("train", "test", "ood"):
+        flags = {q.meta["known"] for q in ds.split(split)}
+        assert flags == {True, False}, split
+
+
 def test_question_and_answer_templates_read_back(world):
     for q in world.questions:
         assert parse_question(q.question) == (q.meta["entity"], q.meta["attribute"])
