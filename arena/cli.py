@@ -64,7 +64,7 @@ def eval_command(
 ) -> None:
     """Evaluate collaborative-QA policies alone (isolated) and in a group: F1, searches, selective prediction."""
     from arena.config import ConfigError
-    from arena.qa_eval import SETTINGS, run_eval
+    from arena.environments.collab_qa.evaluation import SETTINGS, run_eval
 
     target, overrides = args[0], args[1:]
     try:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 
 from arena.tiny import TinyModelConfig
 from arena.trainers.imitation import ImitationConfig
-from arena.trainers.knowledge import KnowledgeConfig
+from arena.environments.collab_qa.knowledge import KnowledgeConfig
 
 
 class ConfigError(ValueError):
@@ -46,7 +46,7 @@ class ModelConfig(Section):
     path: str | None = None
     tiny: TinyModelConfig = TinyModelConfig()
     #: behaviour cloning of the scripted bots before anything else (tiny model only; null = off);
-    #: ``recipe: knowledge`` builds the collaborative-QA model instead (arena.trainers.knowledge)
+    #: ``recipe: knowledge`` builds the collaborative-QA model instead (arena.environments.collab_qa.knowledge)
     warm_start: WarmStart | None = ImitationConfig()
     device: Literal["cpu", "cuda"] = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -315,7 +315,7 @@ class RunConfig(Section):
         knowledge = self.model.warm_start
         if not isinstance(knowledge, KnowledgeConfig) or self.model.path is not None:
             return self
-        from arena.environments.qa_world import WorldConfig
+        from arena.environments.collab_qa.world import WorldConfig
 
         for g in self.games:
             if not g.id.startswith("collab_qa-"):

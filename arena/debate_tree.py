@@ -50,7 +50,7 @@ from pettingzoo import AECEnv
 from pettingzoo.utils.wrappers import BaseWrapper
 
 from arena.agents.base import Action, PlayerView, Policy
-from arena.environments.debate import DEBATERS, DebateGame, debate_game, normalize_answer, parse_message
+from arena.environments.debate.rules import DEBATERS, DebateGame, debate_game, normalize_answer, parse_message
 from arena.game import IllegalMove
 from arena.records import Episode, Matchup, Turn
 from arena.registry import make

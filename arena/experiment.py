@@ -351,7 +351,7 @@ def run(cfg: RunConfig, console: Console | None = None, *, resume: bool = False)
             _log_reward_curve(run_id, cfg)
         qa = _qa_results(result) if any(g.id.startswith("collab_qa-") for g in cfg.games) else None
         if qa is not None:
-            from arena.qa_eval import log_run_results
+            from arena.environments.collab_qa.evaluation import log_run_results
 
             log_run_results(*qa)
         tracking.flush_traces()
@@ -363,7 +363,7 @@ def run(cfg: RunConfig, console: Console | None = None, *, resume: bool = False)
     else:
         console.print(summary_table(result.before, result.labels))
     if qa is not None:
-        from arena.qa_eval import before_after_qa_table
+        from arena.environments.collab_qa.evaluation import before_after_qa_table
 
         console.print(before_after_qa_table(*qa))
     n = len(result.before) + len(result.after)
@@ -375,8 +375,8 @@ def run(cfg: RunConfig, console: Console | None = None, *, resume: bool = False)
 
 
 def _qa_results(result: RunResult) -> tuple[list, list]:
-    """The collab_qa evaluation episodes before and after training, read as QA results (arena.qa_eval)."""
-    from arena.qa_eval import run_results
+    """The collab_qa evaluation episodes before and after training, read as QA results (arena.environments.collab_qa.evaluation)."""
+    from arena.environments.collab_qa.evaluation import run_results
 
     return run_results(result.before, result.labels, "before"), run_results(result.after, result.labels, "after")
 

@@ -62,11 +62,11 @@ def resolve_model_path(path: str | None, tiny: TinyModelConfig, cache_dir: Path 
     or turned into the collaborative-QA model when it is a KnowledgeConfig."""
     if path:
         return path
-    from arena.trainers.knowledge import KnowledgeConfig
+    from arena.environments.collab_qa.knowledge import KnowledgeConfig
 
     if isinstance(warm_start, KnowledgeConfig):  # its own base: a tokenizer trained on collab_qa's text
         from arena.tiny import default_cache_dir
-        from arena.trainers.knowledge import cached_knowledge_model
+        from arena.environments.collab_qa.knowledge import cached_knowledge_model
 
         return str(cached_knowledge_model(tiny, warm_start, cache_dir if cache_dir is not None else default_cache_dir()))
     base = cached_tiny_model(tiny, game_text_corpus, cache_dir=cache_dir, corpus_key=corpus_key())

@@ -8,7 +8,7 @@ collaborative entry (the de-anonymised variant). Then the *isolated*
 evaluation (one agent alone with the search tool of the question's corpus,
 every question of the split once, greedy decoding) of the model before
 self-play (the warm start) and after it, on the in-distribution ``test`` split
-and the ``ood`` split (arena.qa_eval).
+and the ``ood`` split (arena.environments.collab_qa.evaluation).
 
 Per variant and split: ``searches_per_question``, ``f1`` and
 ``selective_auc`` (area under the accuracy-coverage curve by stated
@@ -59,11 +59,11 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
 
 
 def isolated_eval(model_dir: str, cfg, splits: list[str], limit: int | None) -> dict[str, dict[str, float]]:
-    """split -> arena.qa_eval.summarize of the model alone with one tool, greedy."""
+    """split -> arena.environments.collab_qa.evaluation.summarize of the model alone with one tool, greedy."""
     from arena.agents.llm import LLMAgent
     from arena.engines.base import SamplingParams
     from arena.engines.hf import HFEngine
-    from arena.qa_eval import evaluate, qa_game_kwargs, summaries
+    from arena.environments.collab_qa.evaluation import evaluate, qa_game_kwargs, summaries
 
     agent = LLMAgent(HFEngine(model_dir, max_batch_size=cfg.engine.max_batch_size), "m",
                      sampling=SamplingParams(max_new_tokens=cfg.sampling.max_new_tokens, temperature=0.0))

@@ -63,7 +63,7 @@ def qa_tiny():
 @pytest.fixture(scope="session")
 def qa_knowledge():
     """The collaborative-QA model's recipe at test size: a smaller world (60 facts, 30 known), fewer steps."""
-    from arena.trainers.knowledge import KnowledgeConfig
+    from arena.environments.collab_qa.knowledge import KnowledgeConfig
 
     return KnowledgeConfig.model_validate({
         "world": {"persons": 8, "towns": 3, "compounds": 8, "organisms": 3},
@@ -78,7 +78,7 @@ def qa_knowledge():
 
 @pytest.fixture(scope="session")
 def qa_model_dir(tiny_model_dir: Path, qa_knowledge, qa_tiny) -> Path:
-    """The collaborative-QA model (arena.trainers.knowledge) for ``qa_knowledge``, built once per session
+    """The collaborative-QA model (arena.environments.collab_qa.knowledge) for ``qa_knowledge``, built once per session
     in the session's model cache, as `arena run` with that warm start builds it."""
     from arena.models import resolve_model_path
 

@@ -1,4 +1,4 @@
-"""Tests for collab_qa-v0 (arena.environments.collab_qa) and its scripted bots."""
+"""Tests for collab_qa-v0 (arena.environments.collab_qa.rules) and its scripted bots."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from pydantic import ValidationError
 import arena
 from arena.agents.base import PlayerView
 from arena.agents.catalog import fixed_policy_ids, make_fixed_policy
-from arena.agents.collab_qa import BOTS, read_view
-from arena.environments.collab_qa import CollabQAGame, token_f1
-from arena.environments.qa_world import DOMAIN_DESCRIPTIONS, WorldConfig, cached_world, save_dataset
+from arena.environments.collab_qa.bots import BOTS, read_view
+from arena.environments.collab_qa.rules import CollabQAGame, token_f1
+from arena.environments.collab_qa.world import DOMAIN_DESCRIPTIONS, WorldConfig, cached_world, save_dataset
 from arena.records import Episode, Matchup
 from arena.registry import register
 from arena.rollout import play_many

@@ -6,7 +6,7 @@ from arena.config import ConfigError, RunConfig, load_config
 def test_embedded_default_is_the_collab_qa_quick_start_and_its_file_spells_it_out():
     from pathlib import Path
 
-    from arena.trainers.knowledge import KnowledgeConfig
+    from arena.environments.collab_qa.knowledge import KnowledgeConfig
 
     cfg = load_config()
     assert cfg == load_config(Path(__file__).parent.parent / "configs" / "collab_qa.yaml")

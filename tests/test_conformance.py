@@ -21,7 +21,7 @@ def test_every_registered_game_conforms(game_id):
 
 def test_checker_catches_a_leak(monkeypatch):
     # A deliberately broken copy of negotiation that shows the seller's cost to the buyer.
-    from arena.environments.negotiation import NegotiationGame
+    from arena.environments.negotiation.rules import NegotiationGame
     from arena.registry import register
 
     class LeakyNegotiation(NegotiationGame):
@@ -37,7 +37,7 @@ def test_checker_catches_a_leak(monkeypatch):
 
 
 def test_checker_catches_nondeterminism():
-    from arena.environments.repeated_matrix import RepeatedMatrixGame
+    from arena.environments.repeated_matrix.rules import RepeatedMatrixGame
     from arena.registry import register
     import os
 

@@ -1,4 +1,4 @@
-"""Tests for debate-v0 (arena.environments.debate), its scripted bots and tree mode without a model."""
+"""Tests for debate-v0 (arena.environments.debate.rules), its scripted bots and tree mode without a model."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 import arena
 from arena.agents.base import PlayerView, ScriptedPolicy
 from arena.agents.catalog import make_fixed_policy
-from arena.agents.debate import BOTS, read_view, solve
+from arena.environments.debate.bots import BOTS, read_view, solve
 from arena.config import ConfigError, load_config
 from arena.debate_tree import ReplayedGame, TreeConfig, branch_point, grow_trees, replay, tree_stats
-from arena.environments.debate import QUESTION_KINDS, DebateGame, generate_question, normalize_answer, parse_message, parse_verdict
+from arena.environments.debate.rules import QUESTION_KINDS, DebateGame, generate_question, normalize_answer, parse_message, parse_verdict
 from arena.game import IllegalMove
 from arena.records import Matchup
 from arena.rollout import play_episode

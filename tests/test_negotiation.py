@@ -1,4 +1,4 @@
-"""Tests for negotiation-v0 (arena.environments.negotiation) and its scripted bots."""
+"""Tests for negotiation-v0 (arena.environments.negotiation.rules) and its scripted bots."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pydantic import ValidationError
 
 import arena
 from arena.agents.base import PlayerView
-from arena.agents.negotiation import BOTS, BUYER_BOTS, SELLER_BOTS, read_state
-from arena.environments.negotiation import MAX_PRICE_FACTOR, NegotiationGame, parse_move
+from arena.environments.negotiation.bots import BOTS, BUYER_BOTS, SELLER_BOTS, read_state
+from arena.environments.negotiation.rules import MAX_PRICE_FACTOR, NegotiationGame, parse_move
 from arena.game import IllegalMove
 
 GAME = "negotiation-v0"

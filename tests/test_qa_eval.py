@@ -1,4 +1,4 @@
-"""Evaluation of collaborative-QA policies (arena.qa_eval): metrics by hand, bots on real games, `arena eval`."""
+"""Evaluation of collaborative-QA policies (arena.environments.collab_qa.evaluation): metrics by hand, bots on real games, `arena eval`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 from arena.agents.base import Action
 from arena.agents.catalog import make_fixed_policy
-from arena.qa_eval import (
+from arena.environments.collab_qa.evaluation import (
     QAResult,
     aurc,
     auroc,
@@ -182,7 +182,7 @@ def _qa_config(tmp_path: Path, knowledge) -> Path:
 
 @pytest.fixture(scope="module")
 def action_supervised_dir(qa_model_dir, qa_knowledge):
-    from arena.trainers.knowledge import cached_action_supervised
+    from arena.environments.collab_qa.knowledge import cached_action_supervised
 
     return cached_action_supervised(qa_model_dir, qa_knowledge, qa_model_dir.parent.parent)
 
@@ -191,7 +191,7 @@ def test_action_supervised_model_searches_where_it_does_not_know(action_supervis
     from arena.agents.llm import LLMAgent
     from arena.engines.base import SamplingParams
     from arena.engines.hf import HFEngine
-    from arena.trainers.knowledge import read_closed_book
+    from arena.environments.collab_qa.knowledge import read_closed_book
 
     agent = LLMAgent(HFEngine(action_supervised_dir), "supervised", sampling=SamplingParams(max_new_tokens=48, temperature=0.0))
     base = {"world": qa_knowledge.world.model_dump(mode="json")}

@@ -1,4 +1,4 @@
-"""The collaborative-QA model (arena.trainers.knowledge): what it knows, how it plays, how it is cached."""
+"""The collaborative-QA model (arena.environments.collab_qa.knowledge): what it knows, how it plays, how it is cached."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ import pytest
 from transformers import AutoTokenizer
 
 from arena.agents.base import PlayerView
-from arena.agents.collab_qa import FromMemory
+from arena.environments.collab_qa.bots import FromMemory
 from arena.agents.llm import LLMAgent
 from arena.config import ConfigError, load_config
 from arena.engines.base import SamplingParams
 from arena.engines.hf import HFEngine
-from arena.environments.qa_world import ATTRIBUTES, WorldConfig, cached_world
+from arena.environments.collab_qa.world import ATTRIBUTES, WorldConfig, cached_world
 from arena.records import Matchup
 from arena.rollout import play_many
-from arena.trainers.knowledge import (
+from arena.environments.collab_qa.knowledge import (
     KnowledgeConfig,
     build_meta,
     closed_book,
@@ -274,7 +274,7 @@ def test_the_build_is_cached_and_keyed_by_config(qa_model_dir, tiny_model_dir, q
     start = time.perf_counter()
     again = resolve_model_path(None, qa_tiny, cache_dir=tiny_model_dir.parent.parent, warm_start=cfg)
     assert Path(again) == qa_model_dir and time.perf_counter() - start < 5
-    from arena.trainers.knowledge import _key
+    from arena.environments.collab_qa.knowledge import _key
 
     other = cfg.model_copy(update={"memory_rate": 0.3})
     assert _key("x", other.model_dump_json()) != _key("x", cfg.model_dump_json())

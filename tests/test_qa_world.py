@@ -1,4 +1,4 @@
-"""Tests for the collab_qa data (arena.environments.qa_world) and the BM25 search tool (arena.retrieval)."""
+"""Tests for the collab_qa data (arena.environments.collab_qa.world) and the BM25 search tool (arena.environments.collab_qa.retrieval)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from arena import retrieval
-from arena.environments.qa_world import (
+from arena.environments.collab_qa.world import (
     ATTRIBUTES,
     KINDS,
     CorpusDoc,
@@ -27,7 +27,7 @@ from arena.environments.qa_world import (
     read_jsonl,
     save_dataset,
 )
-from arena.retrieval import BM25Index, cached_index, tokenize
+from arena.environments.collab_qa.retrieval import BM25Index, cached_index, tokenize
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from pydantic import ValidationError
 
 import arena
 from arena.agents.base import PlayerView
-from arena.agents.repeated_matrix import BOTS, parse_observation
-from arena.environments.repeated_matrix import RepeatedMatrixGame
+from arena.environments.repeated_matrix.bots import BOTS, parse_observation
+from arena.environments.repeated_matrix.rules import RepeatedMatrixGame
 
 MATRICES = ["prisoners_dilemma", "battle_of_the_sexes", "stag_hunt", "chicken"]
 

@@ -1,4 +1,4 @@
-"""Tests for social_deduction-v0 (arena.environments.social_deduction), its bots and arena.belief."""
+"""Tests for social_deduction-v0 (arena.environments.social_deduction.rules), its bots and arena.belief."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pydantic import ValidationError
 import arena
 from arena.agents.base import PlayerView
 from arena.agents.catalog import make_fixed_policy
-from arena.agents.social_deduction import BOTS, CrewBot, read_state
+from arena.environments.social_deduction.bots import BOTS, CrewBot, read_state
 from arena.belief import Discussion, Utterance, normalise, score_discussions, speaking_reward
-from arena.environments.social_deduction import IMPOSTOR, QUICK, SocialDeductionGame
+from arena.environments.social_deduction.rules import IMPOSTOR, QUICK, SocialDeductionGame
 from arena.records import Matchup
 from arena.rollout import play_many
 from arena.testing import check_game

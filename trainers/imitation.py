@@ -36,6 +36,7 @@ import torch
 from arena.agents.base import PlayerView
 from arena.agents.catalog import make_fixed_policy
 from arena.records import Episode, Matchup
+from arena.seeds import derive_seed
 from arena.rollout import play_many
 from arena.tiny import build_once
 
@@ -97,7 +98,7 @@ class ImitationConfig(pydantic.BaseModel):
 def demonstrations(seatings: Sequence[Seating], episodes_per_seating: int, seed: int) -> list[Episode]:
     """Scripted play of every seating, ``episodes_per_seating`` times each, seeds derived from ``seed``."""
     matchups = [
-        Matchup(game=game, seed=_derived_seed(seed, i, k), seats=dict(seats))
+        Matchup(game=game, seed=derive_seed(seed, i, k), seats=dict(seats))
         for i, (game, seats) in enumerate(seatings)
         for k in range(episodes_per_seating)
     ]
@@ -106,10 +107,6 @@ def demonstrations(seatings: Sequence[Seating], episodes_per_seating: int, seed:
         return {pid: make_fixed_policy(pid, m.game) for pid in set(m.seats.values())}
 
     return asyncio.run(play_many(matchups, pool, concurrency=256))
-
-
-def _derived_seed(seed: int, *path: int) -> int:
-    return int(np.random.SeedSequence([seed, *path]).generate_state(1)[0])
 
 
 def imitation_examples(

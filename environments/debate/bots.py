@@ -43,7 +43,7 @@ import re
 import numpy as np
 
 from arena.agents.base import PlayerView, ScriptedPolicy
-from arena.environments.debate import ORDER_RELATIONS, normalize_answer
+from arena.environments.debate.rules import ORDER_RELATIONS, normalize_answer
 
 _ROLE = re.compile(r"^Role: (\w+)\s*$", re.M)
 _QUESTION = re.compile(r"^Question: (.*)$", re.M)

@@ -11,7 +11,7 @@ Seats
     ``asker`` sees the question and gives the final answer; it has no tool
     unless ``asker_tool`` names one. ``helper_0`` ... ``helper_{N-1}``
     (``helpers``, default 2) each own one search tool: BM25
-    (:mod:`arena.retrieval`) over one corpus, by default the data's corpora in
+    (:mod:`arena.environments.collab_qa.retrieval`) over one corpus, by default the data's corpora in
     name order (the generated world: ``compounds``, ``people``);
     ``helper_tools`` chooses. Helpers see only what the asker sends them.
 
@@ -79,7 +79,7 @@ What each player sees (``observe_text``; stable lines bots parse)
     gold answer and the scores.
 
 Questions
-    From the generated world (:mod:`arena.environments.qa_world`,
+    From the generated world (:mod:`arena.environments.collab_qa.world`,
     ``world`` config) or, with ``data_dir``, from a data directory in the same
     JSONL format (``questions.jsonl``, ``corpora/<tool>.jsonl``). ``split``
     picks the questions (``train``, ``test``, ``ood``; None: all), ``domain``
@@ -130,9 +130,9 @@ import numpy as np
 from gymnasium import spaces
 from pydantic import Field, model_validator
 
-from arena.environments.qa_world import QADataset, QuestionRecord, WorldConfig, cached_world, load_dataset
+from arena.environments.collab_qa.world import QADataset, QuestionRecord, WorldConfig, cached_world, load_dataset
 from arena.game import FreeText, GameConfig, IllegalMove, TextGame, clean_text
-from arena.retrieval import BM25Index, cached_index
+from arena.environments.collab_qa.retrieval import BM25Index, cached_index
 
 PRIVATE = "[private]"
 _KEYWORD = re.compile(r"^[ \t>*_`#-]*(ASK|ANSWER|ABSTAIN|SEARCH|REPLY)\b", re.IGNORECASE | re.MULTILINE)

@@ -1,7 +1,7 @@
 """The collaborative-QA model: a tiny model that knows a measurable part of a generated world.
 
 Eisenstein et al. (2025) train agents to learn *what they know*. With a
-generated world (:mod:`arena.environments.qa_world`) "what the model knows"
+generated world (:mod:`arena.environments.collab_qa.world`) "what the model knows"
 is a fact of the data: the model is pre-trained on exactly the facts marked
 ``known`` and on nothing else of the world, and :func:`closed_book` measures
 how much of that stuck.
@@ -41,7 +41,7 @@ Three training stages, then a baseline:
    seeds ``world.seed + 1000 + k``; their names are cut into letters, and
    learning to copy them cost ~10x the steps.)
 1. Knowledge. Each known fact as a sentence
-   (:func:`~arena.environments.qa_world.known_fact_lines`) and as a
+   (:func:`~arena.environments.collab_qa.world.known_fact_lines`) and as a
    closed-book answer: the asker's prompt in the game's closed-book setting
    (``collab_qa-v0`` with no helpers and no tool), rendered by the LLM agent
    exactly as in play, for each of the fact's first ``qa_templates``
@@ -98,7 +98,7 @@ from typing import Any, Literal
 import numpy as np
 import pydantic
 
-from arena.environments.qa_world import ATTRIBUTES, QuestionRecord, WorldConfig, cached_world, known_fact_lines
+from arena.environments.collab_qa.world import ATTRIBUTES, QuestionRecord, WorldConfig, cached_world, known_fact_lines
 
 GAME = "collab_qa-v0"
 META_FILE = "arena_qa_model.json"
@@ -275,7 +275,7 @@ def qa_text_corpus(world: WorldConfig, episodes: int = 8, seed: int = 0) -> list
     """Observations, moves and system prompts of scripted play of collab_qa on ``world``: every bot in
     every seat, collaborative and isolated (each corpus), ``episodes`` games each, all questions."""
     from arena.agents.catalog import make_fixed_policy
-    from arena.agents.collab_qa import BOTS
+    from arena.environments.collab_qa.bots import BOTS
     from arena.agents.llm import LLMAgent
     from arena.records import Matchup
     from arena.rollout import play_many
@@ -284,7 +284,7 @@ def qa_text_corpus(world: WorldConfig, episodes: int = 8, seed: int = 0) -> list
     settings = [({"split": None, "world": wj}, ("asker", "helper_0", "helper_1"))]
     settings += [({"split": None, "world": wj, "helpers": 0, "asker_tool": c, "domain": c}, ("asker",)) for c in sorted(cached_world(world).corpora)]
     matchups = [
-        Matchup(game=GAME, seed=_derived_seed(seed, b, s, k), seats={p: f"scripted/{bot}" for p in players}, game_kwargs=kwargs)
+        Matchup(game=GAME, seed=derive_seed(seed, b, s, k), seats={p: f"scripted/{bot}" for p in players}, game_kwargs=kwargs)
         for b, bot in enumerate(sorted(BOTS))
         for s, (kwargs, players) in enumerate(settings)
         for k in range(episodes)
@@ -322,7 +322,7 @@ def _chat(tokenizer: Any, user: str) -> list[int]:
 def _reading_sources(cfg: KnowledgeConfig):
     """(dataset, questions) pairs stage 0 reads: the model's own world's train split (``reading_source="own"``),
     or every question of ``reading_worlds`` other worlds, none of whose entities is in the model's world."""
-    from arena.environments.qa_world import generate_world
+    from arena.environments.collab_qa.world import generate_world
 
     if cfg.reading_source == "own":
         ds = cached_world(cfg.world)
@@ -342,7 +342,7 @@ def reading_examples(cfg: KnowledgeConfig, tokenizer: Any, render: Callable[[Any
     (``in_game``, given the agent's ``render``) the same search result in the game's own prompts: the asker
     alone with the tool, and the helper holding it, each after searching."""
     from arena.agents.base import PlayerView
-    from arena.environments.qa_world import extract_answer
+    from arena.environments.collab_qa.world import extract_answer
     from arena.game import clean_text
     from arena.trainers.imitation import end_token_id
 
@@ -475,15 +475,11 @@ def teacher_demonstrations(cfg: KnowledgeConfig, teacher, seed: int) -> list:
         kwargs = {"split": "train", "world": world, "helpers": 0, "asker_tool": corpus, "domain": corpus}
         settings.append((kwargs, ("asker",), cfg.isolated_episodes))
     matchups = [
-        Matchup(game=GAME, seed=_derived_seed(seed, s, k), seats={p: teacher.policy_id for p in players}, game_kwargs=kwargs)
+        Matchup(game=GAME, seed=derive_seed(seed, s, k), seats={p: teacher.policy_id for p in players}, game_kwargs=kwargs)
         for s, (kwargs, players, n) in enumerate(settings)
         for k in range(n)
     ]
     return asyncio.run(play_many(matchups, {teacher.policy_id: teacher}, concurrency=256))
-
-
-def _derived_seed(seed: int, *path: int) -> int:
-    return int(np.random.SeedSequence([seed, *path]).generate_state(1)[0])
 
 
 def draw(pool: list[Example], n: int, seed: int) -> list[Example]:
@@ -549,7 +545,7 @@ def _load(path: str | Path):
 
 def build_knowledge_model(base_path: str | Path, out_dir: str | Path, cfg: KnowledgeConfig) -> Path:
     """Stages 0-2 of the module docstring, from ``base_path``; saves the model to ``out_dir``."""
-    from arena.agents.collab_qa import FromMemory
+    from arena.environments.collab_qa.bots import FromMemory
     from arena.trainers.imitation import imitation_examples
 
     timings: dict[str, float] = {}
@@ -594,7 +590,7 @@ def build_knowledge_model(base_path: str | Path, out_dir: str | Path, cfg: Knowl
 
 def build_action_supervised(knowledge_path: str | Path, out_dir: str | Path, cfg: KnowledgeConfig) -> Path:
     """Fine-tune the knowledge model to search exactly where its own closed-book answer is wrong."""
-    from arena.agents.collab_qa import FromMemory
+    from arena.environments.collab_qa.bots import FromMemory
     from arena.trainers.imitation import imitation_examples
 
     tick = time.perf_counter()

@@ -6,8 +6,8 @@ Every bot reads only ``view.observation`` (the game's stable lines:
 plays any seat: asker or helper, in the collaborative or the isolated setting.
 
 Reading documents. For the generated world, bots find an answer in a search
-result with the world's own templates (:func:`~arena.environments.qa_world.parse_question`
-and :func:`~arena.environments.qa_world.extract_answer`): the highest-ranked
+result with the world's own templates (:func:`~arena.environments.collab_qa.world.parse_question`
+and :func:`~arena.environments.collab_qa.world.extract_answer`): the highest-ranked
 result that states the asked attribute of the asked entity gives the answer
 span. For other data (questions in no known template) a bot that searched
 replies with the top result's first sentence, hedged.
@@ -46,7 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from arena.agents.base import PlayerView, ScriptedPolicy
-from arena.environments.qa_world import FactRecord, cached_world, extract_answer, fact_table, parse_question
+from arena.environments.collab_qa.world import FactRecord, cached_world, extract_answer, fact_table, parse_question
 
 IDK = "I don't know."
 HEDGE_PREFIX = "I'm not sure, but "

@@ -65,7 +65,7 @@ from typing import Any
 import numpy as np
 
 from arena.agents.base import Policy
-from arena.environments.qa_world import QuestionRecord
+from arena.environments.collab_qa.world import QuestionRecord
 from arena.records import Episode, Matchup
 from arena.rollout import play_many
 
@@ -189,8 +189,8 @@ def base_game_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
 def question_matchups(setting: str, split: str, policy_id: str, base: Mapping[str, Any], *,
                       limit: int | None = None, seed: int = 0) -> tuple[list[Matchup], list[QuestionRecord]]:
     """One matchup per question of ``split`` (the first ``limit``), in ``setting``, ``policy_id`` in every seat."""
-    from arena.environments.collab_qa import load_bank
-    from arena.environments.qa_world import WorldConfig
+    from arena.environments.collab_qa.rules import load_bank
+    from arena.environments.collab_qa.world import WorldConfig
 
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; settings: {', '.join(SETTINGS)}")
@@ -486,7 +486,7 @@ def qa_game_kwargs(cfg) -> dict[str, Any]:
     """The options of the run config's first collab_qa entry, less seats, tools and split; the world of a
     knowledge warm start when the entry names none."""
     from arena.config import ConfigError
-    from arena.trainers.knowledge import KnowledgeConfig
+    from arena.environments.collab_qa.knowledge import KnowledgeConfig
 
     entries = [g for g in cfg.games if g.id == GAME]
     if not entries:
@@ -522,7 +522,7 @@ def run_eval(
     from arena.engines.hf import HFEngine
     from arena.models import resolve_model_path
     from arena.tiny import default_cache_dir
-    from arena.trainers.knowledge import KnowledgeConfig, cached_action_supervised
+    from arena.environments.collab_qa.knowledge import KnowledgeConfig, cached_action_supervised
 
     console = console or Console()
     for s in settings:

@@ -1,0 +1,81 @@
+"""Warm starts: what a run does to its model before any reinforcement learning.
+
+A warm start is a named recipe with a typed config and a builder; a run config
+picks one with ``model.warm_start.recipe`` (the default, ``imitation``, clones
+the bots that the run's games declare). A game package may register its own:
+collaborative QA's knowledge model is one. Builders return the directory of
+the warm-started model, cached by their config.
+
+    register_warm_start("imitation", ImitationConfig, build_imitation)
+    cfg = warm_start_config({"recipe": "imitation", "steps": 100})
+    path = build_warm_start(WarmStartRequest(tiny=..., config=cfg, cache_dir=..., games=[...]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+
+@dataclass(frozen=True)
+class WarmStartRequest:
+    """What a builder gets: the tiny model's shape, its own config, the model cache, and the run's game ids."""
+
+    tiny: Any
+    config: pydantic.BaseModel
+    cache_dir: Path
+    games: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    name: str
+    config: type[pydantic.BaseModel]
+    build: Callable[[WarmStartRequest], Path]
+    #: whether the builder trains the tiny model from scratch with its own tokenizer (true) or
+    #: fine-tunes the run's tiny model built on the run's games' text (false)
+    own_base: bool = False
+
+
+WARM_STARTS: dict[str, WarmStart] = {}
+
+
+def register_warm_start(name: str, config: type[pydantic.BaseModel], build: Callable[[WarmStartRequest], Path], *, own_base: bool = False) -> None:
+    """Register a warm-start recipe. ``config`` must accept a ``recipe`` key equal to ``name``."""
+    WARM_STARTS[name] = WarmStart(name, config, build, own_base)
+
+
+def _builtin() -> None:
+    import arena.trainers.imitation  # noqa: F401  (registers "imitation")
+
+
+def warm_start_config(value: Any) -> pydantic.BaseModel | None:
+    """Validate ``model.warm_start``: None, or a mapping whose ``recipe`` (default ``imitation``) names a registered recipe."""
+    if value is None:
+        return None
+    _builtin()
+    if isinstance(value, pydantic.BaseModel):
+        name = getattr(value, "recipe", None)
+        if name in WARM_STARTS and isinstance(value, WARM_STARTS[name].config):
+            return value
+        raise ValueError(f"not a warm-start config: {type(value).__name__}")
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a mapping with a 'recipe' key (one of {', '.join(sorted(WARM_STARTS))}) or null")
+    name = value.get("recipe", "imitation")
+    if name not in WARM_STARTS:
+        raise ValueError(f"unknown warm-start recipe {name!r}; registered: {', '.join(sorted(WARM_STARTS))} (a game's own: list its module under `imports:`)")
+    return WARM_STARTS[name].config.model_validate({**value, "recipe": name})
+
+
+def build_warm_start(request: WarmStartRequest) -> Path:
+    _builtin()
+    return WARM_STARTS[request.config.recipe].build(request)
+
+
+def game_ids(games: Sequence[Any]) -> tuple[str, ...]:
+    """The distinct game ids of a run's entries, sorted."""
+    return tuple(sorted({g if isinstance(g, str) else g.id for g in games}))
