@@ -129,7 +129,7 @@ class TrainerConfig(Section):
     """How the model policies learn from the episodes they play."""
 
     #: "pg": online policy gradient; "rest": filtered imitation of the best episodes;
-    #: "dpo": preference pairs from debate trees (arena.debate_tree; debate games only); "none": evaluate only
+    #: "dpo": preference pairs from debate trees (arena.trainers.trees; debate games only); "none": evaluate only
     recipe: Literal["pg", "rest", "dpo", "none"] = "pg"
     rounds: int = Field(10, ge=0)
     #: episodes of one matchup and seed that form a baseline group (GRPO-style); sampling differs

@@ -10,7 +10,7 @@
    advantaged samples, update each trained policy, push the new weights to its
    engine with a version number, log, checkpoint (``trainer.recipe=dpo``: each
    training matchup grows a debate tree instead, and the policy learns from its
-   preference pairs; see :mod:`arena.debate_tree`);
+   preference pairs; see :mod:`arena.trainers.trees`);
 4. evaluate again (the "after" tournament) and print the before/after table.
 
 With ``trainer.recipe=none`` only step 2 runs: a tournament.
@@ -245,7 +245,7 @@ def run(cfg: RunConfig, console: Console | None = None, *, resume: bool = False)
     import mlflow
 
     from arena.trainers.advantages import RoleBaseline
-    from arena.debate_tree import policy_pairs
+    from arena.trainers.trees import policy_pairs
     from arena.trainers.selfplay import policy_gradient_samples, rest_samples, trained_seats
 
     console = console or Console()
@@ -484,9 +484,9 @@ def _play(matchups: list[Matchup], pools: Mapping[str, Mapping[str, Policy]] | C
 
 
 def _grow_trees(matchups: list[Matchup], labels: list[str], pools: Mapping[str, Mapping[str, Policy]], cfg: RunConfig, round_index: int, console: Console):
-    """A DPO round: each training matchup is the trunk of one debate tree per model seat (arena.debate_tree).
+    """A DPO round: each training matchup is the trunk of one debate tree per model seat (arena.trainers.trees).
     Returns the trees, every episode played in them (trunks and rollouts) and each episode's game label."""
-    from arena.debate_tree import TreeConfig, grow_trees
+    from arena.trainers.trees import TreeConfig, grow_trees
 
     t = cfg.trainer
     tree_cfg = TreeConfig(branches=t.tree_branches, rollouts=t.tree_rollouts, turn=t.tree_turn)

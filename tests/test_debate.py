@@ -14,7 +14,7 @@ from arena.agents.base import PlayerView, ScriptedPolicy
 from arena.agents.catalog import make_fixed_policy
 from arena.environments.debate.bots import BOTS, read_view, solve
 from arena.config import ConfigError, load_config
-from arena.debate_tree import ReplayedGame, TreeConfig, branch_point, grow_trees, replay, tree_stats
+from arena.trainers.trees import ReplayedGame, TreeConfig, branch_point, grow_trees, replay, tree_stats
 from arena.environments.debate.rules import QUESTION_KINDS, DebateGame, generate_question, normalize_answer, parse_message, parse_verdict
 from arena.game import IllegalMove
 from arena.records import Matchup

@@ -14,7 +14,7 @@ from rich.console import Console
 from arena.agents.catalog import make_fixed_policy
 from arena.agents.llm import LLMAgent
 from arena.config import RunConfig
-from arena.debate_tree import TreeConfig, grow_trees
+from arena.trainers.trees import TreeConfig, grow_trees
 from arena.engines.base import SamplingParams
 from arena.engines.hf import HFEngine
 from arena.records import Matchup
@@ -174,7 +174,7 @@ def test_dpo_learner_skips_pairs_without_tokens(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     from arena.config import TrainerConfig
-    from arena.debate_tree import PreferencePair
+    from arena.trainers.trees import PreferencePair
 
     learner = DPOLearner(AutoModelForCausalLM.from_pretrained(tiny_model_dir), TrainerConfig(recipe="dpo"), pad_id=0)
     scripted = PreferencePair(prompt_ids=[], chosen_ids=[], rejected_ids=[], chosen_score=1.0, rejected_score=0.0, label="resist")

@@ -13,7 +13,7 @@ gradient raises the chosen completion's log-probability relative to the
 rejected one's, weighted by how wrongly the implicit rewards currently order
 them; ``beta`` sets how far from the reference the policy may move.
 
-Pairs carry token ids exactly as sampled (:class:`arena.debate_tree.PreferencePair`):
+Pairs carry token ids exactly as sampled (:class:`arena.trainers.trees.PreferencePair`):
 nothing is re-tokenised.
 """
 

@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from arena.config import TrainerConfig
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from arena.config import TrainerConfig
 from arena.records import Episode
 from arena.trainers.advantages import ADVANTAGES, RoleBaseline, seat_returns
 from arena.trainers.batching import Sample, collate, forward_logprobs

@@ -7,7 +7,7 @@ resist persuasion toward a wrong answer and accept persuasion toward a right
 one. The adversarial variant is zero-sum debate with a judge (Irving et al.,
 "AI safety via debate"; "Reward Design for Justifiable Sequential
 Decision-Making"). Tree mode and preference pairs are in
-:mod:`arena.debate_tree`; this file holds the rules only.
+:mod:`arena.trainers.trees`; this file holds the rules only.
 
 Roles
     ``debater_0`` and ``debater_1``; with ``judge="model"`` also ``judge``, a

@@ -1,0 +1,188 @@
+"""Where a run's policies live and play: the model policies (engines, learners, snapshots), the
+fixed policies, and the runtime that plays matchups and syncs weights.
+
+:class:`LocalRuntime` runs everything in this process (``cluster.mode: local``, the default);
+:class:`arena.distributed.RayRuntime` does the same with actors on a Ray cluster. A runtime makes
+the model policies' engines and learners, plays a batch of matchups and pushes a learner's weights to
+its engine; the experiment driver (:mod:`arena.experiment`) is the same for both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from arena.agents.base import Policy
+from arena.agents.catalog import make_fixed_policy
+from arena.agents.llm import LLMAgent
+from arena.config import SNAPSHOT, RolloutConfig, RunConfig, is_model_policy
+from arena.engines.base import SamplingParams
+from arena.records import Episode, Matchup
+from arena.rollout import play_many
+from arena.seeds import TRAIN
+
+
+@dataclass
+class ModelPolicies:
+    """The run's model policies: per policy id an engine-backed agent and (when training) a learner."""
+
+    agents: dict[str, LLMAgent]
+    learners: dict[str, Any]
+    tokenizer: Any
+    snapshot: LLMAgent | None = None
+    #: version -> weights of past snapshots of "main", served to "snapshot" seats
+    pool: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+
+    @property
+    def trained(self) -> bool:
+        return bool(self.learners)
+
+
+def model_policy_ids(cfg: RunConfig) -> list[str]:
+    ids = {pid for g in cfg.games for seats in g.matchups for pid in seats.values() if is_model_policy(pid)}
+    if cfg.critic is not None and is_model_policy(cfg.critic.critic):
+        ids.add(cfg.critic.critic)
+    return sorted(ids)
+
+
+class LocalRuntime:
+    """``cluster.mode: local``, the default: engines, learners and rollouts in this process.
+
+    A runtime makes the model policies' engines and learners, plays a round's
+    matchups, and pushes a learner's weights to its engine; :class:`arena.distributed.RayRuntime`
+    does the same with actors on a Ray cluster.
+    """
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        self.probes: dict[str, Any] = {}
+
+    def __enter__(self) -> "LocalRuntime":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def engine(self, name: str, model_path: str) -> Any:
+        from arena.engines.hf import HFEngine
+
+        return HFEngine(model_path, device=self.cfg.model.device, dtype=self.cfg.model.dtype, max_batch_size=self.cfg.engine.max_batch_size)
+
+    def learner(self, learner_class: type, model: Any, *, pad_id: int, max_len: int, name: str = "learner") -> Any:
+        return learner_class(model, self.cfg.trainer, pad_id=pad_id, max_len=max_len)
+
+    def play(self, matchups: list[Matchup], pools: Mapping[str, Mapping[str, Policy]], ids: list[str], console: Console, label: str,
+             *, step: int | None = None, tag: str = "train") -> list[Episode]:
+        return play_with_progress(matchups, pools, ids, self.cfg.rollout, console, label)
+
+    def sync(self, policy_id: str, engine: Any, learner: Any) -> dict[str, float]:
+        """Load the learner's weights into its engine, with its version, and check the engine on the probe."""
+        from arena.weight_sync import make_probe, probe_logprobs, sync_local
+
+        probe = self.probes.setdefault(policy_id, make_probe(engine.tokenizer))
+        report = sync_local({policy_id: engine}, learner.model.state_dict(), learner.version, probe, probe_logprobs(learner.model, probe),
+                            tolerance=self.cfg.cluster.probe_tolerance)
+        return report.metrics(f"sync/{policy_id}")
+
+
+def make_runtime(cfg: RunConfig) -> Any:
+    """The runtime ``cluster.mode`` names (Ray is imported only for ``ray``)."""
+    if cfg.cluster.mode == "ray":
+        from arena.distributed import RayRuntime
+
+        return RayRuntime(cfg)
+    return LocalRuntime(cfg)
+
+
+def load_model_policies(cfg: RunConfig, console: Console, runtime: Any = None) -> ModelPolicies | None:
+    ids = model_policy_ids(cfg)
+    if not ids:
+        return None
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from arena.models import resolve_model_path
+    from arena.trainers.dpo import DPOLearner
+    from arena.trainers.selfplay import Learner
+
+    with console.status("Preparing the model (built once and cached)"):
+        path = resolve_model_path(cfg.model.path, cfg.model.tiny, warm_start=cfg.model.warm_start)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    console.print(f"model: [bold]{path}[/bold]")
+    sampling = SamplingParams(max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p)
+
+    runtime = runtime or LocalRuntime(cfg)
+
+    def agent(policy_id: str) -> LLMAgent:
+        engine = runtime.engine(policy_id, path)
+        return LLMAgent(engine, policy_id, sampling=sampling, history_turns=cfg.agent.history_turns, max_prompt_tokens=cfg.agent.max_prompt_tokens)
+
+    agents = {pid: agent(pid) for pid in ids}
+    learners = {}
+    if cfg.trainer.recipe != "none" and cfg.trainer.rounds > 0:
+        for pid in ids:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(cfg.model.dtype)).to(cfg.model.device)
+            learner_class = DPOLearner if cfg.trainer.recipe == "dpo" else Learner
+            learners[pid] = runtime.learner(learner_class, model, pad_id=tokenizer.pad_token_id, max_len=cfg.agent.max_prompt_tokens + cfg.sampling.max_new_tokens, name=pid)
+    policies = ModelPolicies(agents=agents, learners=learners, tokenizer=tokenizer)
+    if any(pid == SNAPSHOT for g in cfg.games for seats in g.matchups for pid in seats.values()):
+        policies.snapshot = agent("main@0")
+        policies.pool[0] = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(cfg.model.dtype)).state_dict()
+    return policies
+
+
+def _dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def policy_pools(cfg: RunConfig, models: ModelPolicies | None) -> dict[str, dict[str, Policy]]:
+    """Per game id: policy id -> policy (bots are per game: "scripted/random" differs between games)."""
+    pools: dict[str, dict[str, Policy]] = {}
+    for game in cfg.games:
+        pool = pools.setdefault(game.id, {})
+        for seats in game.matchups:
+            for pid in seats.values():
+                if pid in pool or pid == SNAPSHOT:
+                    continue
+                pool[pid] = models.agents[pid] if is_model_policy(pid) else make_fixed_policy(pid, game.id)
+    return pools
+
+
+def choose_snapshot(cfg: RunConfig, models: ModelPolicies | None, round_index: int) -> str:
+    """Load a past snapshot of "main", drawn from the pool by the round's own generator, into the snapshot engine."""
+    if models is None or models.snapshot is None:
+        return SNAPSHOT
+    versions = sorted(models.pool)
+    rng = np.random.default_rng([cfg.seed, TRAIN, round_index, 0x5A])
+    version = versions[int(rng.integers(len(versions)))]
+    engine = models.snapshot.engine
+    if engine.version != version:
+        engine.update_weights(models.pool[version], version)
+    models.snapshot.policy_id = f"main@{version}"
+    return models.snapshot.policy_id
+
+
+def play_with_progress(matchups: list[Matchup], pools: Mapping[str, Mapping[str, Policy]] | Callable[[Matchup], Mapping[str, Policy]],
+                       ids: list[str], rollout: RolloutConfig, console: Console, label: str) -> list[Episode]:
+    """Play with a progress bar; ``pools`` maps game id -> policies, or is a function of the matchup."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(f"{label}: episodes", total=len(matchups))
+        return asyncio.run(
+            play_many(
+                matchups,
+                pools if callable(pools) else (lambda m: pools[m.game]),
+                concurrency=rollout.concurrency,
+                episode_ids=ids,
+                on_episode=lambda ep: progress.advance(task),
+                max_steps=rollout.max_steps,
+            )
+        )
+
+
