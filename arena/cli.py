@@ -55,46 +55,88 @@ def run(
 @app.command("eval")
 def eval_command(
     args: list[str] = typer.Argument(..., help="CONFIG.yaml [key=value ...], or MODEL_DIR (a trained model, e.g. a checkpoint's policies/main)."),
+    game: Optional[str] = typer.Option(None, "--game", help="the game whose evaluation to run (default: the config's one game with an evaluation)"),
     model: Optional[list[str]] = typer.Option(None, "--model", help="a trained model directory to evaluate as well (repeatable)"),
-    split: Optional[list[str]] = typer.Option(None, "--split", help="question split (repeatable; default: test and ood)"),
-    setting: Optional[list[str]] = typer.Option(None, "--setting", help="isolated or collaborative (repeatable; default: both)"),
-    limit: Optional[int] = typer.Option(None, min=1, help="only the first N questions of each split"),
-    baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="also evaluate the untrained model, the bots and the action-supervised model"),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="the game's own option, key=value (repeatable), e.g. -o split=test"),
+    limit: Optional[int] = typer.Option(None, min=1, help="only the first N questions or episodes of each split"),
+    baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="also evaluate the game's baselines (untrained model, bots, ...)"),
     temperature: float = typer.Option(0.0, min=0.0, help="model sampling temperature (0: greedy)"),
+    imports: Optional[list[str]] = typer.Option(None, "--import", "-i", help="a module to import first (your game package); repeatable"),
 ) -> None:
-    """Evaluate collaborative-QA policies alone (isolated) and in a group: F1, searches, selective prediction."""
-    from arena.config import ConfigError
-    from arena.environments.collab_qa.evaluation import SETTINGS, run_eval
+    """Evaluate trained policies with a game's own evaluation (the games that declare one: see `arena games`)."""
+    from arena.config import ConfigError, load_config
+    from arena.registry import EvalRequest, registered_games
 
+    _imports(imports)
     target, overrides = args[0], args[1:]
+    options: dict[str, list[str]] = {}
+    for item in option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"--option {item!r} must look like key=value")
+        options.setdefault(key, []).append(value)
+    evaluable = {gid: s for gid, s in registered_games().items() if s.evaluate is not None}
+    if game is None:
+        candidates = sorted(evaluable)
+        if target.endswith((".yaml", ".yml")):
+            try:
+                cfg = load_config(target, overrides)
+            except ConfigError as e:
+                _fail(str(e))
+            candidates = sorted({g.id for g in cfg.games} & set(evaluable))
+        if len(candidates) != 1:
+            _fail(f"name the game to evaluate with --game; games with an evaluation: {', '.join(candidates or sorted(evaluable)) or 'none'}")
+        game = candidates[0]
+    if game not in evaluable:
+        _fail(f"{game!r} declares no evaluation; games with one: {', '.join(sorted(evaluable)) or 'none'}")
+    request = EvalRequest(target=target, overrides=list(overrides), models=list(model or []), options=options, limit=limit,
+                          baselines=baselines, temperature=temperature)
     try:
-        run_eval(target, overrides, models=model or [], splits=split or ("test", "ood"), settings=setting or SETTINGS,
-                 limit=limit, baselines=baselines, temperature=temperature, console=console)
+        evaluable[game].evaluate(request, console)
     except (ConfigError, ValueError) as e:
         _fail(str(e))
 
 
+def _imports(modules: Optional[list[str]]) -> None:
+    """Import a user's game modules (from the working directory too) before games are listed or played."""
+    from arena.registry import import_modules
+
+    if modules:
+        try:
+            import_modules(modules, [os.getcwd()])
+        except ImportError as e:
+            _fail(str(e))
+
+
 @app.command()
-def games() -> None:
-    """List the registered games."""
+def games(
+    imports: Optional[list[str]] = typer.Option(None, "--import", "-i", help="a module to import first (your game package); repeatable"),
+) -> None:
+    """List the registered games: shipped, installed (entry points in `arena.games`) and imported."""
     from rich.table import Table
 
     from arena.registry import registered_games
 
+    _imports(imports)
     table = Table(title="Registered games")
     table.add_column("id", style="bold")
     table.add_column("description")
+    table.add_column("bots (scripted/<name>)")
+    table.add_column("from")
     for gid, spec in registered_games().items():
-        table.add_row(gid, spec.description)
+        extras = [name for name, hook in (("report", spec.report), ("eval", spec.evaluate), ("critics", spec.critics), ("tree", spec.tree)) if hook]
+        origin = getattr(spec.load(), "__module__", "?").removeprefix("arena.environments.").split(".")[0]
+        table.add_row(gid, spec.description, ", ".join(spec.bots) or "-", origin + (f" ({', '.join(extras)})" if extras else ""))
     console.print(table)
 
 
 @app.command()
 def play(
-    game: str = typer.Argument(..., help="game id, e.g. negotiation-v0"),
+    game: str = typer.Argument(..., help="a registered game id (see `arena games`)"),
     seat: Optional[str] = typer.Option(None, help="the player you sit in (default: the first player)"),
     opponent: Optional[str] = typer.Option(None, help="policy id for the other seats (default: the game's first scripted bot)"),
     seed: int = typer.Option(0, help="episode seed"),
+    imports: Optional[list[str]] = typer.Option(None, "--import", "-i", help="a module to import first (your game package); repeatable"),
 ) -> None:
     """Play a game by hand against scripted bots."""
     from arena.agents.catalog import fixed_policy_ids, make_fixed_policy
@@ -103,6 +145,7 @@ def play(
     from arena.registry import make, registered_games
     from arena.rollout import play_episode
 
+    _imports(imports)
     if game not in registered_games():
         _fail(f"unknown game {game!r}; registered: {', '.join(registered_games())}")
     players = list(make(game).possible_agents)

@@ -10,14 +10,14 @@ naming the key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from importlib.resources import files
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
+from arena.registry import import_modules
 from arena.tiny import TinyModelConfig
-from arena.trainers.imitation import ImitationConfig
-from arena.environments.collab_qa.knowledge import KnowledgeConfig
 
 
 class ConfigError(ValueError):
@@ -28,28 +28,36 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _warm_start_kind(value: Any) -> str:
-    if isinstance(value, KnowledgeConfig) or (isinstance(value, dict) and value.get("recipe") == "knowledge"):
-        return "knowledge"
-    return "imitation"
-
-
-#: the default imitation of every game's bots, or (``recipe: knowledge``) the collaborative-QA model
-WarmStart = Annotated[
-    Union[Annotated[ImitationConfig, Tag("imitation")], Annotated[KnowledgeConfig, Tag("knowledge")]],
-    Discriminator(_warm_start_kind),
-]
-
-
 class ModelConfig(Section):
     #: a local directory or hub id of a causal LM; none = build the tiny model locally
     path: str | None = None
     tiny: TinyModelConfig = TinyModelConfig()
-    #: behaviour cloning of the scripted bots before anything else (tiny model only; null = off);
-    #: ``recipe: knowledge`` builds the collaborative-QA model instead (arena.environments.collab_qa.knowledge)
-    warm_start: WarmStart | None = ImitationConfig()
+    #: what is done to the tiny model before any training (null = nothing): a registered warm-start
+    #: recipe (arena.warm_start) named by ``recipe``; the default, ``imitation``, clones the bots the
+    #: run's games declare. A game package may register its own. Ignored (and reported) with ``path``.
+    warm_start: SerializeAsAny[BaseModel] | None = Field(default_factory=lambda: _warm_start({"recipe": "imitation"}))
     device: Literal["cpu", "cuda"] = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    @field_validator("warm_start", mode="before")
+    @classmethod
+    def _registered_warm_start(cls, v: Any) -> Any:
+        return _warm_start(v)
+
+    @field_validator("path")
+    @classmethod
+    def _model_exists(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from arena.models import check_model_path
+
+        return check_model_path(v)
+
+
+def _warm_start(value: Any) -> Any:
+    from arena.warm_start import warm_start_config
+
+    return warm_start_config(value)
 
 
 class EngineConfig(Section):
@@ -125,12 +133,17 @@ def is_model_policy(pid: str) -> bool:
     return pid == MAIN or pid.startswith(MAIN + "/")
 
 
+#: ``trainer.recipe`` of a run that only evaluates
+NO_RECIPE = "none"
+
+
 class TrainerConfig(Section):
     """How the model policies learn from the episodes they play."""
 
-    #: "pg": online policy gradient; "rest": filtered imitation of the best episodes;
-    #: "dpo": preference pairs from debate trees (arena.trainers.trees; debate games only); "none": evaluate only
-    recipe: Literal["pg", "rest", "dpo", "none"] = "pg"
+    #: a name in arena.trainers.recipes.RECIPES ("pg": online policy gradient; "rest": filtered
+    #: imitation of the best episodes; "dpo": preference pairs from trees branched at the trained
+    #: seats' turns), or "none": evaluate only
+    recipe: str = "pg"
     rounds: int = Field(10, ge=0)
     #: episodes of one matchup and seed that form a baseline group (GRPO-style); sampling differs
     group_size: int = Field(4, ge=1)
@@ -174,6 +187,17 @@ class TrainerConfig(Section):
     snapshot_every: int = Field(5, ge=1)
     #: save a checkpoint every N rounds (and always after the last)
     checkpoint_every: int = Field(5, ge=1)
+
+    @property
+    def training(self) -> bool:
+        return self.recipe != NO_RECIPE and self.rounds > 0
+
+    @field_validator("recipe")
+    @classmethod
+    def _known_recipe(cls, v: str) -> str:
+        from arena.trainers.recipes import RECIPES
+
+        return v if v == NO_RECIPE else _one_of(v, {**RECIPES, NO_RECIPE: None})
 
     @field_validator("advantage", "loss", "kl_estimator")
     @classmethod
@@ -254,39 +278,18 @@ class TrackingConfig(Section):
     traces_per_round: int = Field(32, ge=0)
 
 
-def _default_games() -> list[GameEntry]:
-    return [
-        GameEntry(
-            id="repeated_matrix-v0",
-            matchups=[
-                {"player_0": "main", "player_1": "scripted/tit_for_tat"},
-                {"player_0": "main", "player_1": "scripted/always_defect"},
-                {"player_0": "scripted/grim_trigger", "player_1": "main"},
-                {"player_0": "scripted/tit_for_tat", "player_1": "scripted/random"},
-            ],
-        ),
-        GameEntry(
-            id="negotiation-v0",
-            matchups=[
-                {"seller": "main", "buyer": "scripted/fair_buyer"},
-                {"seller": "scripted/fair_seller", "buyer": "main"},
-                {"seller": "scripted/fair_seller", "buyer": "scripted/fair_buyer"},
-            ],
-        ),
-    ]
-
-
 class RunConfig(Section):
-    """Everything one ``arena run`` needs. The field defaults are the self-play run of
-    ``configs/selfplay.yaml``: the tiny local model, warm-started by imitating the scripted bots,
-    trained by policy gradient against scripted bots in two games on CPU, evaluated before and
-    after. (``arena run`` without a config runs :data:`QUICK_START`, the collaborative-QA experiment.)"""
+    """Everything one ``arena run`` needs. Every section has defaults; ``games`` is the one thing a
+    config must say. (``arena run`` without a config runs :data:`QUICK_START`.)"""
 
+    #: modules imported before anything else is read: a user's games, bots, recipes and warm starts
+    #: register themselves there (a module next to the config file imports as is)
+    imports: list[str] = Field(default_factory=list)
     name: str = "selfplay"
     seed: int = 0
     #: evaluation episodes per seating (the tournament; before and after training)
     episodes_per_matchup: int = Field(8, ge=1)
-    games: list[GameEntry] = Field(default_factory=_default_games)
+    games: list[GameEntry]
     model: ModelConfig = ModelConfig()
     engine: EngineConfig = EngineConfig()
     sampling: SamplingConfig = SamplingConfig()
@@ -300,9 +303,19 @@ class RunConfig(Section):
     #: where checkpoints go: <runs_dir>/<name>/
     runs_dir: str = "arena_runs"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _import_first(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("imports"):
+            modules = data["imports"]
+            if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+                raise ValueError("imports: must be a list of module names")
+            import_modules(modules)
+        return data
+
     @model_validator(mode="after")
     def _training_needs_a_model_seat(self) -> "RunConfig":
-        if self.trainer.recipe != "none" and self.trainer.rounds > 0:
+        if self.trainer.training:
             trainable = [p for g in self.games if not g.eval_only for seats in g.matchups for p in seats.values()]
             if not any(is_model_policy(p) for p in trainable):
                 raise ValueError(
@@ -311,34 +324,26 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
-    def _qa_games_play_the_known_world(self) -> "RunConfig":
-        knowledge = self.model.warm_start
-        if not isinstance(knowledge, KnowledgeConfig) or self.model.path is not None:
-            return self
-        from arena.environments.collab_qa.world import WorldConfig
+    def _games_accept_their_entries(self) -> "RunConfig":
+        from arena.registry import spec
 
         for g in self.games:
-            if not g.id.startswith("collab_qa-"):
-                continue
-            if g.kwargs.get("data_dir") is not None:
-                raise ValueError(f"{g.label}: the knowledge model knows a generated world; data_dir cannot be played with it")
-            if WorldConfig.model_validate(g.kwargs.get("world") or {}) != knowledge.world:
-                raise ValueError(f"{g.label}: kwargs.world differs from model.warm_start.world (the world the model knows)")
-        return self
-
-    @model_validator(mode="after")
-    def _dpo_trains_on_debate_trees(self) -> "RunConfig":
-        if self.trainer.recipe == "dpo":
-            other = sorted({g.id for g in self.games if not g.eval_only and not g.id.startswith("debate-")})
-            if other:
-                raise ValueError(f"trainer.recipe=dpo learns from debate trees: mark {', '.join(other)} eval_only or use another recipe")
+            check = spec(g.id).check_entry
+            if check is not None:
+                try:
+                    check(g, self)
+                except ValueError as e:
+                    raise ValueError(f"{g.label}: {e}") from None
         return self
 
     @model_validator(mode="after")
     def _ray_runs_what_it_supports(self) -> "RunConfig":
         if self.cluster.mode == "ray":
-            if self.trainer.recipe == "dpo":
-                raise ValueError("cluster.mode=ray trains the pg and rest recipes; trainer.recipe=dpo runs with cluster.mode=local")
+            from arena.trainers.recipes import RECIPES
+
+            recipe = RECIPES.get(self.trainer.recipe)
+            if recipe is not None and not recipe.runs_on_ray:
+                raise ValueError(f"cluster.mode=ray does not run trainer.recipe={self.trainer.recipe}: use cluster.mode=local")
             if self.critic is not None:
                 raise ValueError("cluster.mode=ray plays and trains on a cluster; the critic loop runs with cluster.mode=local")
         return self
@@ -348,7 +353,7 @@ class RunConfig(Section):
         c = self.critic
         if c is None:
             return self
-        if self.trainer.recipe != "none":
+        if self.trainer.recipe != NO_RECIPE:
             raise ValueError("critic: the feedback loop learns in context, not by training: set trainer.recipe: none")
         played = [g for g in self.games if not g.eval_only]
         if len(played) != 1:
@@ -376,39 +381,9 @@ class RunConfig(Section):
         return v
 
 
-#: the world of the quick start: 88 facts (44 known) keep pre-training and one evaluation pass at minutes
-_QUICK_WORLD: dict[str, Any] = {"persons": 12, "towns": 4, "compounds": 12, "organisms": 4, "known_by": "entity"}
-
-#: The embedded default of ``arena run`` (no config file): the collaborative-QA experiment of
-#: Eisenstein et al. (2025) at miniature scale; ``configs/collab_qa.yaml`` spells it out (a test keeps
-#: the two equal). The knowledge model is built from the tiny model (pre-trained on the world's known
-#: facts, warm-started on the protocol), trained by collaborative self-play on the shared group reward,
-#: and evaluated before and after alone with one search tool (the isolated, eval-only entries: the
-#: transfer). ``RunConfig()`` itself stays the self-play default of the other games (configs/selfplay.yaml).
-QUICK_START: dict[str, Any] = {
-    "name": "collab_qa",
-    "seed": 0,
-    "episodes_per_matchup": 32,
-    "games": [
-        {"id": "collab_qa-v0", "name": "collab_qa", "kwargs": {"split": "train", "world": _QUICK_WORLD},
-         "matchups": [{"asker": "main", "helper_0": "main", "helper_1": "main"}]},
-        {"id": "collab_qa-v0", "name": "collab_qa_test", "kwargs": {"split": "test", "world": _QUICK_WORLD}, "eval_only": True,
-         "matchups": [{"asker": "main", "helper_0": "main", "helper_1": "main"}]},
-        {"id": "collab_qa-v0", "name": "isolated_people_test", "eval_only": True,
-         "kwargs": {"split": "test", "world": _QUICK_WORLD, "helpers": 0, "asker_tool": "people", "domain": "people"},
-         "matchups": [{"asker": "main"}]},
-        {"id": "collab_qa-v0", "name": "isolated_compounds_test", "eval_only": True,
-         "kwargs": {"split": "test", "world": _QUICK_WORLD, "helpers": 0, "asker_tool": "compounds", "domain": "compounds"},
-         "matchups": [{"asker": "main"}]},
-    ],
-    "model": {"tiny": {"hidden_size": 128, "num_heads": 4, "intermediate_size": 512},
-              "warm_start": {"recipe": "knowledge", "world": _QUICK_WORLD}},
-    "sampling": {"max_new_tokens": 48, "temperature": 1.0},
-    "trainer": {"recipe": "pg", "rounds": 4, "group_size": 4, "groups_per_matchup": 16, "return_mix": 1.0,
-                "advantage": "grpo", "loss": "reinforce", "lr": 0.0005, "kl_coef": 0.05, "checkpoint_every": 2},
-    "rollout": {"concurrency": 64},
-    "tracking": {"experiment": "arena", "traces_per_round": 16},
-}
+#: The embedded default of ``arena run`` (no config file), read from ``arena/quick_start.yaml``
+#: (``configs/collab_qa.yaml`` spells the same out; a test keeps the two equal).
+QUICK_START: dict[str, Any] = yaml.safe_load(files("arena").joinpath("quick_start.yaml").read_text())
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
@@ -435,6 +410,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"override {item!r} must look like key=value (e.g. sampling.temperature=0.7)")
         _check_path(key, RunConfig)
         _set(data, key.split("."), yaml.safe_load(raw) if raw else "")
+    modules = data.get("imports") or []
+    if modules:
+        if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+            raise ConfigError(f"bad config value for 'imports': a list of module names, got {modules!r}")
+        try:  # before validation: the modules register the games (and bots, warm starts) the config names
+            import_modules(modules, [Path(path).resolve().parent] if path is not None else [Path.cwd()])
+        except ImportError as e:
+            raise ConfigError(f"bad config value for 'imports': {e}") from None
     try:
         return RunConfig.model_validate(data)
     except ValidationError as e:

@@ -1,47 +1,58 @@
 """Where a run's model comes from: a local path or hub id, or the tiny model built here.
 
-The tiny model's tokenizer is trained on text the games themselves produce:
-scripted bots play every shipped game and their observations and moves, plus
-the agent's system prompts, make the corpus.
+The tiny model's tokenizer is trained on text the run's own games produce:
+the bots each game declares (its ``corpus_bots``, default all) play every
+seating of them, and their observations and moves, plus the agent's system
+prompts, make the corpus. A user's game is no different from a shipped one.
+The default warm start then imitates the bots those games declare
+(:mod:`arena.trainers.imitation`); a game package may register a warm start
+of its own (:mod:`arena.warm_start`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from arena.agents.catalog import make_fixed_policy, scripted_bots
+from arena.agents.catalog import make_fixed_policy
 from arena.agents.llm import LLMAgent
 from arena.records import Matchup
-from arena.registry import make, registered_games
+from arena.registry import make, spec
 from arena.rollout import play_many
-from arena.tiny import TinyModelConfig, cached_tiny_model
+from arena.tiny import TinyModelConfig, cached_tiny_model, default_cache_dir
+from arena.warm_start import WARM_STARTS, WarmStartRequest, build_warm_start, game_ids
+
+if TYPE_CHECKING:
+    from arena.config import RunConfig
+
+#: the tokenizer's corpus: episodes per seating of a game's corpus bots
+EPISODES_PER_PAIRING = 3
+#: a game with more seatings of its corpus bots than this plays a seeded sample of them
+MAX_CORPUS_SEATINGS = 256
 
 
-#: the scripted play whose text trains the tiny model's tokenizer: game id -> bots (None = all of
-#: the game's bots). Fixed on purpose: the tokenizer decides the tiny model and its warm start, which
-#: the learning tests and benchmarks were measured on. Other games' text is encoded all the same
-#: (the tokenizer is byte-level), only in more tokens.
-TOKENIZER_BOTS: dict[str, tuple[str, ...] | None] = {
-    "repeated_matrix-v0": None,
-    "negotiation-v0": ("fair_seller", "hard_seller", "fair_buyer", "hard_buyer", "random"),
-}
-
-
-def game_text_corpus(episodes_per_pairing: int = 3, seed: int = 0) -> list[str]:
-    """Observations, moves and prompts from scripted play of the games in ``TOKENIZER_BOTS``."""
+def game_text_corpus(games: Sequence[str], episodes_per_pairing: int = EPISODES_PER_PAIRING, seed: int = 0) -> list[str]:
+    """Observations, moves and prompts from scripted play of ``games`` (ids, in sorted order):
+    every seating of each game's corpus bots, ``episodes_per_pairing`` times."""
     texts: list[str] = []
     matchups: list[Matchup] = []
-    for game_id in registered_games():
-        if game_id not in TOKENIZER_BOTS:
-            continue
-        allowed = TOKENIZER_BOTS[game_id]
-        bots = [b for b in scripted_bots(game_id) if allowed is None or b in allowed]
+    for game_id in sorted(set(games)):
+        s = spec(game_id)
+        bots = [b for b in s.bots if s.corpus_bots is None or b in s.corpus_bots]
         players = list(make(game_id).possible_agents)
-        names = [f"scripted/{b}" for b in bots]
-        for combo in itertools.product(names, repeat=len(players)):
-            for k in range(episodes_per_pairing):
+        names = [f"scripted/{b}" for b in bots] or ["random"]
+        combos = list(itertools.product(names, repeat=len(players)))
+        if len(combos) > MAX_CORPUS_SEATINGS:
+            import numpy as np
+
+            keep = np.random.default_rng([seed, len(matchups)]).choice(len(combos), MAX_CORPUS_SEATINGS, replace=False)
+            combos = [combos[i] for i in sorted(keep)]
+        for combo in combos:
+            for _ in range(episodes_per_pairing):
                 matchups.append(Matchup(game=game_id, seed=seed * 100_003 + len(matchups), seats=dict(zip(players, combo))))
         texts += [LLMAgent.DEFAULT_SYSTEM_PROMPT.format(player=p, game=game_id) for p in players]
 
@@ -56,30 +67,64 @@ def game_text_corpus(episodes_per_pairing: int = 3, seed: int = 0) -> list[str]:
     return texts
 
 
-def resolve_model_path(path: str | None, tiny: TinyModelConfig, cache_dir: Path | None = None, warm_start=None) -> str:
-    """A user's model path/hub id as given, else the cached tiny model (built on first use),
-    warm-started by imitation of the scripted bots when ``warm_start`` (an ImitationConfig) is given,
-    or turned into the collaborative-QA model when it is a KnowledgeConfig."""
-    if path:
-        return path
-    from arena.environments.collab_qa.knowledge import KnowledgeConfig
-
-    if isinstance(warm_start, KnowledgeConfig):  # its own base: a tokenizer trained on collab_qa's text
-        from arena.tiny import default_cache_dir
-        from arena.environments.collab_qa.knowledge import cached_knowledge_model
-
-        return str(cached_knowledge_model(tiny, warm_start, cache_dir if cache_dir is not None else default_cache_dir()))
-    base = cached_tiny_model(tiny, game_text_corpus, cache_dir=cache_dir, corpus_key=corpus_key())
-    if warm_start is None:
-        return str(base)
-    from arena.tiny import default_cache_dir
-    from arena.trainers.imitation import cached_warm_start
-
-    return str(cached_warm_start(base, warm_start, cache_dir if cache_dir is not None else default_cache_dir()))
-
-
-def corpus_key() -> str:
-    """Names the tokenizer corpus: the Arena version and its games (their ids carry rule versions)."""
+def corpus_key(games: Sequence[str]) -> str:
+    """Names the tokenizer corpus: the Arena version and the run's games (their ids carry rule versions)."""
     from arena import __version__
 
-    return ",".join([__version__] + [g for g in registered_games() if g in TOKENIZER_BOTS])
+    return ",".join([__version__, *sorted(set(games))])
+
+
+def resolve_model_path(
+    path: str | None,
+    tiny: TinyModelConfig,
+    cache_dir: Path | None = None,
+    warm_start: Any = None,
+    *,
+    games: Sequence[str] = (),
+) -> str:
+    """A user's model path/hub id as given, else the cached tiny model for ``games`` (built on
+    first use, its tokenizer trained on their text), warm-started by ``warm_start`` (a registered
+    warm-start config, :mod:`arena.warm_start`) when one is given."""
+    if path:
+        return path
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    ids = game_ids(games)
+    if warm_start is not None and WARM_STARTS[warm_start.recipe].own_base:
+        return str(build_warm_start(WarmStartRequest(tiny=tiny, config=warm_start, cache_dir=cache, games=ids)))
+    if not ids:
+        raise ValueError("the tiny model needs the run's games: its tokenizer is trained on their text")
+    base = cached_tiny_model(tiny, lambda: game_text_corpus(ids), cache_dir=cache, corpus_key=corpus_key(ids))
+    if warm_start is None:
+        return str(base)
+    return str(build_warm_start(WarmStartRequest(tiny=base, config=warm_start, cache_dir=cache, games=ids)))
+
+
+def run_model_path(cfg: RunConfig) -> str:
+    """The model a run config plays: ``model.path``, or the tiny model of its games with its warm start."""
+    return resolve_model_path(cfg.model.path, cfg.model.tiny, warm_start=cfg.model.warm_start, games=[g.id for g in cfg.games])
+
+
+# ----- checking model.path before any work -------------------------------------------------------
+_LOCAL = re.compile(r"^(?:[/~.]|[A-Za-z]:[\\/])")
+
+
+def check_model_path(path: str) -> str:
+    """``model.path`` must be a local model directory (with a ``config.json``) or a hub id
+    (``name`` or ``org/name``) that resolves from the local Hugging Face cache or the hub.
+    Raises ValueError naming the problem; nothing is downloaded here."""
+    p = Path(path).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise ValueError(f"{path!r} is a file, not a model directory")
+        if not (p / "config.json").is_file():
+            raise ValueError(f"{path!r} has no config.json: not a Hugging Face model directory")
+        return path
+    if _LOCAL.match(path) or path.count("/") > 1 or "\\" in path:
+        raise ValueError(f"no such model directory: {path!r}")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(path)
+    except HFValidationError as e:
+        raise ValueError(f"{path!r} is neither a local model directory nor a valid hub id: {e}") from None
+    return path

@@ -95,14 +95,18 @@ class EvalRequest:
 
 @dataclass(frozen=True)
 class TreeHooks:
-    """How tree branching (``trainer.recipe=dpo``) scores a continuation and names a pair.
+    """How tree branching (``trainer.recipe=dpo``, :mod:`arena.trainers.trees`) scores a continuation and names a pair.
 
-    ``score(episode, player)``: the branched player's outcome of one rollout (default: its return).
-    ``label(trunk, branch_index, chosen_action_text, player, game_kwargs)``: a short label for a
-    preference pair (default ``"other"``), e.g. debate's ``resist`` / ``accept``."""
+    - ``score(episode, player) -> float``: the branched player's outcome of one rollout (default:
+      its return, ``episode.returns[player]``); a continuation's score is the mean over its rollouts.
+    - ``label(env, player, action) -> str``: a preference pair's label (default ``"other"``).
+      ``env`` is the game at the branch point (replayed from the seed, before the branched move;
+      read it, do not step it), ``player`` the branched player, ``action`` the chosen continuation's
+      text (possibly an illegal move).
+    - ``labels``: every label ``label`` may give; the round's statistics count pairs per label."""
 
     score: Callable[[Episode, str], float] | None = None
-    label: Callable[..., str] | None = None
+    label: Callable[[AECEnv, str, str], str] | None = None
     labels: tuple[str, ...] = ("other",)
 
 

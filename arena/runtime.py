@@ -107,12 +107,14 @@ def load_model_policies(cfg: RunConfig, console: Console, runtime: Any = None) -
         return None
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from arena.models import resolve_model_path
-    from arena.trainers.dpo import DPOLearner
-    from arena.trainers.selfplay import Learner
+    from arena.models import run_model_path
+    from arena.trainers.recipes import RECIPES
 
+    if cfg.model.path and cfg.model.warm_start is not None:
+        console.print(f"[yellow]model.warm_start ({cfg.model.warm_start.recipe}) is skipped:[/yellow] it builds the tiny model, "
+                      f"and model.path={cfg.model.path} is used as given (set model.warm_start=null to silence this)")
     with console.status("Preparing the model (built once and cached)"):
-        path = resolve_model_path(cfg.model.path, cfg.model.tiny, warm_start=cfg.model.warm_start)
+        path = run_model_path(cfg)
         tokenizer = AutoTokenizer.from_pretrained(path)
     console.print(f"model: [bold]{path}[/bold]")
     sampling = SamplingParams(max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p)
@@ -125,10 +127,10 @@ def load_model_policies(cfg: RunConfig, console: Console, runtime: Any = None) -
 
     agents = {pid: agent(pid) for pid in ids}
     learners = {}
-    if cfg.trainer.recipe != "none" and cfg.trainer.rounds > 0:
+    if cfg.trainer.training:
+        learner_class = RECIPES[cfg.trainer.recipe].learner
         for pid in ids:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(cfg.model.dtype)).to(cfg.model.device)
-            learner_class = DPOLearner if cfg.trainer.recipe == "dpo" else Learner
             learners[pid] = runtime.learner(learner_class, model, pad_id=tokenizer.pad_token_id, max_len=cfg.agent.max_prompt_tokens + cfg.sampling.max_new_tokens, name=pid)
     policies = ModelPolicies(agents=agents, learners=learners, tokenizer=tokenizer)
     if any(pid == SNAPSHOT for g in cfg.games for seats in g.matchups for pid in seats.values()):

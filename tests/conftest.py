@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+#: the games whose text trains the shared tiny model's tokenizer and whose bots its warm start imitates
+#: (the self-play config's games): every test that uses these fixtures shares one cached model
+MODEL_GAMES = ("negotiation-v0", "repeated_matrix-v0")
+
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
@@ -15,7 +19,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from arena.tiny import TinyModelConfig
 
     cache = tmp_path_factory.mktemp("arena_home")
-    return Path(resolve_model_path(None, TinyModelConfig(), cache_dir=cache))
+    return Path(resolve_model_path(None, TinyModelConfig(), cache_dir=cache, games=MODEL_GAMES))
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +30,7 @@ def warm_model_dir(tiny_model_dir: Path) -> Path:
     from arena.tiny import TinyModelConfig
     from arena.trainers.imitation import ImitationConfig
 
-    return Path(resolve_model_path(None, TinyModelConfig(), cache_dir=tiny_model_dir.parent.parent, warm_start=ImitationConfig()))
+    return Path(resolve_model_path(None, TinyModelConfig(), cache_dir=tiny_model_dir.parent.parent, warm_start=ImitationConfig(), games=MODEL_GAMES))
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pydantic
@@ -39,6 +39,7 @@ from arena.records import Episode, Matchup
 from arena.seeds import derive_seed
 from arena.rollout import play_many
 from arena.tiny import build_once
+from arena.warm_start import WarmStartRequest, register_warm_start
 
 #: (game id, {player: policy id}); policy ids are "scripted/<bot>" or "random"
 Seating = tuple[str, dict[str, str]]
@@ -46,27 +47,22 @@ Seating = tuple[str, dict[str, str]]
 META_FILE = "arena_warm_start.json"
 END_TOKEN = "<|end|>"
 
-#: how many times each negotiation seating appears in the default mix (see default_seatings)
-NEGOTIATION_REPEATS = 6
-_MATRIX_BOTS = ("tit_for_tat", "grim_trigger", "alternate", "always_cooperate", "always_defect", "random")
+def default_seatings(games: Sequence[str]) -> list[Seating]:
+    """The demonstrations the run's games declare (``arena.register(..., demonstrations=...)``), game by
+    game in sorted order; a game that declares none contributes every seating of its bots against each
+    other, up to 64 of them."""
+    from arena.registry import make, spec
 
-
-def default_seatings() -> list[Seating]:
-    """Every ordered pair of the classic repeated-game strategies, and every fair/hard seller vs fair/hard buyer.
-
-    The four negotiation seatings are listed several times over: a matrix turn is
-    one letter, a negotiation turn a sentence and a price, and without the
-    repeats the matrix's 36 seatings would outnumber negotiation's turns ~10 to 1.
-    """
-    matrix = [
-        ("repeated_matrix-v0", {"player_0": f"scripted/{a}", "player_1": f"scripted/{b}"})
-        for a, b in itertools.product(_MATRIX_BOTS, repeat=2)
-    ]
-    negotiation = [
-        ("negotiation-v0", {"seller": f"scripted/{s}_seller", "buyer": f"scripted/{b}_buyer"})
-        for s, b in itertools.product(("fair", "hard"), repeat=2)
-    ]
-    return matrix + negotiation * NEGOTIATION_REPEATS
+    out: list[Seating] = []
+    for game in sorted(set(games)):
+        s = spec(game)
+        if s.demonstrations:
+            out += [(game, dict(seats)) for seats in s.demonstrations]
+            continue
+        players = list(make(game).possible_agents)
+        bots = [f"scripted/{b}" for b in s.bots]
+        out += [(game, dict(zip(players, combo))) for combo in itertools.islice(itertools.product(bots, repeat=len(players)), 64)]
+    return out
 
 
 class ImitationConfig(pydantic.BaseModel):
@@ -75,6 +71,8 @@ class ImitationConfig(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
+    #: names this warm start in a run config's ``model.warm_start``
+    recipe: Literal["imitation"] = "imitation"
     #: optimiser steps; the tiny model's loss flattens around 0.3 (the bots' own randomness) by here
     steps: int = pydantic.Field(300, gt=0)
     #: examples per step
@@ -86,8 +84,8 @@ class ImitationConfig(pydantic.BaseModel):
     max_len: int = pydantic.Field(512, gt=0)
     #: seeds the demonstration episodes and the batch order
     seed: int = 0
-    #: what the bots play to make the demonstrations
-    seatings: list[Seating] = pydantic.Field(default_factory=default_seatings, min_length=1)
+    #: what the bots play to make the demonstrations; none = the seatings the run's games declare
+    seatings: list[Seating] | None = pydantic.Field(None, min_length=1)
     #: episodes played per seating (each with its own seed)
     episodes_per_seating: int = pydantic.Field(4, gt=0)
 
@@ -273,6 +271,8 @@ def warm_start(
     tokenizer = AutoTokenizer.from_pretrained(str(model_path))
     model = AutoModelForCausalLM.from_pretrained(str(model_path))
     agent = LLMAgent(HFEngine.from_model(model, tokenizer))
+    if cfg.seatings is None:
+        raise ValueError("imitation needs its seatings resolved (cached_warm_start takes them from the run's games)")
     episodes = demonstrations(cfg.seatings, cfg.episodes_per_seating, cfg.seed)
     examples = imitation_examples(episodes, tokenizer, render=agent.prompt_ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_token_id(tokenizer)
@@ -298,14 +298,26 @@ def warm_start(
     return out
 
 
-def cached_warm_start(model_path: str | Path, cfg: ImitationConfig, cache_dir: str | Path) -> Path:
+def cached_warm_start(model_path: str | Path, cfg: ImitationConfig, cache_dir: str | Path, games: Sequence[str] = ()) -> Path:
     """The warm-started model for (``model_path``'s name, ``cfg``), built on first use and reused after.
 
     Keyed by the model directory's name (the tiny model's name holds its own
     config hash) and ``cfg``. Built in a temporary sibling directory renamed
     into place, so a killed build never leaves a half-written model.
     """
+    if cfg.seatings is None:
+        if not games:
+            raise ValueError("imitation needs seatings, or the run's games to take their declared demonstrations from")
+        cfg = cfg.model_copy(update={"seatings": default_seatings(games)})
     name = Path(str(model_path).rstrip("/")).name
     key = hashlib.sha256(f"{name}:{cfg.model_dump_json()}".encode()).hexdigest()[:12]
     final = Path(cache_dir) / "models" / f"warm-{key}"
     return build_once(final, lambda tmp: warm_start(model_path, tmp, cfg), marker=META_FILE)
+
+
+def build(request: WarmStartRequest) -> Path:
+    """The ``imitation`` warm start of a run: the bots of the run's games, imitated by its tiny model."""
+    return cached_warm_start(request.tiny, request.config, request.cache_dir, request.games)
+
+
+register_warm_start("imitation", ImitationConfig, build)
