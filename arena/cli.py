@@ -147,7 +147,7 @@ def play(
 
     _imports(imports)
     if game not in registered_games():
-        _fail(f"unknown game {game!r}; registered: {', '.join(registered_games())}")
+        _fail(f"unknown game {game!r}; registered: {', '.join(registered_games())} (a game of your own: --import MODULE)")
     players = list(make(game).possible_agents)
     seat = seat or players[0]
     if seat not in players:

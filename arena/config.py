@@ -97,7 +97,7 @@ class GameEntry(Section):
 
         games = registered_games()
         if self.id not in games:
-            raise ValueError(f"unknown game id {self.id!r}; registered: {', '.join(games)}")
+            raise ValueError(f"unknown game id {self.id!r}; registered: {', '.join(games)} (a game of your own: list its module under `imports:`)")
         try:
             env = make(self.id, **self.kwargs)
         except (TypeError, ValueError) as e:
