@@ -50,7 +50,15 @@ def register_warm_start(name: str, config: type[pydantic.BaseModel], build: Call
 
 
 def _builtin() -> None:
-    import arena.trainers.imitation  # noqa: F401  (registers "imitation")
+    """Register the default warm start, imitation of the run's games' bots (on first use: it imports torch)."""
+    if "imitation" in WARM_STARTS:
+        return
+    from arena.trainers.imitation import ImitationConfig, cached_warm_start
+
+    def build(request: WarmStartRequest) -> Path:
+        return cached_warm_start(request.tiny, request.config, request.cache_dir, request.games)
+
+    register_warm_start("imitation", ImitationConfig, build)
 
 
 def warm_start_config(value: Any) -> pydantic.BaseModel | None:

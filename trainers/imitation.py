@@ -39,7 +39,6 @@ from arena.records import Episode, Matchup
 from arena.seeds import derive_seed
 from arena.rollout import play_many
 from arena.tiny import build_once
-from arena.warm_start import WarmStartRequest, register_warm_start
 
 #: (game id, {player: policy id}); policy ids are "scripted/<bot>" or "random"
 Seating = tuple[str, dict[str, str]]
@@ -314,10 +313,3 @@ def cached_warm_start(model_path: str | Path, cfg: ImitationConfig, cache_dir: s
     final = Path(cache_dir) / "models" / f"warm-{key}"
     return build_once(final, lambda tmp: warm_start(model_path, tmp, cfg), marker=META_FILE)
 
-
-def build(request: WarmStartRequest) -> Path:
-    """The ``imitation`` warm start of a run: the bots of the run's games, imitated by its tiny model."""
-    return cached_warm_start(request.tiny, request.config, request.cache_dir, request.games)
-
-
-register_warm_start("imitation", ImitationConfig, build)
