@@ -1,6 +1,7 @@
-"""Listening and speaking signals read from a model's scores (Sarkar et al., 2025).
+"""Listening and speaking signals read from a model's scores (Sarkar et al., 2025), for any game
+whose players talk about a hidden target.
 
-In social deduction the crew must find a hidden player. Sarkar et al. split
+Sarkar et al. (social deduction: the crew must find a hidden impostor) split
 communication into listening (predicting the hidden answer from the
 discussion) and speaking (saying what moves the others toward the right
 answer), and read both from the listeners' own policies:
@@ -14,7 +15,7 @@ answer), and read both from the listeners' own policies:
   template and system prompt), so the belief is that policy's.
 - **Speaking reward** of a message: the mean, over the other listeners, of the
   change in probability on the true answer from just before the message to
-  just after it; negated when the speaker is on the deceiving side (the
+  just after it; negated when the speaker is on the deceiving side (e.g. an
   impostor wants the crew's belief to move away from the truth).
 
 Games stay free of tokenizers: a game exposes its discussions as text
@@ -23,6 +24,11 @@ the answers per candidate, the truth), and this module scores them with the
 seated agents' engines (``engine.score(prompt_ids, continuation_ids)``, as in
 :class:`~arena.engines.hf.HFEngine`). Listeners seated with a policy that has
 no model (a scripted bot) have no belief and are left out.
+
+An Arena :class:`~arena.game.TextGame` gets this by returning its discussions
+from ``discussions()`` and running with ``belief_scoring`` on: its
+``after_play`` scores them and the signals flow into the episode's reward
+components, returns and metrics (see :mod:`arena.game`). Directly::
 
     scores = score_discussions("social_deduction-v0", game.discussions(), seated)
     scores.listening["crew_1"], scores.speaking["impostor"], scores.metrics()
@@ -127,8 +133,9 @@ class BeliefScores:
     truths: list[str] = field(default_factory=list)
 
     def metrics(self) -> dict[str, float]:
-        """``suspicion_accuracy`` (share of beliefs whose unique most likely candidate is the truth),
-        ``belief_impostor`` (mean probability on the truth) and ``listening_points``; empty without beliefs."""
+        """``belief_accuracy`` (share of beliefs whose unique most likely candidate is the truth),
+        ``belief_truth`` (mean probability on the truth) and ``listening_points`` (beliefs read);
+        empty without beliefs. A game may rename them (``TextGame.belief_metric_names``)."""
         if not self.beliefs:
             return {}
         right, mass = 0, 0.0
@@ -138,7 +145,7 @@ class BeliefScores:
             right += b[truth] == top and sum(v == top for v in b.values()) == 1
             mass += b[truth]
         n = len(self.beliefs)
-        return {"suspicion_accuracy": right / n, "belief_impostor": mass / n, "listening_points": float(n)}
+        return {"belief_accuracy": right / n, "belief_truth": mass / n, "listening_points": float(n)}
 
 
 #: one belief to read: (agent's identity, listener, observation text)

@@ -89,8 +89,9 @@ def eval_command(
         game = candidates[0]
     if game not in evaluable:
         _fail(f"{game!r} declares no evaluation; games with one: {', '.join(sorted(evaluable)) or 'none'}")
-    request = EvalRequest(target=target, overrides=list(overrides), models=list(model or []), options=options, limit=limit,
-                          baselines=baselines, temperature=temperature)
+    request = EvalRequest(
+        target=target, overrides=list(overrides), models=list(model or []), options=options, limit=limit, baselines=baselines, temperature=temperature
+    )
     try:
         evaluable[game].evaluate(request, console)
     except (ConfigError, ValueError) as e:
@@ -161,7 +162,7 @@ def play(
     human = HumanPolicy()
     seats = {p: (human.policy_id if p == seat else opponent) for p in players}
     ep = asyncio.run(play_episode(Matchup(game=game, seed=seed, seats=seats), {human.policy_id: human, opponent: bot}))
-    console.print(f"\n[bold]Game over.[/bold] Returns: " + ", ".join(f"{p} {r:+.3f}" for p, r in ep.returns.items()))
+    console.print("\n[bold]Game over.[/bold] Returns: " + ", ".join(f"{p} {r:+.3f}" for p, r in ep.returns.items()))
     if ep.metrics:
         console.print("Metrics: " + ", ".join(f"{k} {v:.3g}" for k, v in sorted(ep.metrics.items())))
 

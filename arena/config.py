@@ -9,11 +9,11 @@ naming the key.
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from importlib.resources import files
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from arena.registry import import_modules
@@ -91,7 +91,7 @@ class GameEntry(Section):
     eval_only: bool = False
 
     @model_validator(mode="after")
-    def _check(self) -> "GameEntry":
+    def _check(self) -> GameEntry:
         from arena.agents.catalog import fixed_policy_ids, make_fixed_policy
         from arena.registry import make, registered_games
 
@@ -314,7 +314,7 @@ class RunConfig(Section):
         return data
 
     @model_validator(mode="after")
-    def _training_needs_a_model_seat(self) -> "RunConfig":
+    def _training_needs_a_model_seat(self) -> RunConfig:
         if self.trainer.training:
             trainable = [p for g in self.games if not g.eval_only for seats in g.matchups for p in seats.values()]
             if not any(is_model_policy(p) for p in trainable):
@@ -324,7 +324,7 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
-    def _games_accept_their_entries(self) -> "RunConfig":
+    def _games_accept_their_entries(self) -> RunConfig:
         from arena.registry import spec
 
         for g in self.games:
@@ -337,7 +337,7 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
-    def _ray_runs_what_it_supports(self) -> "RunConfig":
+    def _ray_runs_what_it_supports(self) -> RunConfig:
         if self.cluster.mode == "ray":
             from arena.trainers.recipes import RECIPES
 
@@ -349,7 +349,7 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
-    def _critic_loop_is_coherent(self) -> "RunConfig":
+    def _critic_loop_is_coherent(self) -> RunConfig:
         c = self.critic
         if c is None:
             return self
@@ -466,7 +466,9 @@ def _describe(err: ValidationError) -> str:
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(config)"
         msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"bad config value for '{key}': {msg}" + (f" (got {e['input']!r})" if e["type"] != "value_error" and not isinstance(e.get("input"), dict) else ""))
+        lines.append(
+            f"bad config value for '{key}': {msg}" + (f" (got {e['input']!r})" if e["type"] != "value_error" and not isinstance(e.get("input"), dict) else "")
+        )
     return "\n".join(lines)
 
 

@@ -60,6 +60,7 @@ from arena.agents.llm import LLMAgent
 from arena.engines.actor import EngineActor, init_ray
 from arena.engines.base import Completion, Engine, SamplingParams
 from arena.records import Episode, Matchup
+from arena.registry import import_modules, import_paths
 from arena.rollout import play_many
 from arena.weight_sync import EngineDied, Probe, SyncReport, check_probe, make_probe, sync_actors
 
@@ -228,7 +229,16 @@ class RolloutWorker:
     group's name to its tokenizer; ``offset`` staggers where new episodes start.
     """
 
-    def __init__(self, name: str, engines: Mapping[str, Sequence[Any]], tokenizers: Mapping[str, Any], offset: int = 0) -> None:
+    def __init__(
+        self,
+        name: str,
+        engines: Mapping[str, Sequence[Any]],
+        tokenizers: Mapping[str, Any],
+        offset: int = 0,
+        imports: Sequence[str] = (),
+        import_paths: Sequence[str] = (),
+    ) -> None:
+        import_modules(imports, import_paths)  # the run's `imports:` register its games here too
         self.name = name
         self.routers = {g: EngineRouter(actors, tokenizers[g], offset=offset) for g, actors in engines.items()}
         self.fixed: dict[tuple[str, str], Policy] = {}
@@ -530,8 +540,17 @@ class RayRuntime:
         options: dict[str, Any] = {"dtype": self.cfg.model.dtype, "max_batch_size": self.cfg.engine.max_batch_size}
         if c.engine_kind == "hf":
             options["device"] = "cuda" if c.gpus_per_engine > 0 else "cpu"
-        group = EngineGroup(name, c.engine_kind, path, engines=c.engines, num_cpus=c.engine_cpus, num_gpus=c.gpus_per_engine,
-                            options=options, timeout_s=c.sync_timeout_s, tolerance=c.probe_tolerance)
+        group = EngineGroup(
+            name,
+            c.engine_kind,
+            path,
+            engines=c.engines,
+            num_cpus=c.engine_cpus,
+            num_gpus=c.gpus_per_engine,
+            options=options,
+            timeout_s=c.sync_timeout_s,
+            tolerance=c.probe_tolerance,
+        )
         self.groups[name] = group
         return group
 
@@ -541,8 +560,17 @@ class RayRuntime:
         from arena.trainers.ray_learner import RayLearner
 
         c = self.cluster
-        learner = RayLearner(learner_class, model, self.cfg.trainer, pad_id=pad_id, max_len=max_len, workers=c.learner_workers,
-                             cpus_per_worker=c.learner_worker_cpus, use_gpu=self.cfg.model.device == "cuda", name=name)
+        learner = RayLearner(
+            learner_class,
+            model,
+            self.cfg.trainer,
+            pad_id=pad_id,
+            max_len=max_len,
+            workers=c.learner_workers,
+            cpus_per_worker=c.learner_worker_cpus,
+            use_gpu=self.cfg.model.device == "cuda",
+            name=name,
+        )
         self.learners.append(learner)
         return learner
 
@@ -567,8 +595,11 @@ class RayRuntime:
         self.workers = {}
         for _ in range(self.cluster.rollout_workers):
             self._start_worker()
-        _wait_started([w.ready.remote() for w in self.workers.values()],
-                      f"{self.cluster.rollout_workers} rollout workers ({self.cluster.rollout_worker_cpus} CPU each)", 300.0)
+        _wait_started(
+            [w.ready.remote() for w in self.workers.values()],
+            f"{self.cluster.rollout_workers} rollout workers ({self.cluster.rollout_worker_cpus} CPU each)",
+            300.0,
+        )
         self._worker_groups = tuple(self.groups)
 
     def _start_worker(self) -> str:
@@ -577,7 +608,9 @@ class RayRuntime:
         self._worker_serial += 1
         engines = {g: list(group.actors) for g, group in self.groups.items()}
         tokenizers = {g: group.tokenizer for g, group in self.groups.items()}
-        self.workers[name] = RolloutWorker.options(num_cpus=self.cluster.rollout_worker_cpus).remote(name, engines, tokenizers, offset)
+        self.workers[name] = RolloutWorker.options(num_cpus=self.cluster.rollout_worker_cpus).remote(
+            name, engines, tokenizers, offset, list(self.cfg.imports), import_paths(self.cfg.imports)
+        )
         return name
 
     # ----- a round --------------------------------------------------------------------------------------------
@@ -609,8 +642,9 @@ class RayRuntime:
         lost_before, restarts_before = self._count_faults("rollout_worker_died"), self._count_faults("engine_died")
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, disable=console is None) as progress:
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=console is None
+        ) as progress:
             bar = progress.add_task(f"{label}: episodes", total=len(ids))
             asyncio.run(self._play(list(zip(ids, matchups)), seats, ledger, lambda: progress.advance(bar), step))
         self._heal_engines(step)  # a round ends with every engine alive at the current version
@@ -654,15 +688,24 @@ class RayRuntime:
                     target = min(others, key=lambda w: busy[w]) if others else replacement
                     ledger.rerun += len(unfinished)
                     if first_report:
-                        self._fault("rollout_worker_died", worker, step, replacement=replacement, episodes_finished=len(share) - len(unfinished),
-                                    episodes_rerun=len(unfinished), rerun_on=target, rerun_ids=[i for i, _ in unfinished])
+                        self._fault(
+                            "rollout_worker_died",
+                            worker,
+                            step,
+                            replacement=replacement,
+                            episodes_finished=len(share) - len(unfinished),
+                            episodes_rerun=len(unfinished),
+                            rerun_on=target,
+                            rerun_ids=[i for i, _ in unfinished],
+                        )
                     if unfinished:
                         launch(target, unfinished)
         finally:
             watcher.cancel()
 
-    async def _drain(self, worker: str, share: list[tuple[str, Matchup]], seats: dict, versions: dict[str, int],
-                     ledger: EpisodeLedger, advance: Callable[[], None]) -> None:
+    async def _drain(
+        self, worker: str, share: list[tuple[str, Matchup]], seats: dict, versions: dict[str, int], ledger: EpisodeLedger, advance: Callable[[], None]
+    ) -> None:
         """Collect a worker's episodes as they finish (a dead worker raises RayActorError here)."""
         actor = self.workers[worker]
         stream = actor.play.remote(share, seats, versions, self.cfg.rollout.concurrency, self.cfg.rollout.max_steps)
@@ -718,7 +761,13 @@ class RayRuntime:
 
     # ----- bookkeeping ----------------------------------------------------------------------------------------
     def _fault(self, kind: str, target: str, step: int | None, **detail: Any) -> None:
-        event = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"), "step": step, "kind": kind, "target": target, **detail}
+        event = {
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+            "step": step,
+            "kind": kind,
+            "target": target,
+            **detail,
+        }
         self.faults.append(event)
         logger.warning("fault: %s %s (%s)", kind, target, detail)
         tracking.log_fault(event, self.faults)
@@ -769,7 +818,11 @@ def cpu_budget(cfg: Any) -> float:
     policies = len({pid for pid in seats if is_model_policy(pid)})
     groups = policies + (1 if SNAPSHOT in seats else 0)
     training = cfg.trainer.recipe != "none" and cfg.trainer.rounds > 0
-    return groups * c.engines * c.engine_cpus + c.rollout_workers * c.rollout_worker_cpus + (policies * c.learner_workers * c.learner_worker_cpus if training else 0.0)
+    return (
+        groups * c.engines * c.engine_cpus
+        + c.rollout_workers * c.rollout_worker_cpus
+        + (policies * c.learner_workers * c.learner_worker_cpus if training else 0.0)
+    )
 
 
 def _wait_started(refs: list[Any], what: str, timeout_s: float) -> None:

@@ -185,8 +185,9 @@ def _start(cfg: RunConfig, result: RunResult, state: dict, ckpt: Path | None, mo
     return 0
 
 
-def _train_round(cfg: RunConfig, recipe: Any, r: int, runtime: Any, models: ModelPolicies, pools: dict, baselines: dict,
-                 console: Console) -> tuple[dict[str, float], list[Episode]]:
+def _train_round(
+    cfg: RunConfig, recipe: Any, r: int, runtime: Any, models: ModelPolicies, pools: dict, baselines: dict, console: Console
+) -> tuple[dict[str, float], list[Episode]]:
     """One round: play (the recipe's way), learn, sync. Returns the round's metrics and episodes."""
     t = cfg.trainer
     phase: dict[str, float] = {}
@@ -195,8 +196,17 @@ def _train_round(cfg: RunConfig, recipe: Any, r: int, runtime: Any, models: Mode
     pools_r = {g: {**p, snapshot_id: models.snapshot} if models.snapshot else p for g, p in pools.items()}
     matchups, labels = train_matchups(cfg, r, snapshot_id)
     tokens0 = _completion_tokens(models)
-    ctx = RoundContext(round_index=r, matchups=matchups, labels=labels, pools=pools_r, model_policies=frozenset(models.agents),
-                       runtime=runtime, trainer=t, rollout=cfg.rollout, console=console)
+    ctx = RoundContext(
+        round_index=r,
+        matchups=matchups,
+        labels=labels,
+        pools=pools_r,
+        model_policies=frozenset(models.agents),
+        runtime=runtime,
+        trainer=t,
+        rollout=cfg.rollout,
+        console=console,
+    )
     played = recipe.play(ctx)
     phase["rollout_s"] = time.perf_counter() - tick
     metrics = {f"train/{k}": v for k, v in round_metrics(played.episodes, played.labels).items()}
@@ -242,9 +252,14 @@ def game_reports(cfg: RunConfig, result: RunResult) -> list[Any]:
         before = [(e, label) for e, label in zip(result.before, result.labels) if label in entries]
         after = [(e, label) for e, label in zip(result.after, result.labels) if label in entries]
         inp = ReportInput(
-            game=game_id, before=[e for e, _ in before], labels_before=[label for _, label in before],
-            after=[e for e, _ in after], labels_after=[label for _, label in after], entries=entries,
-            run_name=cfg.name, step=cfg.trainer.rounds if result.after else 0,
+            game=game_id,
+            before=[e for e, _ in before],
+            labels_before=[label for _, label in before],
+            after=[e for e, _ in after],
+            labels_after=[label for _, label in after],
+            entries=entries,
+            run_name=cfg.name,
+            step=cfg.trainer.rounds if result.after else 0,
         )
         try:
             report = hook(inp)
@@ -314,8 +329,18 @@ def _logged_steps(run_id: str) -> set[int]:
 
 
 # ----- evaluation --------------------------------------------------------------------------------
-def _evaluate(cfg: RunConfig, runtime: Any, models: ModelPolicies | None, pools: dict, matchups: list[Matchup], labels: list[str],
-              console: Console, *, step: int, tag: str) -> list[Episode]:
+def _evaluate(
+    cfg: RunConfig,
+    runtime: Any,
+    models: ModelPolicies | None,
+    pools: dict,
+    matchups: list[Matchup],
+    labels: list[str],
+    console: Console,
+    *,
+    step: int,
+    tag: str,
+) -> list[Episode]:
     """Play every evaluation seating (snapshot seats by the starting weights), log metrics and traces."""
     import mlflow
 

@@ -18,8 +18,21 @@ The rules an author implements::
 
 and optionally ``reward_components()``, ``group_return()``, ``metrics()``,
 ``sample_moves(player)`` and ``private_info()`` (for random play and the
-conformance checker), ``forfeit(player, reason)`` and ``after_play(matchup,
-seated)`` (a last look at the seated policies before the outcome is read).
+conformance checker), ``forfeit(player, reason)``, ``discussions()`` and
+``after_play(matchup, seated)`` (a last look at the seated policies before the
+outcome is read).
+
+Belief probes (the listening and speaking signals of :mod:`arena.belief`), for a
+game with a hidden target that players talk about: the game returns its
+discussions as text from ``discussions()`` (what each listener saw before and
+after each message, the answer for each candidate, the truth). With the
+``belief_scoring`` switch that every game's config has, the base class's
+``after_play`` reads the seated models' beliefs over them and the outcome
+carries, for every game alike: ``listening/<player>`` and ``speaking/<player>``
+reward components, ``listening_weight * listening + speaking_weight *
+speaking`` added to each player's return, and the belief metrics
+(``belief_accuracy``, ``belief_truth``, ``listening_points``; a game may name
+them in its own words with ``belief_metric_names``).
 
 The illegal-move rule (shared, configurable per game): an action the rules
 reject is recorded with its reason in ``infos[player]["illegal_move"]``; the
@@ -34,12 +47,14 @@ from __future__ import annotations
 
 import string
 import unicodedata
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 from gymnasium import spaces
 from pettingzoo import AECEnv
 from pydantic import BaseModel, ConfigDict, Field
+
+from arena.belief import BeliefScores, Discussion, score_discussions_async
 
 
 class IllegalMove(Exception):
@@ -75,6 +90,9 @@ class GameConfig(BaseModel):
 
     max_illegal_retries: int = Field(2, ge=0, description="re-prompts after an illegal move before the player forfeits")
     forfeit_penalty: float = Field(-1.0, description="added to a forfeiting player's return")
+    belief_scoring: bool = Field(False, description="after play, read the seated models' beliefs over the game's discussions (arena.belief)")
+    listening_weight: float = Field(0.0, description="return per unit of a player's listening signal (with belief_scoring)")
+    speaking_weight: float = Field(0.0, description="return per unit of a player's speaking signal (with belief_scoring)")
 
 
 class TextGame(AECEnv):
@@ -85,6 +103,9 @@ class TextGame(AECEnv):
     metadata: ClassVar[dict[str, Any]] = {"name": "text_game", "render_modes": ["human", "ansi"], "is_parallelizable": False}
     #: one-line description shown by ``arena games``
     description: ClassVar[str] = ""
+    #: the belief metrics in the game's own words: generic name -> the game's name
+    #: (e.g. ``{"belief_accuracy": "suspicion_accuracy"}``); see :meth:`arena.belief.BeliefScores.metrics`
+    belief_metric_names: ClassVar[Mapping[str, str]] = {}
 
     # ----- rules: the author implements these -------------------------------------------------
     def setup(self, rng: np.random.Generator) -> None:
@@ -132,12 +153,32 @@ class TextGame(AECEnv):
         """What happens after too many illegal moves in a row: by default the game ends."""
         self._forfeited = player
 
+    def discussions(self) -> Sequence[Discussion]:
+        """The game's discussions of a hidden target, as text, for the belief probes (see the module
+        docstring and :class:`arena.belief.Discussion`). None by default."""
+        return []
+
     async def after_play(self, matchup: Any, seated: Mapping[str, Any]) -> None:
         """Runs once when play has ended, before the runtime reads the outcome: ``matchup`` is the
         episode's :class:`~arena.records.Matchup`, ``seated`` maps each player to its policy. A game
         whose rewards need the seated policies themselves (e.g. a model's probability of an answer,
         read through its engine) computes them here; the game itself stays free of tokenizers.
-        Nothing by default."""
+
+        By default, with ``belief_scoring``: the seated models' beliefs over :meth:`discussions`
+        (:attr:`belief`). A game that overrides this and keeps belief scoring calls ``super()``."""
+        if self.config.belief_scoring:
+            self.belief = await score_discussions_async(matchup.game, self.discussions(), seated)
+
+    def belief_signals(self, player: str) -> dict[str, float]:
+        """``player``'s ``listening`` and ``speaking`` signals after play (each only where read)."""
+        if self.belief is None:
+            return {}
+        out = {}
+        if player in self.belief.listening:
+            out["listening"] = self.belief.listening[player]
+        if player in self.belief.speaking:
+            out["speaking"] = self.belief.speaking[player]
+        return out
 
     # ----- PettingZoo bookkeeping -------------------------------------------------------------
     def __init__(self, config: GameConfig | None = None, render_mode: str | None = None, **kwargs: Any):
@@ -149,12 +190,16 @@ class TextGame(AECEnv):
         if not isinstance(config, self.Config):
             raise TypeError(f"{type(self).__name__} expects a {self.Config.__name__}, got {type(config).__name__}")
         self.config = config
+        if config.belief_scoring and type(self).discussions is TextGame.discussions:
+            raise ValueError(f"belief_scoring: {type(self).__name__} has no discussions() to read beliefs over")
         self.render_mode = render_mode
         self.possible_agents = list(self.players)
         text = FreeText()
         self.observation_spaces = {p: spaces.Dict({"text": text}) for p in self.possible_agents}
         self.action_spaces = {p: FreeText() for p in self.possible_agents}
         self._forfeited: str | None = None
+        #: the belief probes' scores after play (with ``belief_scoring``), else None
+        self.belief: BeliefScores | None = None
 
     def observation_space(self, agent: str) -> spaces.Space:
         return self.observation_spaces[agent]
@@ -173,6 +218,7 @@ class TextGame(AECEnv):
         self._illegal_streak = {p: 0 for p in self.agents}
         self._illegal_reason: dict[str, str | None] = {p: None for p in self.agents}
         self._forfeited = None
+        self.belief = None
         self._skip_agent_selection = None
         self.num_moves = 0
         self.setup(self.np_random)
@@ -230,6 +276,11 @@ class TextGame(AECEnv):
 
     def _total_returns(self) -> dict[str, float]:
         total = {p: float(r) for p, r in self.returns().items()}
+        if self.belief is not None:
+            weights = {"listening": self.config.listening_weight, "speaking": self.config.speaking_weight}
+            for p in total:
+                for signal, value in self.belief_signals(p).items():
+                    total[p] += weights[signal] * value
         if self._forfeited is not None:
             total[self._forfeited] += self.config.forfeit_penalty
         return total
@@ -240,11 +291,16 @@ class TextGame(AECEnv):
 
     def final_components(self) -> dict[str, float]:
         parts = dict(self.reward_components())
+        for p in self.possible_agents:
+            for signal, value in self.belief_signals(p).items():
+                parts[f"{signal}/{p}"] = value
         parts["forfeit_penalty"] = self.config.forfeit_penalty if self._forfeited is not None else 0.0
         return parts
 
     def final_metrics(self) -> dict[str, float]:
         out = dict(self.metrics())
+        if self.belief is not None:
+            out.update({self.belief_metric_names.get(k, k): v for k, v in self.belief.metrics().items()})
         out["forfeited"] = float(self._forfeited is not None)
         return out
 

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 from pettingzoo import AECEnv
 
 if TYPE_CHECKING:
-    from arena.agents.base import Policy
     from arena.records import Episode
 
 log = logging.getLogger(__name__)
@@ -202,9 +201,19 @@ def register(
         if unknown:
             raise ValueError(f"{id}: corpus_bots names no declared bot: {', '.join(unknown)}")
     spec = GameSpec(
-        id=id, entry_point=entry_point, description=description, kwargs=dict(kwargs or {}), bots=bots, critics=critics,
-        demonstrations=tuple(dict(s) for s in demonstrations), corpus_bots=tuple(corpus_bots) if corpus_bots is not None else None,
-        report=report, evaluate=evaluate, check_entry=check_entry, tree=tree, feedback_filter=feedback_filter,
+        id=id,
+        entry_point=entry_point,
+        description=description,
+        kwargs=dict(kwargs or {}),
+        bots=bots,
+        critics=critics,
+        demonstrations=tuple(dict(s) for s in demonstrations),
+        corpus_bots=tuple(corpus_bots) if corpus_bots is not None else None,
+        report=report,
+        evaluate=evaluate,
+        check_entry=check_entry,
+        tree=tree,
+        feedback_filter=feedback_filter,
     )
     old = _REGISTRY.get(id)
     if old is not None and not override:
@@ -294,6 +303,23 @@ def import_modules(modules: Sequence[str], search_paths: Sequence[str | Path] = 
             importlib.import_module(name)
         except Exception as e:
             raise ImportError(f"cannot import {name!r}: {type(e).__name__}: {e}") from e
+
+
+def import_paths(modules: Sequence[str]) -> list[str]:
+    """The ``sys.path`` entries the (already imported) ``modules`` were found under, for a worker
+    process that must import them too (a Ray worker does not start in the driver's folder)."""
+    out = []
+    for name in modules:
+        module = sys.modules.get(name)
+        file = getattr(module, "__file__", None)
+        if not file:
+            continue
+        root = Path(file).resolve().parent
+        for _ in range(name.count(".") + (Path(file).name == "__init__.py")):
+            root = root.parent
+        if str(root) not in out:
+            out.append(str(root))
+    return out
 
 
 # ----- a game's bots ------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from typing import Any
 
 import numpy as np
 from rich.table import Table
@@ -76,8 +77,9 @@ def _ci95(values: np.ndarray) -> float:
     return float(1.96 * values.std(ddof=1) / np.sqrt(len(values)))
 
 
-def before_after_table(result: RunResult) -> Table:
-    """Per game, seating and model-played seat: mean return before and after training (± 95%), and the change."""
+def before_after_table(result: Any) -> Table:
+    """Per game, seating and model-played seat: mean return before and after training (± 95%), and the change.
+    ``result`` is an :class:`arena.experiment.RunResult` (``before``, ``after``, ``labels``)."""
     before = _seat_returns(result.before, result.labels)
     after = _seat_returns(result.after, result.labels)
     table = Table(title="Before / after training (mean return ± 95% interval, same evaluation seeds)")
@@ -92,7 +94,11 @@ def before_after_table(result: RunResult) -> Table:
         change = a.mean() - b.mean() if len(a) else float("nan")
         against = ", ".join(o for p, o in seats if p != player)
         table.add_row(
-            label, player, pid, against, str(len(b)),
+            label,
+            player,
+            pid,
+            against,
+            str(len(b)),
             f"{b.mean():+.3f} ± {_ci95(b):.3f}",
             f"{a.mean():+.3f} ± {_ci95(a):.3f}" if len(a) else "-",
             f"[{'green' if change > 0 else 'red'}]{change:+.3f}[/]",
@@ -145,5 +151,3 @@ def log_traces(episodes: list[Episode], step: int, artifact: str, *, seed: int, 
     for i in sorted(rng.choice(len(episodes), size=n, replace=False).tolist()):
         tracking.log_episode_trace(episodes[i])
     tracking.log_episodes_artifact(episodes, f"episodes/{artifact}")
-
-

@@ -64,7 +64,7 @@ class LocalRuntime:
         self.cfg = cfg
         self.probes: dict[str, Any] = {}
 
-    def __enter__(self) -> "LocalRuntime":
+    def __enter__(self) -> LocalRuntime:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -78,8 +78,17 @@ class LocalRuntime:
     def learner(self, learner_class: type, model: Any, *, pad_id: int, max_len: int, name: str = "learner") -> Any:
         return learner_class(model, self.cfg.trainer, pad_id=pad_id, max_len=max_len)
 
-    def play(self, matchups: list[Matchup], pools: Mapping[str, Mapping[str, Policy]], ids: list[str], console: Console, label: str,
-             *, step: int | None = None, tag: str = "train") -> list[Episode]:
+    def play(
+        self,
+        matchups: list[Matchup],
+        pools: Mapping[str, Mapping[str, Policy]],
+        ids: list[str],
+        console: Console,
+        label: str,
+        *,
+        step: int | None = None,
+        tag: str = "train",
+    ) -> list[Episode]:
         return play_with_progress(matchups, pools, ids, self.cfg.rollout, console, label)
 
     def sync(self, policy_id: str, engine: Any, learner: Any) -> dict[str, float]:
@@ -87,8 +96,14 @@ class LocalRuntime:
         from arena.weight_sync import make_probe, probe_logprobs, sync_local
 
         probe = self.probes.setdefault(policy_id, make_probe(engine.tokenizer))
-        report = sync_local({policy_id: engine}, learner.model.state_dict(), learner.version, probe, probe_logprobs(learner.model, probe),
-                            tolerance=self.cfg.cluster.probe_tolerance)
+        report = sync_local(
+            {policy_id: engine},
+            learner.model.state_dict(),
+            learner.version,
+            probe,
+            probe_logprobs(learner.model, probe),
+            tolerance=self.cfg.cluster.probe_tolerance,
+        )
         return report.metrics(f"sync/{policy_id}")
 
 
@@ -111,8 +126,10 @@ def load_model_policies(cfg: RunConfig, console: Console, runtime: Any = None) -
     from arena.trainers.recipes import RECIPES
 
     if cfg.model.path and cfg.model.warm_start is not None:
-        console.print(f"[yellow]model.warm_start ({cfg.model.warm_start.recipe}) is skipped:[/yellow] it builds the tiny model, "
-                      f"and model.path={cfg.model.path} is used as given (set model.warm_start=null to silence this)")
+        console.print(
+            f"[yellow]model.warm_start ({cfg.model.warm_start.recipe}) is skipped:[/yellow] it builds the tiny model, "
+            f"and model.path={cfg.model.path} is used as given (set model.warm_start=null to silence this)"
+        )
     with console.status("Preparing the model (built once and cached)"):
         path = run_model_path(cfg)
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -131,7 +148,9 @@ def load_model_policies(cfg: RunConfig, console: Console, runtime: Any = None) -
         learner_class = RECIPES[cfg.trainer.recipe].learner
         for pid in ids:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(cfg.model.dtype)).to(cfg.model.device)
-            learners[pid] = runtime.learner(learner_class, model, pad_id=tokenizer.pad_token_id, max_len=cfg.agent.max_prompt_tokens + cfg.sampling.max_new_tokens, name=pid)
+            learners[pid] = runtime.learner(
+                learner_class, model, pad_id=tokenizer.pad_token_id, max_len=cfg.agent.max_prompt_tokens + cfg.sampling.max_new_tokens, name=pid
+            )
     policies = ModelPolicies(agents=agents, learners=learners, tokenizer=tokenizer)
     if any(pid == SNAPSHOT for g in cfg.games for seats in g.matchups for pid in seats.values()):
         policies.snapshot = agent("main@0")
@@ -170,8 +189,14 @@ def choose_snapshot(cfg: RunConfig, models: ModelPolicies | None, round_index: i
     return models.snapshot.policy_id
 
 
-def play_with_progress(matchups: list[Matchup], pools: Mapping[str, Mapping[str, Policy]] | Callable[[Matchup], Mapping[str, Policy]],
-                       ids: list[str], rollout: RolloutConfig, console: Console, label: str) -> list[Episode]:
+def play_with_progress(
+    matchups: list[Matchup],
+    pools: Mapping[str, Mapping[str, Policy]] | Callable[[Matchup], Mapping[str, Policy]],
+    ids: list[str],
+    rollout: RolloutConfig,
+    console: Console,
+    label: str,
+) -> list[Episode]:
     """Play with a progress bar; ``pools`` maps game id -> policies, or is a function of the matchup."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as progress:
@@ -186,5 +211,3 @@ def play_with_progress(matchups: list[Matchup], pools: Mapping[str, Mapping[str,
                 max_steps=rollout.max_steps,
             )
         )
-
-

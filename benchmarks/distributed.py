@@ -44,14 +44,16 @@ from arena.distributed import RayRuntime
 from arena.engines.actor import EngineActor, init_ray
 from arena.engines.base import SamplingParams
 from arena.engines.hf import HFEngine
-from arena.experiment import LocalRuntime, load_model_policies, policy_pools
 from arena.models import resolve_model_path
 from arena.records import Matchup
+from arena.runtime import LocalRuntime, load_model_policies, policy_pools
 from arena.tiny import TinyModelConfig, build_tiny_model
 from arena.trainers.imitation import ImitationConfig
 from arena.weight_sync import make_probe, probe_logprobs, sync_actors
 
 QUIET = Console(quiet=True)
+#: the games whose text and bots make the tiny model (as configs/selfplay.yaml)
+GAMES = ("negotiation-v0", "repeated_matrix-v0")
 SEATINGS = [
     ("negotiation-v0", {"seller": "main", "buyer": "scripted/fair_buyer"}),
     ("negotiation-v0", {"seller": "scripted/fair_seller", "buyer": "main"}),
@@ -65,13 +67,15 @@ def run_config(model_path: str, mode: str, engines: int, concurrency: int) -> Ru
     games: dict[str, list] = {}
     for game, seats in SEATINGS:
         games.setdefault(game, []).append(seats)
-    return RunConfig.model_validate({
-        "games": [{"id": g, "matchups": m} for g, m in games.items()],
-        "model": {"path": model_path},
-        "rollout": {"concurrency": concurrency},
-        "trainer": {"recipe": "none"},
-        "cluster": {"mode": mode, "rollout_workers": 2, "engines": engines},
-    })
+    return RunConfig.model_validate(
+        {
+            "games": [{"id": g, "matchups": m} for g, m in games.items()],
+            "model": {"path": model_path},
+            "rollout": {"concurrency": concurrency},
+            "trainer": {"recipe": "none"},
+            "cluster": {"mode": mode, "rollout_workers": 2, "engines": engines},
+        }
+    )
 
 
 def rollout_tokens_per_s(cfg: RunConfig, runtime: Any, episodes: int, repeats: int) -> tuple[float, list]:
@@ -120,9 +124,14 @@ def vllm_vs_hf(model_path: str, prompts: list[list[int]], max_new_tokens: int, r
         "vllm_vs_hf_generate_ratio": round(vllm_tps / hf_tps, 3),
         "vllm_generate_tokens_per_s": round(vllm_tps, 1),
         "hf_generate_tokens_per_s": round(hf_tps, 1),
-        "vllm_generate": {"batch": len(prompts), "max_new_tokens": max_new_tokens, "same_tokens_as_hf": [c.token_ids for c in vllm_out] == [c.token_ids for c in hf_out],
-                          "mean_completion_tokens": round(sum(len(c.token_ids) for c in hf_out) / len(hf_out), 1),
-                          "startup_s": round(vllm_engine.startup_s, 1), "warmup_s": round(vllm_engine.warmup_s, 1)},
+        "vllm_generate": {
+            "batch": len(prompts),
+            "max_new_tokens": max_new_tokens,
+            "same_tokens_as_hf": [c.token_ids for c in vllm_out] == [c.token_ids for c in hf_out],
+            "mean_completion_tokens": round(sum(len(c.token_ids) for c in hf_out) / len(hf_out), 1),
+            "startup_s": round(vllm_engine.startup_s, 1),
+            "warmup_s": round(vllm_engine.warmup_s, 1),
+        },
     }
 
 
@@ -151,8 +160,12 @@ def weight_sync_seconds(root: Path, repeats: int) -> dict[str, Any]:
             diffs.append(max(report.max_diff.values()))
         for a in actors.values():
             ray.kill(a)
-        out[label] = {"parameters": sum(p.numel() for p in learner.parameters()), "seconds": round(statistics.median(times), 4),
-                      "best_s": round(min(times), 4), "max_probe_diff": max(diffs)}
+        out[label] = {
+            "parameters": sum(p.numel() for p in learner.parameters()),
+            "seconds": round(statistics.median(times), 4),
+            "best_s": round(min(times), 4),
+            "max_probe_diff": max(diffs),
+        }
     return out
 
 
@@ -169,10 +182,18 @@ def main() -> None:
     ap.add_argument("--vllm-batch", type=int, default=32)
     args = ap.parse_args()
 
-    warm = resolve_model_path(None, TinyModelConfig(), warm_start=ImitationConfig())
+    warm = resolve_model_path(None, TinyModelConfig(), warm_start=ImitationConfig(), games=GAMES)
     threads = torch.get_num_threads()
-    result: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2), "python": platform.python_version(),
-                                          "torch": torch.__version__, "ray": ray.__version__, "torch_threads": threads}}
+    result: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_1min": round(os.getloadavg()[0], 2),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "ray": ray.__version__,
+            "torch_threads": threads,
+        }
+    }
     played: list = []
     if "rollout" in args.parts:
         tps: dict[str, float] = {}
@@ -187,7 +208,13 @@ def main() -> None:
             with RayRuntime(cfg) as runtime:
                 tps[f"ray_{engines}_engine{'s' if engines > 1 else ''}"], _ = rollout_tokens_per_s(cfg, runtime, args.episodes, args.repeats)
         result["rollout_tokens_per_s"] = {k: round(v, 1) for k, v in tps.items()}
-        result["rollout_setup"] = {"episodes": args.episodes, "rollout_workers": 2, "in_flight": args.concurrency, "single_process_threads": threads, "engine_actor_threads": 1}
+        result["rollout_setup"] = {
+            "episodes": args.episodes,
+            "rollout_workers": 2,
+            "in_flight": args.concurrency,
+            "single_process_threads": threads,
+            "engine_actor_threads": 1,
+        }
 
     if "sync" in args.parts:
         torch.set_num_threads(1)  # the learner's side, as in a Ray Train worker
@@ -205,7 +232,7 @@ def main() -> None:
             _, played = rollout_tokens_per_s(local, LocalRuntime(local), args.vllm_batch, 1)
         prompts = [t.prompt_ids for ep in played for t in ep.turns if t.policy_id == "main"][: args.vllm_batch]
         # the untrained tiny model (same shape and tokenizer) rarely ends a reply early: equal, full lengths
-        result.update(vllm_vs_hf(resolve_model_path(None, TinyModelConfig()), prompts, max_new_tokens=32))
+        result.update(vllm_vs_hf(resolve_model_path(None, TinyModelConfig(), games=GAMES), prompts, max_new_tokens=32))
     print(json.dumps(result))
 
 

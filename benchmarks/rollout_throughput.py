@@ -28,6 +28,8 @@ from arena.records import Matchup
 from arena.rollout import play_many
 from arena.tiny import TinyModelConfig
 
+#: the games whose text and bots make the tiny model (as configs/selfplay.yaml)
+GAMES = ("negotiation-v0", "repeated_matrix-v0")
 SEATINGS = [
     ("repeated_matrix-v0", {"player_0": "main", "player_1": "scripted/tit_for_tat"}),
     ("negotiation-v0", {"seller": "main", "buyer": "scripted/fair_buyer"}),
@@ -44,7 +46,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats of the raw generate baseline (best is kept)")
     args = ap.parse_args()
 
-    path = resolve_model_path(None, TinyModelConfig())
+    path = resolve_model_path(None, TinyModelConfig(), games=GAMES)
     engine = HFEngine(path, max_batch_size=args.concurrency)
     sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=1.0)
     agent = LLMAgent(engine, sampling=sampling)

@@ -69,15 +69,17 @@ def qa_knowledge():
     """The collaborative-QA model's recipe at test size: a smaller world (60 facts, 30 known), fewer steps."""
     from arena.environments.collab_qa.knowledge import KnowledgeConfig
 
-    return KnowledgeConfig.model_validate({
-        "world": {"persons": 8, "towns": 3, "compounds": 8, "organisms": 3},
-        "reading": {"steps": 200, "batch_size": 16, "lr": 3e-3},
-        "pretrain": {"steps": 300, "batch_size": 32, "lr": 5e-3},  # ~35 passes over the known facts, closed-book and in the game
-        "warm_start": {"steps": 300, "batch_size": 32, "lr": 2e-3},
-        "collaborative_episodes": 32,
-        "isolated_episodes": 48,
-        "action_supervised": {"steps": 200, "batch_size": 32, "lr": 2e-3},
-    })
+    return KnowledgeConfig.model_validate(
+        {
+            "world": {"persons": 8, "towns": 3, "compounds": 8, "organisms": 3},
+            "reading": {"steps": 200, "batch_size": 16, "lr": 3e-3},
+            "pretrain": {"steps": 300, "batch_size": 32, "lr": 5e-3},  # ~35 passes over the known facts, closed-book and in the game
+            "warm_start": {"steps": 300, "batch_size": 32, "lr": 2e-3},
+            "collaborative_episodes": 32,
+            "isolated_episodes": 48,
+            "action_supervised": {"steps": 200, "batch_size": 32, "lr": 2e-3},
+        }
+    )
 
 
 @pytest.fixture(scope="session")

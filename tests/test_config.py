@@ -23,7 +23,7 @@ def test_embedded_default_is_the_collab_qa_quick_start_and_its_file_spells_it_ou
 
 def test_yaml_and_dotted_overrides(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("seed: 3\nsampling:\n  temperature: 0.5\n")
+    path.write_text("seed: 3\nsampling:\n  temperature: 0.5\ngames:\n  - id: negotiation-v0\n    matchups: [{seller: main, buyer: random}]\n")
     cfg = load_config(path, ["sampling.max_new_tokens=7", "tracking.experiment=abc", "seed=4"])
     assert (cfg.seed, cfg.sampling.temperature, cfg.sampling.max_new_tokens, cfg.tracking.experiment) == (4, 0.5, 7, "abc")
 
@@ -79,11 +79,18 @@ def test_shipped_configs_validate():
         load_config(path)
 
 
+def test_a_config_must_name_its_games(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 3\n")
+    with pytest.raises(ConfigError, match="'games'"):
+        load_config(path)
+
+
 def test_selfplay_yaml_spells_out_the_field_defaults():
     from pathlib import Path
 
     cfg = load_config(Path(__file__).parent.parent / "configs" / "selfplay.yaml")
-    assert cfg == RunConfig()
+    assert cfg == RunConfig(games=cfg.games)
     assert {g.id for g in cfg.games} == {"repeated_matrix-v0", "negotiation-v0"}
     assert any("main" in seats.values() for g in cfg.games for seats in g.matchups)
 
@@ -92,3 +99,41 @@ def test_a_game_listed_twice_needs_names():
     games = [{"id": "negotiation-v0", "matchups": [{"seller": "random", "buyer": "random"}]}] * 2
     with pytest.raises(ConfigError, match="distinct `name`"):
         load_config(None, [f"games={games}"])
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["model.path=/nonexistent/model"], "model.path': no such model directory"),
+        (["model.path=./models/none"], "model.path': no such model directory"),
+        (["model.path=not a hub id!"], "model.path"),
+        (["model.warm_start={recipe: telepathy}"], "unknown warm-start recipe 'telepathy'"),
+        (["model.warm_start={recipe: imitation, stepz: 3}"], "stepz"),
+        (["imports=[no_such_module_here]"], "imports': cannot import 'no_such_module_here'"),
+        (["trainer.recipe=magic"], "unknown name 'magic'"),
+    ],
+)
+def test_bad_model_warm_start_imports_and_recipe_fail_before_any_work(overrides, expected):
+    with pytest.raises(ConfigError, match=expected.replace(".", r"\.").replace("[", r"\[").replace("{", r"\{")):
+        load_config(None, overrides)
+
+
+def test_a_model_directory_needs_a_config_json(tmp_path):
+    (tmp_path / "m").mkdir()
+    with pytest.raises(ConfigError, match="no config.json"):
+        load_config(None, [f"model.path={tmp_path / 'm'}"])
+    (tmp_path / "m" / "config.json").write_text("{}")
+    assert load_config(None, [f"model.path={tmp_path / 'm'}"]).model.path == str(tmp_path / "m")
+    assert load_config(None, ["model.path=Qwen/Qwen2.5-0.5B-Instruct"]).model.path == "Qwen/Qwen2.5-0.5B-Instruct"  # a hub id: loaded later
+
+
+def test_imports_are_read_before_the_games_and_from_the_configs_folder(tmp_path):
+    (tmp_path / "coin_game_for_config_test.py").write_text(
+        "import arena\n"
+        "from arena.environments.repeated_matrix import RepeatedMatrixGame\n"
+        "arena.register('coin_for_config_test-v0', RepeatedMatrixGame, bots={'copy': 'arena.environments.repeated_matrix.bots:TitForTat'})\n"
+    )
+    path = tmp_path / "c.yaml"
+    path.write_text("imports: [coin_game_for_config_test]\ngames:\n  - id: coin_for_config_test-v0\n    matchups: [{player_0: main, player_1: scripted/copy}]\n")
+    cfg = load_config(path)
+    assert cfg.imports == ["coin_game_for_config_test"] and cfg.games[0].id == "coin_for_config_test-v0"

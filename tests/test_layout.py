@@ -107,7 +107,7 @@ def test_no_import_cycles():
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycles.append(" -> ".join(stack[stack.index(nxt):] + [node, nxt]) if nxt in stack else f"{node} -> {nxt}")
+                cycles.append(" -> ".join(stack[stack.index(nxt) :] + [node, nxt]) if nxt in stack else f"{node} -> {nxt}")
             elif nxt not in state:
                 visit(nxt, stack + [node])
         state[node] = 2
@@ -120,7 +120,7 @@ def test_no_import_cycles():
 
 def test_no_module_imports_another_modules_private_names():
     offenders = []
-    for name, path in modules().items():
+    for path in modules().values():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("arena"):
                 for alias in node.names:

@@ -191,8 +191,9 @@ def test_a_users_game_is_listed_and_played_by_hand(user_dir: Path):
     listed = arena("games", "-i", "my_auction", cwd=user_dir, env=_env(user_dir))
     assert listed.returncode == 0, listed.stderr
     assert "sealed_bid-v0" in listed.stdout and "truthful" in listed.stdout
-    played = arena("play", "sealed_bid-v0", "-i", "my_auction", "--opponent", "scripted/shading", cwd=user_dir, env=_env(user_dir),
-                   stdin="BID 3\n", timeout=120)
+    played = arena(
+        "play", "sealed_bid-v0", "-i", "my_auction", "--opponent", "scripted/shading", cwd=user_dir, env=_env(user_dir), stdin="BID 3\n", timeout=120
+    )
     assert played.returncode == 0, played.stderr[-2000:]
     assert "Game over" in played.stdout
     unknown = arena("play", "sealed_bid-v0", cwd=user_dir, env=_env(user_dir), timeout=120)
@@ -217,7 +218,11 @@ def test_a_plain_pettingzoo_env_from_an_installed_entry_point_plays_and_trains(t
     assert listed.returncode == 0 and "pennies-v0" in listed.stdout, listed.stderr
     conformance = subprocess.run(
         [sys.executable, "-c", "from arena.testing import check_game; print(check_game('pennies-v0').checks)"],
-        cwd=work, env={**os.environ, **env}, capture_output=True, text=True, timeout=300,
+        cwd=work,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert conformance.returncode == 0 and "api_test" in conformance.stdout, conformance.stderr[-2000:]
 

@@ -29,15 +29,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pydantic
 import torch
 
 from arena.agents.base import PlayerView
 from arena.agents.catalog import make_fixed_policy
 from arena.records import Episode, Matchup
-from arena.seeds import derive_seed
 from arena.rollout import play_many
+from arena.seeds import derive_seed
 from arena.tiny import build_once
 
 #: (game id, {player: policy id}); policy ids are "scripted/<bot>" or "random"
@@ -45,6 +44,7 @@ Seating = tuple[str, dict[str, str]]
 
 META_FILE = "arena_warm_start.json"
 END_TOKEN = "<|end|>"
+
 
 def default_seatings(games: Sequence[str]) -> list[Seating]:
     """The demonstrations the run's games declare (``arena.register(..., demonstrations=...)``), game by
@@ -95,9 +95,7 @@ class ImitationConfig(pydantic.BaseModel):
 def demonstrations(seatings: Sequence[Seating], episodes_per_seating: int, seed: int) -> list[Episode]:
     """Scripted play of every seating, ``episodes_per_seating`` times each, seeds derived from ``seed``."""
     matchups = [
-        Matchup(game=game, seed=derive_seed(seed, i, k), seats=dict(seats))
-        for i, (game, seats) in enumerate(seatings)
-        for k in range(episodes_per_seating)
+        Matchup(game=game, seed=derive_seed(seed, i, k), seats=dict(seats)) for i, (game, seats) in enumerate(seatings) for k in range(episodes_per_seating)
     ]
 
     def pool(m: Matchup) -> dict[str, Any]:
@@ -155,9 +153,7 @@ def end_token_id(tokenizer: Any) -> int:
 # ----- the training loop ------------------------------------------------------------------------
 
 
-def collate(
-    examples: Sequence[tuple[list[int], list[int]]], max_len: int, pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate(examples: Sequence[tuple[list[int], list[int]]], max_len: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded ``input_ids``, ``attention_mask`` and ``labels``, each [B, T].
 
     ``labels`` is -100 on the prompt and the padding, so only target tokens are
@@ -312,4 +308,3 @@ def cached_warm_start(model_path: str | Path, cfg: ImitationConfig, cache_dir: s
     key = hashlib.sha256(f"{name}:{cfg.model_dump_json()}".encode()).hexdigest()[:12]
     final = Path(cache_dir) / "models" / f"warm-{key}"
     return build_once(final, lambda tmp: warm_start(model_path, tmp, cfg), marker=META_FILE)
-

@@ -120,8 +120,16 @@ class TreeDPO(Recipe):
         tree_cfg = TreeConfig(branches=t.tree_branches, rollouts=t.tree_rollouts, turn=t.tree_turn)
         with ctx.console.status(f"{ctx.title}: growing trees from {len(ctx.matchups)} matchups"):
             trees = asyncio.run(
-                grow_trees(ctx.matchups, lambda m: ctx.pools[m.game], tree_cfg, branch_policies=ctx.model_policies, labels=ctx.labels,
-                           ids=ctx.episode_ids, concurrency=ctx.rollout.concurrency, max_steps=ctx.rollout.max_steps)
+                grow_trees(
+                    ctx.matchups,
+                    lambda m: ctx.pools[m.game],
+                    tree_cfg,
+                    branch_policies=ctx.model_policies,
+                    labels=ctx.labels,
+                    ids=ctx.episode_ids,
+                    concurrency=ctx.rollout.concurrency,
+                    max_steps=ctx.rollout.max_steps,
+                )
             )
         episodes = [ep for tree in trees for ep in tree.episodes()]
         return RoundPlay(episodes, [tree.label for tree in trees for _ in tree.episodes()], extra=trees)

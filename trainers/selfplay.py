@@ -13,11 +13,10 @@ import copy
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from arena.config import TrainerConfig
