@@ -177,11 +177,12 @@ class TrainerConfig(Section):
     rest_top_fraction: float = Field(0.25, gt=0, le=1)
     #: DPO: inverse temperature of the implicit reward (how far from the warm start the policy may move)
     dpo_beta: float = Field(0.1, gt=0)
-    #: DPO: continuations sampled at a debate tree's branch point (each training matchup grows one tree per model seat)
+    #: DPO: continuations sampled at a tree's branch point (each training matchup grows one tree per model seat)
     tree_branches: int = Field(4, ge=2)
-    #: DPO: games played to the end below each continuation; its score is their mean correctness
+    #: DPO: games played to the end below each continuation; its score is their mean outcome (the seat's
+    #: return, or the score its game declares)
     tree_rollouts: int = Field(2, ge=1)
-    #: DPO: branch where the trained debater has sent this many messages (0 = its opening, 1 = its first reply)
+    #: DPO: branch where the trained seat has made this many legal moves (0 = its first move)
     tree_turn: int = Field(1, ge=0)
     #: add the current weights to the snapshot pool every N rounds (for "snapshot" seats)
     snapshot_every: int = Field(5, ge=1)

@@ -1,4 +1,5 @@
-"""Tests for debate-v0 (arena.environments.debate.rules), its scripted bots and tree mode without a model."""
+"""Tests for debate-v0 (arena.environments.debate.rules), its scripted bots, and its trees (scores and
+persuasion labels, arena.environments.debate.trees) without a model."""
 
 from __future__ import annotations
 
@@ -12,14 +13,15 @@ import pytest
 import arena
 from arena.agents.base import PlayerView, ScriptedPolicy
 from arena.agents.catalog import make_fixed_policy
-from arena.environments.debate.bots import BOTS, read_view, solve
 from arena.config import ConfigError, load_config
-from arena.trainers.trees import ReplayedGame, TreeConfig, branch_point, grow_trees, replay, tree_stats
+from arena.environments.debate.bots import BOTS, read_view, solve
 from arena.environments.debate.rules import QUESTION_KINDS, DebateGame, generate_question, normalize_answer, parse_message, parse_verdict
+from arena.environments.debate.trees import persuasion_label
 from arena.game import IllegalMove
 from arena.records import Matchup
 from arena.rollout import play_episode
 from arena.testing import check_game
+from arena.trainers.trees import ReplayedGame, TreeConfig, branch_point, grow_trees, replay, tree_stats
 
 GAME = "debate-v0"
 ZORBIA = {"question": "What is the capital of Zorbia?", "answer": "Quon", "wrong_answers": ["Pell", "Vask"], "aliases": ["Quon City"]}
@@ -422,25 +424,49 @@ def test_tree_scores_branches_by_correct_outcomes_and_labels_pairs():
         gold.reset(seed=tree.matchup.seed)
         assert tree.trunk.turns[tree.branch_index].player == "debater_0"
         assert tree.branch_index == branch_point(tree.trunk, "debater_0", 1)
-        assert tree.prior_correct == gold.question.is_right(tree.prior_answer)
+        prefix = [t.action for t in tree.trunk.turns[: tree.branch_index]]
+        # the debater's answer before the branch: its opening in the trunk
+        (opening,) = [t.action for t in tree.trunk.turns[: tree.branch_index] if t.player == "debater_0" and not t.illegal]
+        prior = parse_message(opening)[0]
+        assert replay(tree.matchup, prefix).unwrapped.current_answer("debater_0") == prior
+        prior_correct = gold.question.is_right(prior)
         for b in tree.branches:
             # the stubborn opponent never moves the answer: a branch is right exactly when its answer is
-            assert b.outcomes == [float(gold.question.is_right(b.answer))] * 2
+            assert b.illegal_reason is None
+            assert b.outcomes == [float(gold.question.is_right(parse_message(b.action.text)[0]))] * 2
             for ep in b.episodes:
-                prefix = [t.action for t in tree.trunk.turns[: tree.branch_index]]
                 assert [t.action for t in ep.turns[: tree.branch_index]] == prefix
                 assert ep.turns[tree.branch_index].action == b.action.text and ep.metrics["final_correct/debater_0"] == b.score
         for p in tree.pairs:
             assert p.chosen_score > p.rejected_score and p.chosen_text != p.rejected_text
             chosen = parse_message(p.chosen_text)[0]
-            want = "resist" if tree.prior_correct and chosen == tree.prior_answer else "accept" if not tree.prior_correct else "other"
+            want = "resist" if prior_correct and chosen == prior else "accept" if not prior_correct else "other"
             assert p.label == want
             labels.add(p.label)
         scores = [b.score for b in tree.branches]
         assert len(tree.pairs) == sum(1 for i in range(4) for j in range(i + 1, 4) if scores[i] != scores[j])
     assert labels == {"resist", "accept"}
     stats = tree_stats(trees)
+    # debate declares its labels: each is counted, and together they count every pair
     assert stats["pairs"] == stats["pairs_resist"] + stats["pairs_accept"] + stats["pairs_other"] > 0
+    assert stats["pairs_other"] == 0 and stats["pairs_resist"] > 0 and stats["pairs_accept"] > 0
+
+
+def test_persuasion_labels_read_the_answer_at_the_branch_point(zorbia):
+    m = Matchup(game=GAME, seed=0, seats={}, game_kwargs={"questions_path": zorbia, "rounds": 1, "first_speaker": "debater_0"})
+    right, wrong = "ANSWER: Quon CONFIDENCE: 60", "ANSWER: Pell CONFIDENCE: 60"
+    opening = replay(m, [])
+    assert persuasion_label(opening, "debater_0", right) == "other"  # no answer before the opening
+    held_right = replay(m, [right, wrong])
+    assert persuasion_label(held_right, "debater_0", "ANSWER: quon city. CONFIDENCE: 90") == "other"  # an alias is not the same answer
+    assert persuasion_label(held_right, "debater_0", "ANSWER: quon CONFIDENCE: 90") == "resist"
+    assert persuasion_label(held_right, "debater_0", wrong) == "other"
+    assert persuasion_label(held_right, "debater_0", "no answer here") == "other"  # an illegal move
+    held_wrong = replay(m, [wrong, right])
+    assert persuasion_label(held_wrong, "debater_0", right) == "accept"
+    assert persuasion_label(held_wrong, "debater_0", "ANSWER: Quon City CONFIDENCE: 70") == "accept"
+    assert persuasion_label(held_wrong, "debater_0", wrong) == "other"
+    assert arena.registry.spec(GAME).tree.labels == ("resist", "accept", "other")
 
 
 def test_no_tree_without_the_branch_turn():

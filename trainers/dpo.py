@@ -1,4 +1,4 @@
-"""Direct preference optimisation (Rafailov et al., 2023) on preference pairs, e.g. from debate trees.
+"""Direct preference optimisation (Rafailov et al., 2023) on preference pairs, e.g. from game trees.
 
 Read top to bottom: the loss as a pure function of per-sequence
 log-probabilities, the sequence log-probabilities of completion tokens under a

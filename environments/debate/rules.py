@@ -6,8 +6,9 @@ keep or change its answer; preference pairs from debate trees teach a model to
 resist persuasion toward a wrong answer and accept persuasion toward a right
 one. The adversarial variant is zero-sum debate with a judge (Irving et al.,
 "AI safety via debate"; "Reward Design for Justifiable Sequential
-Decision-Making"). Tree mode and preference pairs are in
-:mod:`arena.trainers.trees`; this file holds the rules only.
+Decision-Making"). Tree branching is generic (:mod:`arena.trainers.trees`);
+debate's scores and pair labels for it are in :mod:`.trees`; this file holds
+the rules only.
 
 Roles
     ``debater_0`` and ``debater_1``; with ``judge="model"`` also ``judge``, a
