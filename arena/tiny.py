@@ -15,6 +15,7 @@ rest of Arena loads it with ``AutoTokenizer`` / ``AutoModelForCausalLM``
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -205,22 +206,23 @@ def cached_tiny_model(
 def build_once(final: Path, build: Callable[[Path], object], marker: str = META_FILE) -> Path:
     """Build a cache directory once: ``build(tmp)`` fills a temporary sibling that is renamed
     to ``final``, so a killed build never leaves a half-written directory. A directory holding
-    ``marker`` (written last by ``build``) is complete and reused."""
+    ``marker`` (written last by ``build``) is complete and reused. Processes sharing the cache
+    (two runs, parallel test workers) take a lock per directory: one builds, the others wait and
+    reuse its result."""
     if (final / marker).is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    try:
-        build(tmp)
+    with open(final.parent / f".{final.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (final / marker).is_file():  # another process built it while this one waited
+            return final
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
         try:
+            build(tmp)
+            if final.exists():  # a stale directory without the marker (a build killed before the rename)
+                shutil.rmtree(final, ignore_errors=True)
             os.rename(tmp, final)
-        except OSError:
-            # another process finished first (or a stale dir without the marker is in the way)
-            if (final / marker).is_file():
-                return final
-            shutil.rmtree(final, ignore_errors=True)
-            os.rename(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     return final
