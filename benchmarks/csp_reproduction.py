@@ -38,10 +38,15 @@ from pathlib import Path
 
 import numpy as np
 
-METRICS = {"searches_per_question": "searches", "f1": "f1", "selective_auc": "selective_auc",
-           # the same searches on questions whose fact the model was pre-trained on / not: learning *what you
-           # know* means searching less on the first without giving up the second
-           "searches_known": "searches_known", "searches_unknown": "searches_unknown"}
+METRICS = {
+    "searches_per_question": "searches",
+    "f1": "f1",
+    "selective_auc": "selective_auc",
+    # the same searches on questions whose fact the model was pre-trained on / not: learning *what you
+    # know* means searching less on the first without giving up the second
+    "searches_known": "searches_known",
+    "searches_unknown": "searches_unknown",
+}
 SPLITS = {"test": "in_distribution", "ood": "ood"}
 
 
@@ -65,8 +70,9 @@ def isolated_eval(model_dir: str, cfg, splits: list[str], limit: int | None) -> 
     from arena.engines.hf import HFEngine
     from arena.environments.collab_qa.evaluation import evaluate, qa_game_kwargs, summaries
 
-    agent = LLMAgent(HFEngine(model_dir, max_batch_size=cfg.engine.max_batch_size), "m",
-                     sampling=SamplingParams(max_new_tokens=cfg.sampling.max_new_tokens, temperature=0.0))
+    agent = LLMAgent(
+        HFEngine(model_dir, max_batch_size=cfg.engine.max_batch_size), "m", sampling=SamplingParams(max_new_tokens=cfg.sampling.max_new_tokens, temperature=0.0)
+    )
     results = evaluate({"m": agent}, ["isolated"], splits, qa_game_kwargs(cfg), limit=limit, seed=cfg.seed)
     return {split: s for (_, _, split), s in summaries(results).items()}
 
@@ -78,11 +84,11 @@ def one_run(overrides: list[str], splits: list[str], limit: int | None, workdir:
     from arena import checkpoint
     from arena.config import load_config
     from arena.experiment import run
-    from arena.models import resolve_model_path
+    from arena.models import run_model_path
 
     cfg = load_config(None, [*overrides, f"runs_dir={workdir / 'runs'}", "tracking.traces_per_round=0"])
     tick = time.perf_counter()
-    before_dir = resolve_model_path(cfg.model.path, cfg.model.tiny, warm_start=cfg.model.warm_start)
+    before_dir = run_model_path(cfg)  # the model the run starts from: the knowledge model (its warm start)
     build_s = time.perf_counter() - tick
     tick = time.perf_counter()
     result = run(cfg, Console(file=io.StringIO(), width=160))

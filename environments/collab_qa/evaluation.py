@@ -1,4 +1,4 @@
-"""Evaluating collaborative-QA policies: F1, searches and selective prediction (``arena eval``).
+"""Evaluating collaborative-QA policies: F1, searches and selective prediction (``arena eval``, the run report).
 
 The point of Eisenstein et al. (2025) is what an agent trained in a group does
 *alone*: this module plays every question of a split once, in one of two
@@ -51,6 +51,11 @@ knowledge model, warm-started by imitation), the ``always_search`` and
 exactly when its own closed-book answer is wrong), and any trained models
 given by path. One table, printed and logged to MLflow with the per-question
 results and one risk-coverage plot per setting and split.
+
+The package registers two hooks of this module with the game: :func:`report`
+(after ``arena run``: the run's collab_qa evaluation episodes before and after
+self-play, read as QA results, logged and tabled) and :func:`eval_command`
+(``arena eval CONFIG|MODEL_DIR [-o split=S ...] [-o setting=isolated|collaborative ...]``).
 """
 
 from __future__ import annotations
@@ -67,7 +72,9 @@ import numpy as np
 from arena.agents.base import Policy
 from arena.environments.collab_qa.world import QuestionRecord
 from arena.records import Episode, Matchup
+from arena.registry import EvalRequest, GameReport, ReportInput
 from arena.rollout import play_many
+from arena.seeds import derive_seed
 
 #: stated confidence of each outcome of the game
 STATED_CONFIDENCE = {"answered": 1.0, "hedged": 0.5, "abstained": 0.0, "out_of_turns": 0.0, "forfeit": 0.0}
@@ -201,7 +208,7 @@ def question_matchups(setting: str, split: str, policy_id: str, base: Mapping[st
         raise ValueError(f"no questions in split {split!r}; splits in the data: {sorted(map(str, bank.ds.splits()))}")
     matchups = []
     for i, q in enumerate(questions):
-        seed_i = int(np.random.SeedSequence([seed, SETTINGS.index(setting), i]).generate_state(1)[0])
+        seed_i = derive_seed(seed, SETTINGS.index(setting), i)
         if setting == "isolated":
             if q.domain not in bank.ds.corpora:
                 raise ValueError(f"question {q.id} names no corpus (domain {q.domain!r}): the isolated setting searches the corpus holding the answer")
@@ -308,7 +315,9 @@ def before_after_qa_table(before: Sequence[QAResult], after: Sequence[QAResult])
     from rich.table import Table
 
     b, a = summaries(before), summaries(after)
-    table = Table(title="Collaborative QA before -> after self-play (same evaluation seeds; selective AUC by stated confidence)")
+    title = ("Collaborative QA before -> after self-play (same evaluation seeds; selective AUC by stated confidence)" if after
+             else "Collaborative QA evaluation (selective AUC by stated confidence)")
+    table = Table(title=title)
     for col in ("entry", "setting", "n", *(h for h, _, _ in _CHANGE_METRICS)):
         table.add_column(col, justify="left" if col in ("entry", "setting") else "right", no_wrap=True)
     for (_, setting, label), sb in b.items():
@@ -322,22 +331,35 @@ def before_after_qa_table(before: Sequence[QAResult], after: Sequence[QAResult])
     return table
 
 
-def log_run_results(before: Sequence[QAResult], after: Sequence[QAResult]) -> None:
-    """``qa/<entry>/<before|after>/<metric>`` metrics, the per-question results and one risk-coverage plot
-    per entry (before and after on one figure) to the active MLflow run."""
+def log_run_results(before: Sequence[QAResult], after: Sequence[QAResult], step: int | None = None) -> None:
+    """``qa/<entry>/<before|after>/<metric>`` metrics (at ``step``), the per-question results and one
+    risk-coverage plot per entry (before and after on one figure) to the active MLflow run."""
     import matplotlib.pyplot as plt
     import mlflow
 
-    from arena.experiment import metric_name
+    from arena.reporting import metric_name
 
     rows = summaries([*before, *after])
     metrics = {metric_name(f"qa/{label}/{tag}/{k}"): v for (tag, _, label), s in rows.items() for k, v in s.items() if not math.isnan(v)}
-    mlflow.log_metrics(metrics)
+    mlflow.log_metrics(metrics, step=step)
     mlflow.log_dict([asdict(r) for r in [*before, *after]], "qa_eval/run_results.json")
     for setting, label in dict.fromkeys((r.setting, r.split) for r in before):
         fig = risk_coverage_figure([*before, *after], setting, label)
         mlflow.log_figure(fig, f"qa_eval/risk_coverage_{label}.png")
         plt.close(fig)
+
+
+def report(inp: ReportInput) -> GameReport | None:
+    """The game's ``report`` hook, called after ``arena run`` inside its MLflow run: the run's collab_qa
+    evaluation episodes before (and, where the run trained, after) self-play read as QA results
+    (:func:`run_results`), logged at ``inp.step`` (:func:`log_run_results`), and their table
+    (:func:`before_after_qa_table`). None when no collab_qa episode was evaluated."""
+    before = run_results(inp.before, inp.labels_before, "before")
+    after = run_results(inp.after, inp.labels_after, "after")
+    if not before and not after:
+        return None
+    log_run_results(before, after, step=inp.step)
+    return GameReport(renderables=[before_after_qa_table(before, after)])
 
 
 # ----- the table, the plots, MLflow ------------------------------------------------------------------
@@ -411,7 +433,7 @@ def log_to_mlflow(results: Sequence[QAResult], table_rows: Mapping[tuple[str, st
     import matplotlib.pyplot as plt
     import mlflow
 
-    from arena.experiment import metric_name
+    from arena.reporting import metric_name
 
     metrics = {}
     for (policy, setting, split), s in table_rows.items():
@@ -520,9 +542,9 @@ def run_eval(
     from arena.config import ConfigError
     from arena.engines.base import SamplingParams
     from arena.engines.hf import HFEngine
-    from arena.models import resolve_model_path
-    from arena.tiny import default_cache_dir
     from arena.environments.collab_qa.knowledge import KnowledgeConfig, cached_action_supervised
+    from arena.models import run_model_path
+    from arena.tiny import default_cache_dir
 
     console = console or Console()
     for s in settings:
@@ -534,12 +556,14 @@ def run_eval(
             raise ConfigError(f"--model {m}: not a model directory (no config.json)")
         trained.append((model_name(Path(m)), str(m)))
     base = qa_game_kwargs(cfg)
+    # every split and setting read now: a split the data lacks fails before any model is built
+    questions = sum(len(question_matchups(s, sp, "x", base, limit=limit)[0]) for s in settings for sp in splits)
     sampling = SamplingParams(max_new_tokens=cfg.sampling.max_new_tokens, temperature=temperature)
 
     paths: dict[str, str] = {}
     if baselines:
         with console.status("Preparing the baseline models (built once and cached)"):
-            start = resolve_model_path(cfg.model.path, cfg.model.tiny, warm_start=cfg.model.warm_start)
+            start = run_model_path(cfg)
             paths["warm_start"] = start
             if isinstance(cfg.model.warm_start, KnowledgeConfig):
                 paths["action_supervised"] = str(cached_action_supervised(start, cfg.model.warm_start, default_cache_dir()))
@@ -563,7 +587,7 @@ def run_eval(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    total = sum(len(question_matchups(s, sp, "x", base, limit=limit)[0]) for s in settings for sp in splits) * len(policies)
+    total = questions * len(policies)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("evaluation: questions", total=total)
         results = evaluate(policies, settings, splits, base, limit=limit, seed=cfg.seed, concurrency=cfg.rollout.concurrency,
@@ -581,3 +605,37 @@ def run_eval(
         run_id = active.info.run_id
     console.print(f"Logged to MLflow run [bold]{run_id}[/bold] in {mlflow.get_tracking_uri()} (risk-coverage plots under qa_eval/)")
     return EvalReport(results=results, table=rows, models=paths, run_id=run_id)
+
+
+#: ``arena eval``'s options for this game (``-o key=value``, each repeatable) and their defaults
+EVAL_OPTIONS: dict[str, tuple[str, ...]] = {"split": ("test", "ood"), "setting": SETTINGS}
+
+
+def eval_options(options: Mapping[str, Sequence[str]]) -> tuple[list[str], list[str]]:
+    """(splits, settings) from ``arena eval``'s ``-o split=S -o setting=T`` (defaults: test and ood, both
+    settings); raises ValueError naming an unknown option or setting."""
+    unknown = sorted(set(options) - set(EVAL_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"unknown option {', '.join(map(repr, unknown))} for {GAME}; its options: -o split=NAME (repeatable; "
+            f"default: {' and '.join(EVAL_OPTIONS['split'])}), -o setting={'|'.join(SETTINGS)} (repeatable; default: both)"
+        )
+    splits = list(dict.fromkeys(options.get("split") or EVAL_OPTIONS["split"]))
+    settings = list(dict.fromkeys(options.get("setting") or EVAL_OPTIONS["setting"]))
+    for setting in settings:
+        if setting not in SETTINGS:
+            raise ValueError(f"unknown setting {setting!r}; settings: {', '.join(SETTINGS)}")
+    if any(not split.strip() for split in splits):
+        raise ValueError("-o split= needs a split name, e.g. -o split=test")
+    return splits, settings
+
+
+def eval_command(request: EvalRequest, console=None) -> None:
+    """The game's ``evaluate`` hook, ``arena eval``: :func:`run_eval` with the request's target, overrides,
+    models, limit, baselines and temperature, and the splits and settings of its options (:func:`eval_options`).
+    Raises ValueError (a :class:`arena.config.ConfigError` among them) for input it cannot evaluate."""
+    if request.limit is not None and request.limit < 1:
+        raise ValueError(f"limit must be at least 1, got {request.limit}")
+    splits, settings = eval_options(request.options)
+    run_eval(request.target, request.overrides, models=request.models, splits=splits, settings=settings,
+             limit=request.limit, baselines=request.baselines, temperature=request.temperature, console=console)

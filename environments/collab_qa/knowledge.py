@@ -9,11 +9,11 @@ how much of that stuck.
 The base. The tiny model of :mod:`arena.tiny` (the run's ``model.tiny``
 shape), with its tokenizer trained on collab_qa's own text (scripted play of
 the game on the world; :func:`qa_text_corpus`), as DESIGN.md has the tiny
-model's tokenizer trained on the game's text. The project's default
-tokenizer is trained on two other games only: on it a QA prompt is about
-twice as long, and the tiny model learned to copy a question 19% of the time
-after 600 steps where this one copies 90%. Tokenizers hold no facts: they
-only decide how strings are cut.
+model's tokenizer trained on the game's text: this warm start builds its own
+base (``own_base``), whatever the run's other games. On a tokenizer trained
+on other games' text a QA prompt was about twice as long, and the tiny model
+learned to copy a question 19% of the time after 600 steps where this one
+copies 90%. Tokenizers hold no facts: they only decide how strings are cut.
 
 Three training stages, then a baseline:
 
@@ -82,6 +82,11 @@ closed-book accuracy.
 
     path = cached_knowledge_model(TinyModelConfig(), KnowledgeConfig(), cache_dir)
     right = closed_book(path, questions)          # [1.0, 0.0, ...]
+
+In a run config the model is chosen by ``model.warm_start: {recipe: knowledge, ...}``:
+the package registers the recipe (:func:`knowledge_warm_start`) with
+:func:`arena.warm_start.register_warm_start`, and checks each collab_qa entry
+of such a run against the world the model knows (:func:`check_entry`).
 """
 
 from __future__ import annotations
@@ -99,6 +104,7 @@ import numpy as np
 import pydantic
 
 from arena.environments.collab_qa.world import ATTRIBUTES, QuestionRecord, WorldConfig, cached_world, known_fact_lines
+from arena.seeds import derive_seed
 
 GAME = "collab_qa-v0"
 META_FILE = "arena_qa_model.json"
@@ -312,11 +318,14 @@ Example = tuple[list[int], list[int]]
 
 def _chat(tokenizer: Any, user: str) -> list[int]:
     """The LLM agent's prompt for the asker of collab_qa with ``user`` as the observation."""
-    from arena.agents.llm import LLMAgent, _as_ids
+    from arena.agents.llm import LLMAgent
 
     system = LLMAgent.DEFAULT_SYSTEM_PROMPT.format(player="asker", game=GAME)
     messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    return _as_ids(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+    rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if isinstance(rendered, dict) or hasattr(rendered, "keys"):  # a BatchEncoding, by transformers version
+        rendered = rendered["input_ids"]
+    return [int(i) for i in rendered]
 
 
 def _reading_sources(cfg: KnowledgeConfig):
@@ -618,7 +627,8 @@ def build_action_supervised(knowledge_path: str | Path, out_dir: str | Path, cfg
     return _save(model, tokenizer, Path(out_dir), cfg, meta)
 
 
-def _key(*parts: str) -> str:
+def cache_key(*parts: str) -> str:
+    """The 12-hex-digit name of a cached model built from ``parts`` (its base's name and its config)."""
     return hashlib.sha256(":".join(parts).encode()).hexdigest()[:12]
 
 
@@ -628,7 +638,7 @@ def cached_knowledge_model(tiny: Any, cfg: KnowledgeConfig, cache_dir: str | Pat
     from arena.tiny import build_once
 
     base = qa_base_model(tiny, cfg.world, cache_dir)
-    final = Path(cache_dir) / "models" / f"qa-{_key(base.name, cfg.model_dump_json())}"
+    final = Path(cache_dir) / "models" / f"qa-{cache_key(base.name, cfg.model_dump_json())}"
     return build_once(final, lambda tmp: build_knowledge_model(base, tmp, cfg), marker=META_FILE)
 
 
@@ -637,10 +647,30 @@ def cached_action_supervised(knowledge_path: str | Path, cfg: KnowledgeConfig, c
     from arena.tiny import build_once
 
     name = Path(str(knowledge_path).rstrip("/")).name
-    final = Path(cache_dir) / "models" / f"qa-action-{_key(name, cfg.model_dump_json())}"
+    final = Path(cache_dir) / "models" / f"qa-action-{cache_key(name, cfg.model_dump_json())}"
     return build_once(final, lambda tmp: build_action_supervised(knowledge_path, tmp, cfg), marker=META_FILE)
 
 
 def build_meta(model_dir: str | Path) -> Mapping[str, Any]:
     """What a model built here records about itself (config, losses, timings, closed-book accuracy)."""
     return json.loads((Path(model_dir) / META_FILE).read_text())
+
+
+# ----- the run config's side: the warm-start recipe and the game entries' check --------------------
+def knowledge_warm_start(request: Any) -> Path:
+    """The ``knowledge`` warm-start recipe (an :class:`arena.warm_start.WarmStartRequest`): the knowledge
+    model for the run's tiny-model shape and ``request.config``, built on first use in ``request.cache_dir``."""
+    return cached_knowledge_model(request.tiny, request.config, request.cache_dir)
+
+
+def check_entry(entry: Any, run_config: Any) -> None:
+    """A run config's check of one collab_qa entry: with the knowledge warm start (and no ``model.path``)
+    the entry plays the world the model knows, generated (no ``data_dir``). Raises ValueError (the run
+    config puts the entry's label in front of the message)."""
+    knowledge = run_config.model.warm_start
+    if not isinstance(knowledge, KnowledgeConfig) or run_config.model.path is not None:
+        return
+    if entry.kwargs.get("data_dir") is not None:
+        raise ValueError("the knowledge model knows a generated world; data_dir cannot be played with it")
+    if WorldConfig.model_validate(entry.kwargs.get("world") or {}) != knowledge.world:
+        raise ValueError("kwargs.world differs from model.warm_start.world (the world the model knows)")

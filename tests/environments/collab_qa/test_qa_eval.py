@@ -1,4 +1,5 @@
-"""Evaluation of collaborative-QA policies (arena.environments.collab_qa.evaluation): metrics by hand, bots on real games, `arena eval`."""
+"""Evaluation of collaborative-QA policies (arena.environments.collab_qa.evaluation): metrics by hand, bots on real games,
+the game's report and evaluate hooks, `arena eval`."""
 
 from __future__ import annotations
 
@@ -28,10 +29,12 @@ from arena.environments.collab_qa.evaluation import (
     summarize,
 )
 from arena.records import Matchup
-from arena.rollout import play_episode
+from arena.registry import EvalRequest, ReportInput, spec
+from arena.rollout import play_episode, play_many
 
 GAME = "collab_qa-v0"
 ARENA = str(Path(sys.executable).with_name("arena"))
+CONFIGS = Path(__file__).parents[3] / "configs"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -166,12 +169,91 @@ def test_bots_through_evaluate_search_once_or_never():
     assert never["abstained"] == 1.0 and never["searches"] == 0 and never["aurc"] == 1.0
 
 
+# ----- the hooks: the run report and `arena eval`'s options ------------------------------------------------------
+def _bot_episodes(bot: str, limit: int) -> list:
+    """``bot`` alone with the tool of each question's corpus, on the first ``limit`` test questions."""
+    matchups, _ = question_matchups("isolated", "test", f"scripted/{bot}", {}, limit=limit)
+    return asyncio.run(play_many(matchups, {f"scripted/{bot}": make_fixed_policy(f"scripted/{bot}", GAME)}))
+
+
+def test_report_hook_logs_and_tables_the_runs_qa_results(mlflow_store):
+    import mlflow
+    from rich.console import Console
+
+    report = spec(GAME).report
+    before, after = _bot_episodes("never_search", 4), _bot_episodes("always_search", 4)
+    labels = ["isolated_test"] * 4
+    mlflow.set_tracking_uri(mlflow_store)
+    mlflow.set_experiment("report")
+    with mlflow.start_run() as active:
+        out = report(ReportInput(game=GAME, before=before, labels_before=labels, after=after, labels_after=labels,
+                                 entries={"isolated_test": {}}, run_name="t", step=3))
+    console = Console(record=True, width=200)
+    for r in out.renderables:
+        console.print(r)
+    text = console.export_text()
+    assert "before -> after self-play" in text and "isolated_test" in text and "0.00 -> 1.00" in text  # searches per question
+    client = mlflow.MlflowClient()
+    m = client.get_run(active.info.run_id).data.metrics
+    assert m["qa/isolated_test/before/searches"] == 0.0 and m["qa/isolated_test/after/searches"] == 1.0
+    assert m["qa/isolated_test/before/n"] == 4 and m["qa/isolated_test/before/abstained"] == 1.0
+    assert [h.step for h in client.get_metric_history(active.info.run_id, "qa/isolated_test/after/f1")] == [3]
+    rows = mlflow.artifacts.load_dict(f"{active.info.artifact_uri}/qa_eval/run_results.json")
+    assert len(rows) == 8 and {r["policy"] for r in rows} == {"before", "after"}
+    assert "qa_eval/risk_coverage_isolated_test.png" in {a.path for a in client.list_artifacts(active.info.run_id, "qa_eval")}
+
+    # a run that did not train: the evaluation alone; no collab_qa episode: nothing to report
+    with mlflow.start_run() as active:
+        out = report(ReportInput(game=GAME, before=before, labels_before=labels, after=[], labels_after=[],
+                                 entries={"isolated_test": {}}, run_name="t", step=0))
+        assert report(ReportInput(game=GAME, before=[], labels_before=[], after=[], labels_after=[], entries={}, run_name="t", step=0)) is None
+    console = Console(record=True, width=200)
+    console.print(*out.renderables)
+    assert "->" not in console.export_text()
+    assert not any("/after/" in k for k in client.get_run(active.info.run_id).data.metrics)
+
+
+def test_evaluate_hook_reads_its_options_and_rejects_what_it_cannot_evaluate(tmp_path):
+    from arena.environments.collab_qa.evaluation import eval_options
+
+    assert eval_options({}) == (["test", "ood"], ["isolated", "collaborative"])
+    assert eval_options({"split": ["ood", "train", "ood"], "setting": ["collaborative"]}) == (["ood", "train"], ["collaborative"])
+    evaluate_hook = spec(GAME).evaluate
+    for request, message in [
+        (EvalRequest("configs/collab_qa.yaml", options={"setting": ["alone"]}), "unknown setting 'alone'; settings: isolated, collaborative"),
+        (EvalRequest("configs/collab_qa.yaml", options={"splits": ["test"]}), "unknown option 'splits' for collab_qa-v0"),
+        (EvalRequest("configs/collab_qa.yaml", limit=0), "limit must be at least 1"),
+        (EvalRequest(str(CONFIGS / "selfplay.yaml")), "the config plays no collab_qa-v0 game"),
+        (EvalRequest(str(tmp_path)), "not a model directory"),
+        (EvalRequest(str(CONFIGS / "collab_qa.yaml"), options={"split": ["nope"]}), "no questions in split 'nope'"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            evaluate_hook(request, None)
+
+
+def test_check_entry_hook_holds_each_entry_to_the_known_world():
+    from arena.config import load_config
+
+    check = spec(GAME).check_entry
+    cfg = load_config(CONFIGS / "collab_qa.yaml")
+    entry = cfg.games[0]
+    check(entry, cfg)  # the config's own entries play the world the model knows
+    with pytest.raises(ValueError, match="^kwargs.world differs from model.warm_start.world"):
+        check(entry.model_copy(update={"kwargs": {**entry.kwargs, "world": {"seed": 3}}}), cfg)
+    with pytest.raises(ValueError, match="^the knowledge model knows a generated world; data_dir cannot"):
+        check(entry.model_copy(update={"kwargs": {**entry.kwargs, "data_dir": "my_data"}}), cfg)
+    # a model of the user's own (model.path), or another warm start: any world, any data
+    other = entry.model_copy(update={"kwargs": {"data_dir": "my_data"}})
+    check(other, cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": "some/model"})}))
+    check(other, load_config(CONFIGS / "selfplay.yaml"))
+
+
 # ----- the models: action supervision and `arena eval` ------------------------------------------------------
 def _qa_config(tmp_path: Path, knowledge) -> Path:
     """configs/collab_qa.yaml with the test-size knowledge model and its world."""
     import yaml
 
-    data = yaml.safe_load((Path(__file__).parent.parent / "configs" / "collab_qa.yaml").read_text())
+    data = yaml.safe_load((CONFIGS / "collab_qa.yaml").read_text())
     data["model"]["warm_start"] = knowledge.model_dump(mode="json")
     for g in data["games"]:
         g["kwargs"]["world"] = knowledge.world.model_dump(mode="json")
@@ -232,11 +314,12 @@ def test_arena_eval_prints_the_table_and_logs_metrics_and_plots(tmp_path, qa_mod
 def test_arena_eval_rejects_what_it_cannot_evaluate(tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}
     for args, message in [
-        (["configs/selfplay.yaml"], "the config plays no collab_qa-v0 game"),
-        ([str(tmp_path)], "not a model directory"),
-        (["configs/collab_qa.yaml", "--setting", "alone"], "unknown setting 'alone'"),
+        (["configs/selfplay.yaml", "--game", GAME], "the config plays no collab_qa-v0 game"),
+        ([str(tmp_path), "--game", GAME], "not a model directory"),
+        (["configs/collab_qa.yaml", "-o", "setting=alone"], "unknown setting 'alone'"),
+        (["configs/collab_qa.yaml", "-o", "splits=test"], "unknown option 'splits' for collab_qa-v0"),
     ]:
-        out = subprocess.run([ARENA, "eval", *args], cwd=Path(__file__).parent.parent, env=env, capture_output=True, text=True, timeout=120)
+        out = subprocess.run([ARENA, "eval", *args], cwd=Path(__file__).parents[3], env=env, capture_output=True, text=True, timeout=120)
         assert out.returncode == 2, out.stderr
         assert message in " ".join(out.stderr.split())
     assert not (tmp_path / "m.db").exists()

@@ -12,14 +12,11 @@ import pytest
 from transformers import AutoTokenizer
 
 from arena.agents.base import PlayerView
-from arena.environments.collab_qa.bots import FromMemory
 from arena.agents.llm import LLMAgent
 from arena.config import ConfigError, load_config
 from arena.engines.base import SamplingParams
 from arena.engines.hf import HFEngine
-from arena.environments.collab_qa.world import ATTRIBUTES, WorldConfig, cached_world
-from arena.records import Matchup
-from arena.rollout import play_many
+from arena.environments.collab_qa.bots import FromMemory
 from arena.environments.collab_qa.knowledge import (
     KnowledgeConfig,
     build_meta,
@@ -31,9 +28,12 @@ from arena.environments.collab_qa.knowledge import (
     reading_examples,
     with_replay,
 )
+from arena.environments.collab_qa.world import ATTRIBUTES, WorldConfig, cached_world
+from arena.records import Matchup
+from arena.rollout import play_many
 
 GAME = "collab_qa-v0"
-CONFIGS = Path(__file__).parent.parent / "configs"
+CONFIGS = Path(__file__).parents[3] / "configs"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -269,15 +269,17 @@ def test_warm_start_plays_the_protocol_and_searches_a_lot(qa_model_dir, qa_knowl
 # ----- caching and configuration ----------------------------------------------------------------------------
 def test_the_build_is_cached_and_keyed_by_config(qa_model_dir, tiny_model_dir, qa_knowledge, qa_tiny):
     cfg = qa_knowledge
-    from arena.models import resolve_model_path
+    from arena.warm_start import WARM_STARTS, WarmStartRequest, build_warm_start
 
+    # the package registers the model as the warm-start recipe "knowledge", on its own base
+    assert WARM_STARTS["knowledge"].config is KnowledgeConfig and WARM_STARTS["knowledge"].own_base
     start = time.perf_counter()
-    again = resolve_model_path(None, qa_tiny, cache_dir=tiny_model_dir.parent.parent, warm_start=cfg)
+    again = build_warm_start(WarmStartRequest(tiny=qa_tiny, config=cfg, cache_dir=tiny_model_dir.parent.parent, games=(GAME,)))
     assert Path(again) == qa_model_dir and time.perf_counter() - start < 5
-    from arena.environments.collab_qa.knowledge import _key
+    from arena.environments.collab_qa.knowledge import cache_key
 
     other = cfg.model_copy(update={"memory_rate": 0.3})
-    assert _key("x", other.model_dump_json()) != _key("x", cfg.model_dump_json())
+    assert cache_key("x", other.model_dump_json()) != cache_key("x", cfg.model_dump_json())
 
 
 def test_run_config_chooses_the_knowledge_model_by_recipe():
@@ -296,3 +298,4 @@ def test_run_config_rejects_a_game_world_the_model_does_not_know(tmp_path):
     (tmp_path / "c.yaml").write_text(text)
     with pytest.raises(ConfigError, match="collab_qa_test: kwargs.world differs from model.warm_start.world"):
         load_config(tmp_path / "c.yaml")
+

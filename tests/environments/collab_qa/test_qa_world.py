@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 from pydantic import ValidationError
 
-from arena import retrieval
+from arena.environments.collab_qa import retrieval
 from arena.environments.collab_qa.world import (
     ATTRIBUTES,
     KINDS,
