@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from arena.agents.base import PlayerView
 
@@ -84,9 +85,7 @@ def normalise(logps: Mapping[str, float]) -> dict[str, float]:
     return {c: v / total for c, v in exp.items()}
 
 
-def speaking_reward(
-    before: Mapping[str, Mapping[str, float]], after: Mapping[str, Mapping[str, float]], truth: str, negate: bool = False
-) -> float | None:
+def speaking_reward(before: Mapping[str, Mapping[str, float]], after: Mapping[str, Mapping[str, float]], truth: str, negate: bool = False) -> float | None:
     """Mean over listeners (the keys both maps share) of ``after[l][truth] - before[l][truth]``, negated
     when ``negate``; None when no listener has a belief."""
     listeners = [l for l in before if l in after]

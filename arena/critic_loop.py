@@ -114,8 +114,10 @@ def critic_prompt(ep: Episode, side: str, max_suggestions: int, rule: str | None
 
     The lines ``Coached role:``, ``Returns:``, ``Metrics:`` and ``Coached side's return:`` are stable,
     for scripted critics to parse."""
-    task = (f"You are a coach. Read this {ep.matchup.game} game and give the {side} up to {max_suggestions} short suggestions, "
-            "one per line starting with '- ', to do better next time.")
+    task = (
+        f"You are a coach. Read this {ep.matchup.game} game and give the {side} up to {max_suggestions} short suggestions, "
+        "one per line starting with '- ', to do better next time."
+    )
     return "\n".join(
         [
             f"{task} {rule}" if rule else task,
@@ -207,13 +209,12 @@ def run_critic_loop(cfg: RunConfig, console: Console) -> CriticLoopResult:
         coached = f"coached:{c.side}"
         for r in range(c.rounds):
             matchups = [
-                Matchup(game=entry.id, seed=derive_seed(cfg.seed, CRITIC, r, i), game_kwargs=entry.kwargs,
-                        seats={**entry.matchups[m], c.side: coached})
+                Matchup(game=entry.id, seed=derive_seed(cfg.seed, CRITIC, r, i), game_kwargs=entry.kwargs, seats={**entry.matchups[m], c.side: coached})
                 for i, (m, _) in enumerate(chains)
             ]
             by_seed = {mu.seed: i for i, mu in enumerate(matchups)}
 
-            def pool(mu: Matchup) -> dict[str, Policy]:
+            def pool(mu: Matchup, by_seed: dict[int, int] = by_seed) -> dict[str, Policy]:
                 i = by_seed[mu.seed]
                 inner = pools[entry.id][entry.matchups[chains[i][0]][c.side]]
                 return {**pools[entry.id], coached: WithMemory(inner, memories[i].render(c.memory_games, c.max_memory_chars))}
@@ -226,8 +227,15 @@ def run_critic_loop(cfg: RunConfig, console: Console) -> CriticLoopResult:
             metrics["critic/coached_return"] = float(np.mean(coached_returns))
             metric_keys += [k for k in dict.fromkeys(k for ep in episodes for k in ep.metrics) if k not in metric_keys]
             if r + 1 < c.rounds:  # feedback after every game but the last
-                views = [PlayerView(game=entry.id, player="critic", observation=critic_prompt(ep, c.side, c.max_suggestions, rule),
-                                    rng=np.random.default_rng([cfg.seed, CRITIC, r, i, 0xC])) for i, ep in enumerate(episodes)]
+                views = [
+                    PlayerView(
+                        game=entry.id,
+                        player="critic",
+                        observation=critic_prompt(ep, c.side, c.max_suggestions, rule),
+                        rng=np.random.default_rng([cfg.seed, CRITIC, r, i, 0xC]),
+                    )
+                    for i, ep in enumerate(episodes)
+                ]
                 actions = asyncio.run(_all(critic, views))
                 cut_total, records = 0, []
                 for i, (ep, act) in enumerate(zip(episodes, actions)):
@@ -255,8 +263,10 @@ def run_critic_loop(cfg: RunConfig, console: Console) -> CriticLoopResult:
     game = entry.label.replace("-", "_")  # round_metrics' prefix for this entry
     measures = [(k, metric_name(f"{game}/{k}")) for k in metric_keys] + [("illegal moves", f"{game}/illegal_move_rate")]
     console.print(critic_table(rows, c.side, measures))
-    console.print(f"{len(chains)} chains x {c.rounds} games, {result.traces_logged} episodes traced, in {result.seconds:.1f} s. "
-                  f"Read them: [bold]arena episodes {result.run_id}[/bold] or [bold]arena ui[/bold]")
+    console.print(
+        f"{len(chains)} chains x {c.rounds} games, {result.traces_logged} episodes traced, in {result.seconds:.1f} s. "
+        f"Read them: [bold]arena episodes {result.run_id}[/bold] or [bold]arena ui[/bold]"
+    )
     return result
 
 

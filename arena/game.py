@@ -47,7 +47,8 @@ from __future__ import annotations
 
 import string
 import unicodedata
-from typing import Any, ClassVar, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium import spaces

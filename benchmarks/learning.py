@@ -19,8 +19,9 @@ import json
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -56,15 +57,27 @@ def negotiation_selfplay(rounds: int, role_baseline: bool) -> dict[str, Any]:
         "episodes_per_matchup": 16,
         "games": [
             {"id": NEG, "name": "selfplay", "matchups": [{"seller": "main", "buyer": "main"}]},
-            {"id": NEG, "name": "vs_bots", "eval_only": True,
-             "matchups": [{"seller": "main", "buyer": "scripted/fair_buyer"}, {"seller": "scripted/fair_seller", "buyer": "main"}]},
+            {
+                "id": NEG,
+                "name": "vs_bots",
+                "eval_only": True,
+                "matchups": [{"seller": "main", "buyer": "scripted/fair_buyer"}, {"seller": "scripted/fair_seller", "buyer": "main"}],
+            },
             # the trained policy in each role against its own starting weights (snapshot = main@0 in evaluation)
-            {"id": NEG, "name": "vs_start", "eval_only": True,
-             "matchups": [{"seller": "main", "buyer": "snapshot"}, {"seller": "snapshot", "buyer": "main"}]},
+            {"id": NEG, "name": "vs_start", "eval_only": True, "matchups": [{"seller": "main", "buyer": "snapshot"}, {"seller": "snapshot", "buyer": "main"}]},
         ],
         # no group baseline: the comparison is a running baseline per (game, role) against one per game
-        "trainer": {"recipe": "pg", "rounds": rounds, "group_size": 1, "groups_per_matchup": 32, "advantage": "none",
-                    "baseline": "per_role" if role_baseline else "per_game", "lr": 5e-4, "kl_coef": 0.05, "snapshot_every": 10_000},
+        "trainer": {
+            "recipe": "pg",
+            "rounds": rounds,
+            "group_size": 1,
+            "groups_per_matchup": 32,
+            "advantage": "none",
+            "baseline": "per_role" if role_baseline else "per_game",
+            "lr": 5e-4,
+            "kl_coef": 0.05,
+            "snapshot_every": 10_000,
+        },
     }
 
 
@@ -122,8 +135,7 @@ def social_deduction_crew(rounds: int) -> dict[str, Any]:
     return {
         "name": "social_deduction_crew",
         "episodes_per_matchup": 32,
-        "games": [{"id": SD, "kwargs": {"quick": True},
-                   "matchups": [{"crew_1": "main", "crew_2": "main", "crew_3": "main", "impostor": "scripted/impostor"}]}],
+        "games": [{"id": SD, "kwargs": {"quick": True}, "matchups": [{"crew_1": "main", "crew_2": "main", "crew_3": "main", "impostor": "scripted/impostor"}]}],
         # the run plays only this game, so the warm start imitates its scripted crew and impostor
         # (demonstrations carry no game kwargs: they come from the published game, play is quick)
         "model": {"warm_start": {"steps": 300, "batch_size": 16, "episodes_per_seating": 8, "seatings": [[SD, SD_DEMO_SEATS]]}},
@@ -147,8 +159,14 @@ DEBATE = "debate-v0"
 #: the debate bots against each other: warm-start demonstrations (as in configs/debate_dpo.yaml, so the two share a cache)
 DEBATE_DEMO_SEATINGS = [
     [DEBATE, {"debater_0": f"scripted/{a}", "debater_1": f"scripted/{b}"}]
-    for a, b in [("honest", "stubborn_wrong"), ("sycophant", "stubborn_wrong"), ("stubborn_wrong", "honest"),
-                 ("sycophant", "honest"), ("honest", "sycophant"), ("stubborn_wrong", "sycophant")]
+    for a, b in [
+        ("honest", "stubborn_wrong"),
+        ("sycophant", "stubborn_wrong"),
+        ("stubborn_wrong", "honest"),
+        ("sycophant", "honest"),
+        ("honest", "sycophant"),
+        ("stubborn_wrong", "sycophant"),
+    ]
 ]
 
 
@@ -157,13 +175,27 @@ def debate_dpo(rounds: int) -> dict[str, Any]:
         "name": "debate_dpo",
         "episodes_per_matchup": 32,
         # binary questions, one debate round: the trained debater's reply after the openings is its final answer
-        "games": [{"id": DEBATE, "kwargs": {"question_kinds": ["true_false"], "rounds": 1},
-                   "matchups": [{"debater_0": "main", "debater_1": "scripted/stubborn_wrong"}]}],
+        "games": [
+            {
+                "id": DEBATE,
+                "kwargs": {"question_kinds": ["true_false"], "rounds": 1},
+                "matchups": [{"debater_0": "main", "debater_1": "scripted/stubborn_wrong"}],
+            }
+        ],
         "model": {"warm_start": {"steps": 200, "batch_size": 16, "episodes_per_seating": 8, "seatings": DEBATE_DEMO_SEATINGS}},
         "sampling": {"max_new_tokens": 40, "temperature": 0.7},
         # after the branch only the scripted opponent moves: one rollout per continuation scores it exactly
-        "trainer": {"recipe": "dpo", "rounds": rounds, "group_size": 1, "groups_per_matchup": 16, "tree_branches": 4,
-                    "tree_rollouts": 1, "dpo_beta": 0.1, "lr": 5e-4, "batch_size": 32},
+        "trainer": {
+            "recipe": "dpo",
+            "rounds": rounds,
+            "group_size": 1,
+            "groups_per_matchup": 16,
+            "tree_branches": 4,
+            "tree_rollouts": 1,
+            "dpo_beta": 0.1,
+            "lr": 5e-4,
+            "batch_size": 32,
+        },
     }
 
 
@@ -186,10 +218,22 @@ def measure_debate(res: RunResult) -> dict[str, float]:
 EXPERIMENTS: dict[str, tuple[Callable[[int], dict], Callable[[RunResult], dict], str]] = {
     "pd_vs_tit_for_tat": (pd_vs_tit_for_tat, measure_pd, "mean payoff per round of the trained player vs tit-for-tat"),
     "negotiation_seller_vs_fair_buyer": (negotiation_seller, measure_seller, "mean deal price of the trained seller vs a fair buyer"),
-    "negotiation_selfplay_role_baseline_off": (lambda r: negotiation_selfplay(r, False), measure_selfplay, "shared-policy self-play, one running baseline per game: mean return of both roles vs the starting policy (vs bots alongside)"),
-    "negotiation_selfplay_role_baseline_on": (lambda r: negotiation_selfplay(r, True), measure_selfplay, "shared-policy self-play, one running baseline per role: mean return of both roles vs the starting policy (vs bots alongside)"),
+    "negotiation_selfplay_role_baseline_off": (
+        lambda r: negotiation_selfplay(r, False),
+        measure_selfplay,
+        "shared-policy self-play, one running baseline per game: mean return of both roles vs the starting policy (vs bots alongside)",
+    ),
+    "negotiation_selfplay_role_baseline_on": (
+        lambda r: negotiation_selfplay(r, True),
+        measure_selfplay,
+        "shared-policy self-play, one running baseline per role: mean return of both roles vs the starting policy (vs bots alongside)",
+    ),
     "social_deduction_crew": (social_deduction_crew, measure_crew, "crew win rate of the trained crew (3 seats, quick setting) vs the scripted impostor"),
-    "debate_dpo": (debate_dpo, measure_debate, "final accuracy of the debater trained by DPO from debate trees (true/false questions) vs a stubborn wrong debater, oracle judge"),
+    "debate_dpo": (
+        debate_dpo,
+        measure_debate,
+        "final accuracy of the debater trained by DPO from debate trees (true/false questions) vs a stubborn wrong debater, oracle judge",
+    ),
 }
 
 
@@ -210,7 +254,11 @@ def run_experiment(name: str, seeds: list[int], rounds: int, workdir: Path, runt
     per_seed, minutes = [], []
     for seed in seeds:
         data = build(rounds)
-        data.update(seed=seed, runs_dir=str(workdir / "runs"), tracking={"uri": f"sqlite:///{workdir / 'mlflow.db'}", "experiment": "learning-benchmark", "traces_per_round": 4})
+        data.update(
+            seed=seed,
+            runs_dir=str(workdir / "runs"),
+            tracking={"uri": f"sqlite:///{workdir / 'mlflow.db'}", "experiment": "learning-benchmark", "traces_per_round": 4},
+        )
         if runtime == "ray":
             data["cluster"] = dict(RAY_CLUSTER)
         cfg = RunConfig.model_validate(data)

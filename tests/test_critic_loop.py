@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
 from arena.config import ConfigError, RunConfig, load_config
-from arena.critic_loop import CUT, Memory, sanitize_feedback
+from arena.critic_loop import Memory, split_feedback
+from arena.environments.negotiation.critic import CUT, cut_numbers
 from arena.experiment import run
 
 
@@ -29,12 +29,28 @@ def _cfg(tmp_path, seller: str, critic: str, rounds: int = 3, chains: int = 4, *
 
 
 def test_feedback_loses_every_number_and_keeps_at_most_the_allowed_suggestions():
-    tips, cut = sanitize_feedback("- Open at $25 next time.\n- Concede 1.50 at most.\n- Be friendly.\n- Extra tip.", 3)
+    tips, cut = split_feedback("- Open at $25 next time.\n- Concede 1.50 at most.\n- Be friendly.\n- Extra tip.", 3, cut_numbers)
     assert tips == [f"Open at {CUT} next time.", f"Concede {CUT} at most.", "Be friendly."]
     assert cut == 2
-    tips, cut = sanitize_feedback("Hold firm. Ask for 1,200 dollars! Smile.", 5)
+    tips, cut = split_feedback("Hold firm. Ask for 1,200 dollars! Smile.", 5, cut_numbers)
     assert tips == ["Hold firm.", f"Ask for {CUT} dollars!", "Smile."] and cut == 1
     assert not any(ch.isdigit() for t in tips for ch in t)
+    # numbered bullets are formatting, not numbers; a suggestion that is only a number is dropped
+    tips, cut = split_feedback("1. Hold firm.\n2) $30.\n3. Ask for 40.", 3, cut_numbers)
+    assert tips == ["Hold firm.", f"Ask for {CUT}."] and cut == 2
+
+
+def test_without_a_filter_the_feedback_is_only_split():
+    tips, cut = split_feedback("* Open at $25 next time.\n\n* Be friendly.", 3)
+    assert tips == ["Open at $25 next time.", "Be friendly."] and cut == 0
+
+
+def test_negotiation_declares_its_number_rule():
+    from arena.registry import spec
+
+    rule = spec("negotiation-v0").feedback_filter
+    assert rule is cut_numbers and "number" in rule.rule
+    assert rule("Open at $25.") == (f"Open at {CUT}.", 1)
 
 
 def test_memory_keeps_every_feedback_but_only_the_last_transcripts_and_drops_the_oldest_when_long():
@@ -56,8 +72,10 @@ def test_a_coachable_seller_raises_its_price_across_feedback_rounds_and_the_buye
     price = sorted(client.get_metric_history(res.run_id, "critic/negotiation_v0/price"), key=lambda m: m.step)
     assert [m.step for m in price] == [0, 1, 2]
     assert price[-1].value > price[0].value + 0.5, [m.value for m in price]
-    deal = client.get_metric_history(res.run_id, "critic/deal_rate")
+    deal = client.get_metric_history(res.run_id, "critic/negotiation_v0/deal")
     assert len(deal) == 3
+    cut = client.get_metric_history(res.run_id, "critic/cut_per_feedback")
+    assert [m.value for m in sorted(cut, key=lambda m: m.step)] == [0.0, 0.0]  # the scripted critic names no number
     # the coached seller sees feedback from game 2 on; its opponent, reset each game, never does
     first, last = res.before, res.after
     assert not any("Feedback after game" in t.observation for ep in first for t in ep.turns)
@@ -89,8 +107,15 @@ def test_critic_config_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="set trainer.recipe: none"):
         load_config(None, ["critic.side=seller", "games=[{id: negotiation-v0, matchups: [{seller: main, buyer: scripted/fair_buyer}]}]"])
     with pytest.raises(ConfigError, match="scripted/nobody"):
-        load_config(None, ["critic.side=seller", "critic.critic=scripted/nobody", "trainer.recipe=none",
-                           "games=[{id: negotiation-v0, matchups: [{seller: main, buyer: scripted/fair_buyer}]}]"])
+        load_config(
+            None,
+            [
+                "critic.side=seller",
+                "critic.critic=scripted/nobody",
+                "trainer.recipe=none",
+                "games=[{id: negotiation-v0, matchups: [{seller: main, buyer: scripted/fair_buyer}]}]",
+            ],
+        )
 
 
 def test_the_shipped_critic_config_validates():

@@ -106,9 +106,7 @@ def test_per_step_rewards_sum_to_final_returns(kw):
 
 
 # ----- PettingZoo conformance and determinism -----------------------------------------------------
-@pytest.mark.parametrize(
-    "kw", [{}, {"randomize_private": True}, {"randomize_private": True, "buyer_value": 18}, {"buyer_value": 12}]
-)
+@pytest.mark.parametrize("kw", [{}, {"randomize_private": True}, {"randomize_private": True, "buyer_value": 18}, {"buyer_value": 12}])
 def test_pettingzoo_api(kw):
     api_test(arena.make(GAME, **kw), num_cycles=1000)
 
@@ -265,7 +263,7 @@ def test_illegal_move_reprompts_then_forfeits():
     env = make(max_illegal_retries=2, forfeit_penalty=-2.0)
     env.reset(seed=0)
     env.step("OFFER $20")
-    for i in range(2):
+    for _ in range(2):
         env.step("I want it cheap")
         assert env.agent_selection == "buyer" and not any(env.terminations.values())
         reason = env.infos["buyer"]["illegal_move"]
@@ -376,11 +374,33 @@ def test_read_state_parses_observation():
 
 
 # ----- robustness ----------------------------------------------------------------------------------------
-_KEYWORDS = ["OFFER", "offer", "Offer", "ACCEPT", "accept", "WALK", "walk", "$", "$12", "12", "-3", "1e5", "0",
-             "12.50", "1,000", "9" * 40, ":", "of", "\x00", "\n", "[private]", "é", "💰", "\u202e"]
-_JUNK = st.lists(st.one_of(st.sampled_from(_KEYWORDS), st.text(max_size=6)), max_size=8).map(
-    lambda parts: " ".join(parts)
-)
+_KEYWORDS = [
+    "OFFER",
+    "offer",
+    "Offer",
+    "ACCEPT",
+    "accept",
+    "WALK",
+    "walk",
+    "$",
+    "$12",
+    "12",
+    "-3",
+    "1e5",
+    "0",
+    "12.50",
+    "1,000",
+    "9" * 40,
+    ":",
+    "of",
+    "\x00",
+    "\n",
+    "[private]",
+    "é",
+    "💰",
+    "\u202e",
+]
+_JUNK = st.lists(st.one_of(st.sampled_from(_KEYWORDS), st.text(max_size=6)), max_size=8).map(lambda parts: " ".join(parts))
 _LEGAL = st.sampled_from(["OFFER $15", "OFFER $9", "ACCEPT", "offer 30"])
 
 

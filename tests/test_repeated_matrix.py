@@ -7,7 +7,8 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pettingzoo.test import api_test
 from pydantic import ValidationError
 
@@ -139,7 +140,7 @@ def test_seeded_determinism_and_shuffled_labels():
         env.reset(seed=seed)
         seen = []
         rng = np.random.default_rng(seed)
-        for agent in env.agent_iter():
+        for _agent in env.agent_iter():
             obs, _, term, trunc, _ = env.last()
             seen.append(obs["text"])
             if term or trunc:
@@ -229,7 +230,7 @@ def test_illegal_move_reprompts_then_forfeits():
     env.reset(seed=0)
     env.step("J")
     env.step("J")  # one round: 8/8
-    for attempt in range(2):
+    for _attempt in range(2):
         env.step("I pick nothing")
         assert env.agent_selection == "player_0"
         reason = env.infos["player_0"]["illegal_move"]
@@ -392,7 +393,7 @@ def test_metrics_on_a_hand_played_game():
 
 @pytest.mark.parametrize("matrix", MATRICES)
 def test_every_bot_pair_plays_legally(matrix):
-    for (n0, b0), (n1, b1) in itertools.product(BOTS.items(), repeat=2):
+    for (n0, b0), (_n1, b1) in itertools.product(BOTS.items(), repeat=2):
         assert b0().policy_id == f"scripted/{n0}"
         env = arena.make("repeated_matrix-v0", matrix=matrix, shuffle_labels=True, rounds=4)
         actions, _ = play(env, {"player_0": b0(), "player_1": b1()}, seed=9)

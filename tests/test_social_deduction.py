@@ -11,8 +11,8 @@ from pydantic import ValidationError
 import arena
 from arena.agents.base import PlayerView
 from arena.agents.catalog import make_fixed_policy
-from arena.environments.social_deduction.bots import BOTS, CrewBot, read_state
 from arena.belief import Discussion, Utterance, normalise, score_discussions, speaking_reward
+from arena.environments.social_deduction.bots import BOTS, CrewBot, read_state
 from arena.environments.social_deduction.rules import IMPOSTOR, QUICK, SocialDeductionGame
 from arena.records import Matchup
 from arena.rollout import play_many
@@ -94,9 +94,14 @@ def test_quick_setting_fills_only_what_is_not_given():
 
 @pytest.mark.parametrize(
     "kw, field",
-    [({"grid_width": 1, "grid_height": 1}, "grid_width"), ({"grid_width": 4, "grid_height": 4}, "12"),
-     ({"num_players": 11}, "num_players"), ({"num_players": 2}, "num_players"), ({"max_ticks": 0}, "max_ticks"),
-     ({"colour": "red"}, "colour")],
+    [
+        ({"grid_width": 1, "grid_height": 1}, "grid_width"),
+        ({"grid_width": 4, "grid_height": 4}, "12"),
+        ({"num_players": 11}, "num_players"),
+        ({"num_players": 2}, "num_players"),
+        ({"max_ticks": 0}, "max_ticks"),
+        ({"colour": "red"}, "colour"),
+    ],
 )
 def test_config_errors_name_the_field(kw, field):
     with pytest.raises(ValidationError, match=field):
@@ -249,8 +254,17 @@ def test_vote_outcomes(ballots, ejected):
 
 @pytest.mark.parametrize(
     "text, want",
-    [("vote {C2}", "crew_2"), ("I VOTE {imp}", IMPOSTOR), ("skip", None), ("I'd rather skip this one", None),
-     ("{imp}!", IMPOSTOR), ("vote for {C1}", "crew_1"), ("4", None), (" 4. skip", None), ("4 vote {imp}", None)],
+    [
+        ("vote {C2}", "crew_2"),
+        ("I VOTE {imp}", IMPOSTOR),
+        ("skip", None),
+        ("I'd rather skip this one", None),
+        ("{imp}!", IMPOSTOR),
+        ("vote for {C1}", "crew_1"),
+        ("4", None),
+        (" 4. skip", None),
+        ("4 vote {imp}", None),
+    ],
 )
 def test_vote_parsing(text, want):
     env = _with_body()
@@ -286,9 +300,15 @@ def test_illegal_moves_name_the_problem():
     env = fresh(seed=0, initial_kill_cooldown=2)
     n = env.name
     cases = {
-        "crew_1": [("", "no move found"), ("move north", "no room north of cafeteria"), ("move storage", "not next to"),
-                   ("kill red", "only the impostor"), ("report", "no body"), ("move east and wait", "found 2 moves"),
-                   ("move up", "move where")],
+        "crew_1": [
+            ("", "no move found"),
+            ("move north", "no room north of cafeteria"),
+            ("move storage", "not next to"),
+            ("kill red", "only the impostor"),
+            ("report", "no body"),
+            ("move east and wait", "found 2 moves"),
+            ("move up", "move where"),
+        ],
         "crew_3": [("task", None)],
         IMPOSTOR: [("kill " + n["crew_1"], "cooldown has 2 ticks"), ("task", None)],
     }
@@ -471,7 +491,9 @@ def test_score_discussions_bookkeeping_with_a_fake_scorer():
     table = {"s0": {"r": lp(0.5), "b": lp(0.5)}, "s1": {"r": lp(0.8), "b": lp(0.2)}, "s2": {"r": lp(0.4), "b": lp(0.6)}}
     answers = {"l": {"r": "is r", "b": "is b"}}
     d = Discussion(
-        question="Q", truth="r", answers=answers,
+        question="Q",
+        truth="r",
+        answers=answers,
         snapshots=[{"l": "s0"}, {"l": "s1"}, {"l": "s2"}],
         utterances=[Utterance("crew_x", ("l",), 0, 1), Utterance("imp", ("l",), 1, 2, negate=True)],
     )
@@ -479,7 +501,7 @@ def test_score_discussions_bookkeeping_with_a_fake_scorer():
     assert out.speaking == pytest.approx({"crew_x": 0.3, "imp": 0.4})
     assert out.listening == pytest.approx({"l": (0.5 + 0.8 + 0.4) / 3})
     m = out.metrics()
-    assert m["suspicion_accuracy"] == pytest.approx(1 / 3) and m["listening_points"] == 3  # 0.5/0.5 is no unique top
+    assert m["belief_accuracy"] == pytest.approx(1 / 3) and m["listening_points"] == 3  # 0.5/0.5 is no unique top
     # a scripted listener (no model) has no belief: nothing to read, no speaking reward
     assert score_discussions("g", [d], {"l": object()}).speaking == {}
 
@@ -568,8 +590,11 @@ def test_the_game_logs_belief_signals_as_reward_components_after_play(listener):
     kw = {"quick": True, "belief_scoring": True, "listening_weight": 1.0}
     seats = seating("main", "scripted/impostor")
     seats["crew_3"] = "scripted/crew"  # a scripted listener has no belief
-    with_meeting = [ep.matchup.seed for ep in bot_episodes(seating("scripted/crew", "scripted/impostor"), range(12), **kw)
-                    if ep.metrics["meetings"] and ep.metrics["crew_win"] == 0]
+    with_meeting = [
+        ep.matchup.seed
+        for ep in bot_episodes(seating("scripted/crew", "scripted/impostor"), range(12), **kw)
+        if ep.metrics["meetings"] and ep.metrics["crew_win"] == 0
+    ]
     pool = {"main": _ListeningCrewBot(listener), "scripted/impostor": BOTS["impostor"](), "scripted/crew": CrewBot()}
     ep = asyncio.run(play_episode(Matchup(game=GAME, seed=with_meeting[0], seats=seats, game_kwargs=kw), pool))
     comps, metrics = ep.reward_components, ep.metrics
@@ -595,8 +620,15 @@ def test_the_shipped_config_runs_end_to_end(tmp_path, tiny_model_dir, mlflow_sto
     from arena.experiment import run
 
     monkeypatch.setenv("ARENA_HOME", str(tiny_model_dir.parent.parent))  # the session's tiny model, no warm start
-    overrides = ["model.warm_start=null", "trainer.rounds=1", "trainer.group_size=2", "trainer.groups_per_matchup=1",
-                 "episodes_per_matchup=2", f"runs_dir={tmp_path / 'runs'}", "tracking.traces_per_round=1"]
+    overrides = [
+        "model.warm_start=null",
+        "trainer.rounds=1",
+        "trainer.group_size=2",
+        "trainer.groups_per_matchup=1",
+        "episodes_per_matchup=2",
+        f"runs_dir={tmp_path / 'runs'}",
+        "tracking.traces_per_round=1",
+    ]
     cfg = load_config(Path(__file__).parent.parent / "configs" / "social_deduction.yaml", overrides)
     assert cfg.games[0].kwargs == {"quick": True, "belief_scoring": True}
     res = run(cfg, Console(quiet=True))

@@ -3,6 +3,7 @@
 import itertools
 
 from arena.environments.negotiation.bots import BOTS, CRITICS
+from arena.environments.negotiation.critic import cut_numbers
 from arena.environments.negotiation.rules import NegotiationGame
 from arena.registry import register
 
@@ -16,9 +17,8 @@ register(
     description="Seller and buyer bargain over one item with private cost and value; offer / accept / walk moves in free text.",
     bots=BOTS,
     critics=CRITICS,
-    demonstrations=[
-        {"seller": f"scripted/{s}_seller", "buyer": f"scripted/{b}_buyer"} for s, b in itertools.product(("fair", "hard"), repeat=2)
-    ]
+    feedback_filter=cut_numbers,  # the critic's feedback never names a price
+    demonstrations=[{"seller": f"scripted/{s}_seller", "buyer": f"scripted/{b}_buyer"} for s, b in itertools.product(("fair", "hard"), repeat=2)]
     * DEMO_REPEATS,
     corpus_bots=("fair_seller", "hard_seller", "fair_buyer", "hard_buyer", "random"),
 )

@@ -123,6 +123,7 @@ class ConcessionBot(ScriptedPolicy):
         theirs = s["theirs"]
         last = s["left"] <= 1
         if theirs is not None:
+
             def no_worse_than(x: float) -> bool:
                 return theirs >= x if seller else theirs <= x
 
@@ -183,8 +184,6 @@ class RandomNegotiator(ScriptedPolicy):
         return f"OFFER {_money(float(view.rng.uniform(0.25, 1.0)) * lp)}"
 
 
-
-
 # ----- the critic loop (Fu et al. 2023): coaching between games, never naming a price ----------------
 _TIP_FIRM = ("hold firm", "open higher", "open lower", "smaller steps")
 _TIP_CLOSE = ("keep the deal alive", "do not walk")
@@ -214,8 +213,9 @@ class CoachableSeller(ConcessionBot):
 
 
 class NegotiationCritic(ScriptedPolicy):
-    """Reads a finished game (the critic prompt's ``Coached role:``, ``Outcome:`` and ``Coached
-    side's share:`` lines) and gives the coached side up to three suggestions, never a price."""
+    """Reads a finished game (the critic prompt's ``Coached role:``, ``Metrics:`` and ``Coached
+    side's return:`` lines, see :func:`arena.critic_loop.critic_prompt`) and gives the coached side
+    up to three suggestions, never a price."""
 
     policy_id = "scripted/critic"
 
@@ -223,12 +223,12 @@ class NegotiationCritic(ScriptedPolicy):
         obs = view.observation
         role = re.search(r"^Coached role: (\w+)", obs, re.M)
         seller = role is None or role.group(1) == "seller"
-        outcome = re.search(r"^Outcome: (.*)$", obs, re.M)
-        share = re.search(r"^Coached side's share: (-?[0-9.]+)", obs, re.M)
-        text = outcome.group(1) if outcome else ""
-        if text.startswith("invalid"):
+        line = re.search(r"^Metrics: (.*)$", obs, re.M)
+        metrics = {k: float(v) for k, v in re.findall(r"([\w/]+)=([^,\s]+)", line.group(1))} if line else {}
+        share = re.search(r"^Coached side's return: (-?[0-9.]+)", obs, re.M)
+        if metrics.get("invalid_deal"):
             return "- Never agree to a price outside the valid range; it scores as no deal."
-        if not text.startswith("deal"):
+        if not metrics.get("deal"):
             return "- Do not walk away early; keep the deal alive with a small concession near the end.\n- Answer every offer with a counter-offer."
         if share is not None and float(share.group(1)) >= 0.7:
             return "- Good result: keep the same approach and hold firm again."

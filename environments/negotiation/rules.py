@@ -140,9 +140,7 @@ def parse_move(text: str, max_price: float) -> tuple[str, float | None, str]:
         raise IllegalMove("no move found: write exactly one of OFFER $<price>, ACCEPT or WALK")
     if len(found) > 1:
         names = ", ".join(m.group(1).upper() for m in found[:5]) + (", ..." if len(found) > 5 else "")
-        raise IllegalMove(
-            f"found {len(found)} moves ({names}); a message must contain exactly one of OFFER, ACCEPT, WALK"
-        )
+        raise IllegalMove(f"found {len(found)} moves ({names}); a message must contain exactly one of OFFER, ACCEPT, WALK")
     m = found[0]
     move = m.group(1).lower()
     start, end = m.span()
@@ -164,48 +162,33 @@ def parse_move(text: str, max_price: float) -> tuple[str, float | None, str]:
     return move, price, talk
 
 
-
-
 class NegotiationGame(TextGame):
     """Seller and buyer bargain over one item; see the module docstring."""
 
     players: ClassVar[tuple[str, ...]] = ("seller", "buyer")
     metadata: ClassVar[dict] = {"name": "negotiation_v0", "render_modes": ["human", "ansi"], "is_parallelizable": False}
-    description: ClassVar[str] = (
-        "Seller and buyer bargain over one item with private cost and value; offer / accept / walk moves in free text."
-    )
+    description: ClassVar[str] = "Seller and buyer bargain over one item with private cost and value; offer / accept / walk moves in free text."
 
     class Config(GameConfig):
         cost: float = Field(8.0, ge=0, description="seller's private cost (published default 8)")
         list_price: float = Field(20.0, gt=0, description="list price, public (published default 20)")
-        buyer_opening: float = Field(
-            10.0, gt=0, description="suggested opening offer shown to the buyer (published default 10)"
-        )
-        max_exchanges: int = Field(
-            10, ge=1, le=1000, description="turn limit: each side gets this many messages (published default 10)"
-        )
-        buyer_value: float | None = Field(
-            None, description="buyer's private value; None = the paper's setting without one"
-        )
-        randomize_private: bool = Field(
-            False, description="draw cost (and value, if used) per episode from the setup rng; see module docstring"
-        )
+        buyer_opening: float = Field(10.0, gt=0, description="suggested opening offer shown to the buyer (published default 10)")
+        max_exchanges: int = Field(10, ge=1, le=1000, description="turn limit: each side gets this many messages (published default 10)")
+        buyer_value: float | None = Field(None, description="buyer's private value; None = the paper's setting without one")
+        randomize_private: bool = Field(False, description="draw cost (and value, if used) per episode from the setup rng; see module docstring")
         no_deal_penalty: float = Field(0.0, description="return of both sides when there is no valid deal")
         first_mover: Literal["seller", "buyer"] = Field("seller", description="who sends the first message")
-        max_talk_chars: int = Field(
-            200, ge=0, le=10_000, description="talk longer than this is truncated when shown to the other side"
-        )
+        max_talk_chars: int = Field(200, ge=0, le=10_000, description="talk longer than this is truncated when shown to the other side")
 
         @model_validator(mode="after")
-        def _check(self) -> "NegotiationGame.Config":
+        def _check(self) -> NegotiationGame.Config:
             if not self.cost < self.list_price:
                 raise ValueError(f"cost ({self.cost}) must be below list_price ({self.list_price})")
             if self.buyer_opening > self.list_price:
                 raise ValueError(f"buyer_opening ({self.buyer_opening}) must not exceed list_price ({self.list_price})")
             if self.buyer_value is not None and not self.cost < self.buyer_value <= self.list_price:
                 raise ValueError(
-                    f"buyer_value ({self.buyer_value}) must be above cost ({self.cost}) and at most "
-                    f"list_price ({self.list_price}), so a valid deal exists"
+                    f"buyer_value ({self.buyer_value}) must be above cost ({self.cost}) and at most list_price ({self.list_price}), so a valid deal exists"
                 )
             return self
 
@@ -366,8 +349,7 @@ class NegotiationGame(TextGame):
                 "You are the seller of one item, bargaining with a buyer.",
                 f"List price: {money(self.list_price)}",
                 f"{self._cost_line()} (the buyer does not know it)",
-                "Your reward on a deal: (price - cost) / (list price - cost). A deal below your cost is invalid. "
-                f"No deal or an invalid deal: {nd}.",
+                f"Your reward on a deal: (price - cost) / (list price - cost). A deal below your cost is invalid. No deal or an invalid deal: {nd}.",
             ]
         else:
             lines += [
@@ -389,7 +371,7 @@ class NegotiationGame(TextGame):
         if self.dialogue:
             lines.append("Dialogue so far:")
             for i, (who, move, talk) in enumerate(self.dialogue, 1):
-                lines.append(f'  {i}. {who}: {move}' + (f' | "{talk}"' if talk else ""))
+                lines.append(f"  {i}. {who}: {move}" + (f' | "{talk}"' if talk else ""))
         else:
             lines.append("Dialogue so far: (none)")
         for who in self.players:

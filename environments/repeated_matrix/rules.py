@@ -128,9 +128,7 @@ class RepeatedMatrixGame(TextGame):
 
     players: ClassVar[tuple[str, ...]] = ("player_0", "player_1")
     metadata: ClassVar[dict] = {"name": "repeated_matrix_v0", "render_modes": ["human", "ansi"], "is_parallelizable": False}
-    description: ClassVar[str] = (
-        "Repeated 2x2 games (Prisoner's Dilemma, Battle of the Sexes, Stag Hunt, Chicken) with hidden simultaneous moves."
-    )
+    description: ClassVar[str] = "Repeated 2x2 games (Prisoner's Dilemma, Battle of the Sexes, Stag Hunt, Chicken) with hidden simultaneous moves."
 
     class Config(GameConfig):
         matrix: MatrixName = Field("prisoners_dilemma", description="which 2x2 game is repeated")
@@ -224,8 +222,7 @@ class RepeatedMatrixGame(TextGame):
                 pts = self._points(*((mine, theirs) if me == 0 else (theirs, mine)))
                 cells.append(f"{self.labels[mine]} vs {self.labels[theirs]} {_num(pts[me])}/{_num(pts[1 - me])}")
         lines = [
-            f"Repeated game with another player, {n} rounds. Each round you both choose {a} or {b} "
-            "at the same time; then both choices are shown.",
+            f"Repeated game with another player, {n} rounds. Each round you both choose {a} or {b} at the same time; then both choices are shown.",
             "Points (you/them) for your choice vs theirs: " + ", ".join(cells) + ".",
         ]
         totals = self.returns()
@@ -290,11 +287,7 @@ class RepeatedMatrixGame(TextGame):
             provoked = [mine[t] == 1 for t in range(1, n) if theirs[t - 1] == 1]
             if provoked:
                 out[f"retaliation/{p}"] = sum(provoked) / len(provoked)
-            chances = [
-                mine[t + 1] == 0
-                for t in range(1, n - 1)
-                if mine[t] == 1 and theirs[t - 1] == 1 and theirs[t] == 0
-            ]
+            chances = [mine[t + 1] == 0 for t in range(1, n - 1) if mine[t] == 1 and theirs[t - 1] == 1 and theirs[t] == 0]
             if chances:
                 out[f"forgiveness/{p}"] = sum(chances) / len(chances)
         return out

@@ -148,7 +148,7 @@ def read_state(text: str) -> State:
         current = headers[-1]
         st.reporter = current.group(1)
         st.dead = _DEAD_ITEM.findall(current.group(2))
-        st.said = _SAID.findall(text[current.end():])
+        st.said = _SAID.findall(text[current.end() :])
         if "Your turn to speak" in status:
             st.phase = "speak"
         elif votes:

@@ -140,8 +140,10 @@ Rewards (all optional shaping weights default to 0)
 
 Belief scoring (``belief_scoring=True``; the listening target and speaking reward of Sarkar et al.)
     The game records, at the start of every meeting and after every message,
-    each living crew member's observation text. After play (``after_play``,
-    called by the episode runner with the seated policies) :mod:`arena.belief`
+    each living crew member's observation text, and returns the meetings as
+    ``discussions()``. After play (``TextGame.after_play``, called by the
+    episode runner with the seated policies; ``belief_scoring`` and the two
+    weights are settings every Arena game has) :mod:`arena.belief`
     reads every crew seat played by a model (an LLM agent; scripted seats have
     no belief): its probability that the impostor is ``c``, for every player
     ``c`` alive at the meeting other than itself, from the model's score of
@@ -161,7 +163,9 @@ Metrics
     for a player that named the impostor) and ``skip_rate``. With
     ``belief_scoring``: ``suspicion_accuracy`` (share of crew listening points
     whose most likely candidate is the impostor), ``belief_impostor`` (mean
-    probability on the impostor) and ``listening_points``.
+    probability on the impostor) and ``listening_points`` (arena.belief's
+    ``belief_accuracy``, ``belief_truth`` and ``listening_points``, named in
+    this game's words by ``belief_metric_names``).
 
 Quick setting (``quick=True``): ``QUICK`` replaces the published defaults of
 the fields not given explicitly: 4 players on a 2x2 grid, 2 one-tick tasks
@@ -178,19 +182,31 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Mapping
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from gymnasium import spaces
 from pydantic import Field, model_validator
 
+from arena.belief import Discussion, Utterance
 from arena.game import FreeText, GameConfig, IllegalMove, TextGame, clean_text
 
 COLOURS = ("red", "blue", "green", "yellow", "purple", "orange", "pink", "cyan", "white", "brown")
 ROOM_NAMES = (
-    "cafeteria", "weapons", "navigation", "storage", "admin", "shields",
-    "electrical", "medbay", "reactor", "security", "engine", "comms",
+    "cafeteria",
+    "weapons",
+    "navigation",
+    "storage",
+    "admin",
+    "shields",
+    "electrical",
+    "medbay",
+    "reactor",
+    "security",
+    "engine",
+    "comms",
 )
 #: (dx, dy) per direction; y grows southwards
 DIRECTIONS = {"north": (0, -1), "south": (0, 1), "east": (1, 0), "west": (-1, 0)}
@@ -271,6 +287,8 @@ class SocialDeductionGame(TextGame):
 
     players: ClassVar[tuple[str, ...]] = seat_names(5)
     metadata: ClassVar[dict] = {"name": "social_deduction_v0", "render_modes": ["human", "ansi"], "is_parallelizable": False}
+    #: the belief probes' metrics in this game's words (the truth is the impostor)
+    belief_metric_names: ClassVar[Mapping[str, str]] = {"belief_accuracy": "suspicion_accuracy", "belief_truth": "belief_impostor"}
     description: ClassVar[str] = (
         "Among-Us-like social deduction: a crew does tasks on a grid of rooms, one impostor kills; "
         "simultaneous moves, discussion after a body is reported, then a secret vote."
@@ -290,13 +308,10 @@ class SocialDeductionGame(TextGame):
         memory_ticks: int = Field(8, ge=0, le=100, description="sightings shown in the 'Seen' line")
         max_talk_chars: int = Field(160, ge=8, le=10_000, description="longer messages are cut when shown")
         reveal_ejected_role: bool = Field(True, description="say whether an ejected player was the impostor")
-        belief_scoring: bool = Field(False, description="after play, read the seated models' beliefs (arena.belief)")
         task_weight: float = Field(0.0, description="return per finished task (crew)")
         report_weight: float = Field(0.0, description="return per meeting called")
         kill_weight: float = Field(0.0, description="return per kill (impostor)")
         vote_weight: float = Field(0.0, description="return per crew vote for the impostor")
-        listening_weight: float = Field(0.0, description="return per unit of the listening target (crew)")
-        speaking_weight: float = Field(0.0, description="return per unit of speaking reward")
 
         @model_validator(mode="before")
         @classmethod
@@ -306,19 +321,20 @@ class SocialDeductionGame(TextGame):
             return data
 
         @model_validator(mode="after")
-        def _check(self) -> "SocialDeductionGame.Config":
+        def _check(self) -> SocialDeductionGame.Config:
             rooms = self.grid_width * self.grid_height
             if not 2 <= rooms <= len(ROOM_NAMES):
-                raise ValueError(
-                    f"grid_width * grid_height = {rooms} rooms, but it must be between 2 and {len(ROOM_NAMES)}"
-                )
+                raise ValueError(f"grid_width * grid_height = {rooms} rooms, but it must be between 2 and {len(ROOM_NAMES)}")
             return self
 
         @property
         def weights(self) -> dict[str, float]:
             return {
-                "win": 1.0, "tasks": self.task_weight, "reports": self.report_weight, "kills": self.kill_weight,
-                "correct_votes": self.vote_weight, "listening": self.listening_weight, "speaking": self.speaking_weight,
+                "win": 1.0,
+                "tasks": self.task_weight,
+                "reports": self.report_weight,
+                "kills": self.kill_weight,
+                "correct_votes": self.vote_weight,
             }
 
     config: Config
@@ -346,8 +362,7 @@ class SocialDeductionGame(TextGame):
         self.bodies: dict[str, int] = {}  # dead seat -> room, until a meeting announces it
         self.public_dead: dict[str, str] = {}  # seat -> "killed" | "ejected", as everyone knows it
         self.tasks: dict[str, list[list[int]]] = {
-            s: [[int(r), c.task_ticks] for r in rng.integers(0, len(self.rooms), size=c.tasks_per_crew)]
-            for s in seats if s != IMPOSTOR
+            s: [[int(r), c.task_ticks] for r in rng.integers(0, len(self.rooms), size=c.tasks_per_crew)] for s in seats if s != IMPOSTOR
         }
         self.cooldown = c.initial_kill_cooldown
         self.tick = 0
@@ -360,7 +375,6 @@ class SocialDeductionGame(TextGame):
         self.counts: dict[str, Counter] = {s: Counter() for s in seats}
         self.winner: str | None = None
         self.end_reason: str | None = None
-        self.belief: Any = None  # arena.belief.BeliefScores after play, with belief_scoring
 
     # ----- small helpers -----------------------------------------------------------------------
     def team(self, seat: str) -> str:
@@ -637,9 +651,7 @@ class SocialDeductionGame(TextGame):
             f"Social deduction game: {len(self.players)} players, one is a secret impostor. Crew win when every "
             "crew task is done (a dead player's tasks stay undone) or the impostor is voted out; the impostor wins "
             f"when it equals the crew in number, or when tick {c.max_ticks} ends.",
-            "Map (north is up): " + " / ".join(
-                " ".join(self.rooms[y * c.grid_width : (y + 1) * c.grid_width]) for y in range(c.grid_height)
-            ),
+            "Map (north is up): " + " / ".join(" ".join(self.rooms[y * c.grid_width : (y + 1) * c.grid_width]) for y in range(c.grid_height)),
         ]
         if player == IMPOSTOR:
             lines.append(f"{self._impostor_line()} Kill cooldown: {self.cooldown} ticks.")
@@ -712,10 +724,7 @@ class SocialDeductionGame(TextGame):
         return f"Meeting {m.number} (tick {m.tick}, called by {self.name[m.reporter]}): dead {found or 'none'}."
 
     def _meeting_summary(self, m: Meeting) -> str:
-        votes = ", ".join(
-            f"{self.name[s]}: {'skip' if m.ballots[s] is None else self.name[m.ballots[s]]}"
-            for s in self.by_colour(m.ballots)
-        )
+        votes = ", ".join(f"{self.name[s]}: {'skip' if m.ballots[s] is None else self.name[m.ballots[s]]}" for s in self.by_colour(m.ballots))
         if m.ejected is None:
             outcome = "Nobody was ejected."
         else:
@@ -770,11 +779,6 @@ class SocialDeductionGame(TextGame):
         else:
             out["tasks"] = float(n["tasks"])
             out["correct_votes"] = float(n["correct_votes"])
-        if self.belief is not None:
-            if seat in self.belief.listening:
-                out["listening"] = self.belief.listening[seat]
-            if seat in self.belief.speaking:
-                out["speaking"] = self.belief.speaking[seat]
         return out
 
     def returns(self) -> dict[str, float]:
@@ -805,8 +809,6 @@ class SocialDeductionGame(TextGame):
             out["skip_rate"] = (len(crew_ballots) - len(named)) / len(crew_ballots)
         if named:
             out["vote_accuracy"] = sum(t == IMPOSTOR for t in named) / len(named)
-        if self.belief is not None:
-            out.update(self.belief.metrics())
         return out
 
     def sample_moves(self, player: str) -> list[str]:
@@ -822,22 +824,17 @@ class SocialDeductionGame(TextGame):
     def private_info(self) -> dict[str, list[str]]:
         return {IMPOSTOR: [self._impostor_line()]}
 
-    # ----- belief scoring (arena.belief) ---------------------------------------------------------
-    def discussions(self) -> list[Any]:
+    # ----- belief scoring (arena.belief, run by TextGame.after_play with belief_scoring) --------------
+    def discussions(self) -> list[Discussion]:
         """Every meeting's discussion as text for :mod:`arena.belief`: what each living crew member
         saw before and after each message, the candidates and the truth."""
-        from arena.belief import Discussion, Utterance
-
         out = []
         truth = self.name[IMPOSTOR]
         for m in self.meetings:
             if not m.snapshots:
                 continue
             listeners = list(m.snapshots[0])
-            answers = {
-                l: {self.name[s]: f"The impostor is {self.name[s]}." for s in self.by_colour(m.present) if s != l}
-                for l in listeners
-            }
+            answers = {l: {self.name[s]: f"The impostor is {self.name[s]}." for s in self.by_colour(m.present) if s != l} for l in listeners}
             utterances = [
                 Utterance(
                     speaker=s,
@@ -859,11 +856,3 @@ class SocialDeductionGame(TextGame):
                 )
             )
         return out
-
-    async def after_play(self, matchup: Any, seated: Mapping[str, Any]) -> None:
-        """With ``belief_scoring``: read each crew seat's model beliefs over the discussions."""
-        if not self.config.belief_scoring:
-            return
-        from arena.belief import score_discussions_async
-
-        self.belief = await score_discussions_async(matchup.game, self.discussions(), seated)
