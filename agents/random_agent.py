@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import string
-from typing import Sequence
+from collections.abc import Sequence
 
 from arena.agents.base import PlayerView, ScriptedPolicy
 

@@ -35,7 +35,6 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from rich.console import Console
@@ -47,7 +46,7 @@ from arena.agents.catalog import make_critic
 from arena.config import RunConfig, dump_config, is_model_policy
 from arena.records import Episode, Matchup
 from arena.registry import spec
-from arena.reporting import log_traces, metric_name, round_metrics
+from arena.reporting import RunResult, log_traces, metric_name, round_metrics
 from arena.runtime import load_model_policies, play_with_progress, policy_pools
 from arena.seeds import CRITIC, derive_seed
 
@@ -55,23 +54,6 @@ from arena.seeds import CRITIC, derive_seed
 FeedbackFilter = Callable[[str], tuple[str, int]]
 
 _BULLET = re.compile(r"^\s*(?:[-*•]|\(?[a-z]\)|[ivx]+\.|\d{1,2}[.)])\s*")
-
-
-@dataclass
-class CriticLoopResult:
-    """What a critic-loop run gives back (the fields of a training run's result that apply).
-
-    ``before``: the first game of every chain (no feedback yet); ``after``: the last game."""
-
-    run_id: str
-    before: list[Episode] = field(default_factory=list)
-    after: list[Episode] = field(default_factory=list)
-    #: the game-entry label of each episode of ``before`` (and of ``after``)
-    labels: list[str] = field(default_factory=list)
-    rounds_done: int = 0
-    traces_logged: int = 0
-    seconds: float = 0.0
-    run_dir: Path | None = None
 
 
 def split_feedback(text: str, max_suggestions: int, feedback_filter: FeedbackFilter | None = None) -> tuple[list[str], int]:
@@ -177,7 +159,7 @@ class WithMemory:
         return action
 
 
-def run_critic_loop(cfg: RunConfig, console: Console) -> CriticLoopResult:
+def run_critic_loop(cfg: RunConfig, console: Console) -> RunResult:
     """Run the critic loop of ``cfg.critic`` on the config's one played game entry (see the module docstring)."""
     import mlflow
 
@@ -201,7 +183,7 @@ def run_critic_loop(cfg: RunConfig, console: Console) -> CriticLoopResult:
     started = time.perf_counter()
 
     with mlflow.start_run(run_name=cfg.tracking.run_name or cfg.name) as active:
-        result = CriticLoopResult(run_id=active.info.run_id)
+        result = RunResult(run_id=active.info.run_id)
         mlflow.log_text(dump_config(cfg), "config.yaml")
         mlflow.log_params(tracking.flat_params({k: v for k, v in cfg.model_dump(mode="json").items() if k != "games"}))
         mlflow.log_param("games", entry.label)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,26 +37,13 @@ from arena.config import SNAPSHOT, ConfigError, RunConfig, dump_config, is_model
 from arena.critic_loop import run_critic_loop
 from arena.records import Episode, Matchup
 from arena.registry import ReportInput, spec
-from arena.reporting import before_after_table, log_reward_curve, log_traces, round_metrics, summary_table
+from arena.reporting import RunResult, before_after_table, log_reward_curve, log_traces, round_metrics, summary_table
 from arena.runtime import ModelPolicies, choose_snapshot, load_model_policies, make_runtime, policy_pools
 from arena.seeds import EVAL, TRAIN, derive_seed
 from arena.trainers.advantages import RoleBaseline
 from arena.trainers.recipes import RECIPES, RoundContext
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunResult:
-    run_id: str
-    before: list[Episode] = field(default_factory=list)
-    after: list[Episode] = field(default_factory=list)
-    #: the game-entry label of each evaluation episode
-    labels: list[str] = field(default_factory=list)
-    rounds_done: int = 0
-    traces_logged: int = 0
-    seconds: float = 0.0
-    run_dir: Path | None = None
 
 
 # ----- matchups ----------------------------------------------------------------------------------

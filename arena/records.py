@@ -78,5 +78,5 @@ class Episode(_Record):
         return self.model_dump_json()
 
     @classmethod
-    def from_json(cls, text: str) -> "Episode":
+    def from_json(cls, text: str) -> Episode:
         return cls.model_validate_json(text)

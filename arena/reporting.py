@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +15,23 @@ from rich.table import Table
 from arena import tracking
 from arena.config import SNAPSHOT, is_model_policy
 from arena.records import Episode
+
+
+@dataclass
+class RunResult:
+    """What a run gives back: its MLflow run id, the evaluation episodes before and after (for the
+    critic loop: the first and the last game of every chain) with each one's game-entry label, and
+    how far it got."""
+
+    run_id: str
+    before: list[Episode] = field(default_factory=list)
+    after: list[Episode] = field(default_factory=list)
+    #: the game-entry label of each evaluation episode
+    labels: list[str] = field(default_factory=list)
+    rounds_done: int = 0
+    traces_logged: int = 0
+    seconds: float = 0.0
+    run_dir: Path | None = None
 
 
 def metric_name(key: str) -> str:
@@ -79,7 +98,7 @@ def _ci95(values: np.ndarray) -> float:
 
 def before_after_table(result: Any) -> Table:
     """Per game, seating and model-played seat: mean return before and after training (± 95%), and the change.
-    ``result`` is an :class:`arena.experiment.RunResult` (``before``, ``after``, ``labels``)."""
+    ``result`` is a :class:`RunResult` (``before``, ``after``, ``labels``)."""
     before = _seat_returns(result.before, result.labels)
     after = _seat_returns(result.after, result.labels)
     table = Table(title="Before / after training (mean return ± 95% interval, same evaluation seeds)")

@@ -131,15 +131,11 @@ def _check_private_info(game_id: str, seed: int, game_kwargs: dict) -> None:
                     if owner == viewer:
                         seen_by_owner[(owner, frag)] |= frag in text
                     elif frag in text:
-                        raise ConformanceError(
-                            f"{game_id} seed {seed}: {viewer!r}'s observation contains {frag!r}, private to {owner!r}"
-                        )
+                        raise ConformanceError(f"{game_id} seed {seed}: {viewer!r}'s observation contains {frag!r}, private to {owner!r}")
         if term or trunc:
             env.step(None)
             continue
-        view = PlayerView(
-            game=game_id, player=player, observation=observation_text(obs), rng=rngs[player], sample_moves=game.sample_moves(player)
-        )
+        view = PlayerView(game=game_id, player=player, observation=observation_text(obs), rng=rngs[player], sample_moves=game.sample_moves(player))
         env.step(mover.choose(view))
     unseen = [f"{o}: {f!r}" for (o, f), seen in seen_by_owner.items() if not seen]
     if unseen:

@@ -72,9 +72,7 @@ class TinyModelConfig(pydantic.BaseModel):
     @pydantic.model_validator(mode="after")
     def _check_heads(self) -> TinyModelConfig:
         if self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
-            )
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
         head_dim = self.hidden_size // self.num_heads
         if head_dim < 32:
             raise ValueError(

@@ -26,9 +26,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-#: what the probe says; any fixed text works, game-like text exercises the tokens rollouts use
-PROBE_PROMPT = "Round 3 of 10. You offered 55, the buyer offered 40. Your move: offer, accept or reject?"
-PROBE_REPLY = "offer 48"
+#: what the probe says: any fixed text works, and none of a game's own is needed (a byte-level tokenizer
+#: encodes every text); digits, capitals and punctuation exercise the common token kinds
+PROBE_PROMPT = "Turn 3 of 10. The other player said: I propose 55. Your move?"
+PROBE_REPLY = "I answer 48."
 
 #: default largest |engine - learner| log-probability on the probe: float32 engines agree to ~1e-6;
 #: a bfloat16 engine checked against a float32 learner needs a looser bound (~5e-2)

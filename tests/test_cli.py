@@ -55,8 +55,17 @@ def test_run_rejects_bad_config_with_status_2_before_any_work(tmp_path, args, me
 def test_run_selfplay_trains_logs_episodes_and_episodes_command_reads_them(tmp_path, home):
     # the self-play config (the field defaults), shortened: one training round between the two evaluations
     selfplay = str(Path(__file__).parent.parent / "configs" / "selfplay.yaml")
-    out = arena("run", selfplay, "episodes_per_matchup=3", "tracking.traces_per_round=21", "trainer.rounds=1", "trainer.groups_per_matchup=1",
-                cwd=tmp_path, env=home, timeout=900)
+    out = arena(
+        "run",
+        selfplay,
+        "episodes_per_matchup=3",
+        "tracking.traces_per_round=21",
+        "trainer.rounds=1",
+        "trainer.groups_per_matchup=1",
+        cwd=tmp_path,
+        env=home,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Before / after training" in out.stdout
     run_id = re.search(r"MLflow run (\w+)", out.stdout).group(1)
@@ -68,8 +77,17 @@ def test_run_selfplay_trains_logs_episodes_and_episodes_command_reads_them(tmp_p
     assert run.data.metrics["eval/repeated_matrix_v0/episodes"] == 4 * 3
     assert "eval/negotiation_v0/return/seller/main" in run.data.metrics
     assert run.data.metrics["eval/tokens_per_s"] > 0
-    for key in ("learn/main/loss", "learn/main/kl", "learn/main/entropy", "learn/main/grad_norm", "train/rollout_tokens_per_s",
-                "learn/main/train_tokens_per_s", "time/rollout_s", "time/learn_s", "train/negotiation_v0/deal"):
+    for key in (
+        "learn/main/loss",
+        "learn/main/kl",
+        "learn/main/entropy",
+        "learn/main/grad_norm",
+        "train/rollout_tokens_per_s",
+        "learn/main/train_tokens_per_s",
+        "time/rollout_s",
+        "time/learn_s",
+        "train/negotiation_v0/deal",
+    ):
         assert key in run.data.metrics, key
     config_text = mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml")
     assert "episodes_per_matchup: 3" in config_text
@@ -116,9 +134,7 @@ def _free_port() -> int:
 
 def test_ui_serves_the_store(tmp_path):
     port = _free_port()
-    proc = subprocess.Popen(
-        [ARENA, "ui", "--port", str(port)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    proc = subprocess.Popen([ARENA, "ui", "--port", str(port)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 90
         while time.time() < deadline:

@@ -134,6 +134,8 @@ def test_imports_are_read_before_the_games_and_from_the_configs_folder(tmp_path)
         "arena.register('coin_for_config_test-v0', RepeatedMatrixGame, bots={'copy': 'arena.environments.repeated_matrix.bots:TitForTat'})\n"
     )
     path = tmp_path / "c.yaml"
-    path.write_text("imports: [coin_game_for_config_test]\ngames:\n  - id: coin_for_config_test-v0\n    matchups: [{player_0: main, player_1: scripted/copy}]\n")
+    path.write_text(
+        "imports: [coin_game_for_config_test]\ngames:\n  - id: coin_for_config_test-v0\n    matchups: [{player_0: main, player_1: scripted/copy}]\n"
+    )
     cfg = load_config(path)
     assert cfg.imports == ["coin_game_for_config_test"] and cfg.games[0].id == "coin_for_config_test-v0"

@@ -37,9 +37,10 @@ def test_checker_catches_a_leak(monkeypatch):
 
 
 def test_checker_catches_nondeterminism():
+    import os
+
     from arena.environments.repeated_matrix.rules import RepeatedMatrixGame
     from arena.registry import register
-    import os
 
     class Unseeded(RepeatedMatrixGame):
         def observe_text(self, player):

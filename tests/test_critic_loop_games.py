@@ -12,10 +12,11 @@ from rich.console import Console
 
 from arena.agents.base import PlayerView
 from arena.config import RunConfig
-from arena.critic_loop import CriticLoopResult, critic_prompt, run_critic_loop, split_feedback
+from arena.critic_loop import critic_prompt, run_critic_loop, split_feedback
 from arena.environments.repeated_matrix.bots import TIP_PEACE, TIP_RETALIATE, Coachable, MatrixCritic
 from arena.records import Episode, Matchup
 from arena.registry import spec
+from arena.reporting import RunResult
 
 GAME = "repeated_matrix-v0"
 
@@ -82,7 +83,7 @@ def test_an_exploited_cooperator_learns_to_retaliate_and_earns_more(tmp_path):
     ]
     cfg = _cfg(tmp_path, matchups, rounds=3, chains=2, shuffle_labels=True)
     res = run_critic_loop(cfg, Console(quiet=True))
-    assert isinstance(res, CriticLoopResult) and res.rounds_done == 3
+    assert isinstance(res, RunResult) and res.rounds_done == 3
     assert len(res.before) == len(res.after) == len(res.labels) == 4
 
     def by_opponent(episodes, opponent):

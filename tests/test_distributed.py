@@ -19,8 +19,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from arena.config import SNAPSHOT, ConfigError, RunConfig, load_config
 from arena.distributed import EpisodeAccountingError, EpisodeLedger, RayRuntime, _split, least_loaded
 from arena.engines.actor import init_ray
-from arena.experiment import LocalRuntime, load_model_policies, policy_pools, run, train_matchups
+from arena.experiment import run, train_matchups
 from arena.records import Episode, Matchup
+from arena.runtime import LocalRuntime, load_model_policies, policy_pools
 from arena.weight_sync import probe_logprobs
 
 QUIET = Console(quiet=True)
@@ -81,7 +82,9 @@ def assert_same_episodes(ours: list[Episode], theirs: list[Episode]) -> None:
     assert [e.episode_id for e in ours] == [e.episode_id for e in theirs]
     for a, b in zip(ours, theirs):
         assert a.returns == b.returns, a.episode_id
-        assert [(t.player, t.action, t.completion_ids, t.policy_version) for t in a.turns] == [(t.player, t.action, t.completion_ids, t.policy_version) for t in b.turns]
+        assert [(t.player, t.action, t.completion_ids, t.policy_version) for t in a.turns] == [
+            (t.player, t.action, t.completion_ids, t.policy_version) for t in b.turns
+        ]
         for ta, tb in zip(a.turns, b.turns):
             assert ta.logprobs == pytest.approx(tb.logprobs, abs=1e-4)
 
@@ -258,8 +261,11 @@ def test_a_killed_engine_comes_back_at_the_current_weights_version(cluster, sing
 
 # ----- the real entry point ------------------------------------------------------------------------------------
 def test_arena_run_on_ray_trains_and_logs_like_a_local_run(ray_cluster, tiny_model_dir, mlflow_store, tmp_path):
-    training = {"trainer": {"recipe": "pg", "rounds": 1, "group_size": 2, "groups_per_matchup": 1}, "runs_dir": str(tmp_path / "runs"),
-                "games": [{"id": NEG, "matchups": [{"seller": "main", "buyer": "scripted/fair_buyer"}]}]}
+    training = {
+        "trainer": {"recipe": "pg", "rounds": 1, "group_size": 2, "groups_per_matchup": 1},
+        "runs_dir": str(tmp_path / "runs"),
+        "games": [{"id": NEG, "matchups": [{"seller": "main", "buyer": "scripted/fair_buyer"}]}],
+    }
     ours = run(config(tiny_model_dir, "ray", **training), QUIET)
     theirs = run(config(tiny_model_dir, "local", **training), QUIET)
     assert ours.rounds_done == theirs.rounds_done == 1

@@ -39,7 +39,9 @@ tracking: {traces_per_round: 1}
 
 
 def _run(cwd: Path, env: dict, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([ARENA, "run", "config.yaml", *extra], cwd=cwd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [ARENA, "run", "config.yaml", *extra], cwd=cwd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def _final_weights(cwd: Path) -> dict[str, torch.Tensor]:
@@ -97,6 +99,11 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(workdirs):
 
 def test_resume_with_nothing_to_resume_exits_2(tmp_path, tiny_model_dir):
     (tmp_path / "config.yaml").write_text(CONFIG)
-    out = subprocess.run([ARENA, "run", "config.yaml", "--resume"], cwd=tmp_path, capture_output=True, text=True,
-                         env={**os.environ, "ARENA_HOME": str(tiny_model_dir.parent.parent)})
+    out = subprocess.run(
+        [ARENA, "run", "config.yaml", "--resume"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ARENA_HOME": str(tiny_model_dir.parent.parent)},
+    )
     assert out.returncode == 2 and "nothing to resume" in out.stderr

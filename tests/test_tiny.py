@@ -92,13 +92,7 @@ def test_chat_template_two_turns(tokenizer):
         {"role": "user", "content": "Round 2 of 10."},
     ]
     rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    assert rendered == (
-        "<|system|>You play J or F.<|end|>"
-        "<|user|>Round 1 of 10.<|end|>"
-        "<|assistant|>J<|end|>"
-        "<|user|>Round 2 of 10.<|end|>"
-        "<|assistant|>"
-    )
+    assert rendered == ("<|system|>You play J or F.<|end|><|user|>Round 1 of 10.<|end|><|assistant|>J<|end|><|user|>Round 2 of 10.<|end|><|assistant|>")
     without = tokenizer.apply_chat_template(messages[:3], tokenize=False)
     assert without == "<|system|>You play J or F.<|end|><|user|>Round 1 of 10.<|end|><|assistant|>J<|end|>"
     # no bos is inserted when the rendered prompt is encoded
@@ -152,9 +146,7 @@ def test_built_dir_loads_like_a_real_checkpoint(built):
     assert model.dtype == torch.float32
     text = "OFFER $12\nRound 3 of 10."
     assert tok.decode(tok.encode(text)) == text
-    assert tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True) == (
-        "<|user|>hi<|end|><|assistant|>"
-    )
+    assert tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True) == ("<|user|>hi<|end|><|assistant|>")
     with torch.no_grad():
         out = model(torch.tensor([tok.encode(text)])).logits
     assert out.shape == (1, len(tok.encode(text)), len(tok))

@@ -178,7 +178,9 @@ def test_an_engine_given_corrupted_weights_fails_the_check_loudly(ray_cluster, m
     honest = start_engines(model_path, 1)[0]
     fake = CorruptingEngineFake.remote(str(model_path))
     try:
-        with pytest.raises(WeightSyncError, match=r"weight sync to version 9: engine main/engine_1 does not serve the learner's weights.*differ .* by up to") as info:
+        with pytest.raises(
+            WeightSyncError, match=r"weight sync to version 9: engine main/engine_1 does not serve the learner's weights.*differ .* by up to"
+        ) as info:
             sync_actors({"main/engine_0": honest, "main/engine_1": fake}, state_of(learner_model), 9, probe, probe_logprobs(learner_model, probe), timeout_s=60)
         assert info.value.engine == "main/engine_1" and info.value.version == 9
         assert info.value.max_diff > 1e-3

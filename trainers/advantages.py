@@ -18,7 +18,7 @@ one by name from its config.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -44,9 +44,7 @@ def _check(returns: Tensor, group_ids: Tensor) -> None:
     if returns.dim() != 1:
         raise ValueError(f"returns must be 1-D [N], got shape {tuple(returns.shape)}")
     if group_ids.shape != returns.shape:
-        raise ValueError(
-            f"group_ids shape {tuple(group_ids.shape)} must equal returns shape {tuple(returns.shape)}"
-        )
+        raise ValueError(f"group_ids shape {tuple(group_ids.shape)} must equal returns shape {tuple(returns.shape)}")
     if not returns.is_floating_point():
         raise ValueError(f"returns must be a float tensor, got {returns.dtype}")
     if group_ids.is_floating_point() or group_ids.is_complex():
@@ -286,9 +284,7 @@ class RoleBaseline:
             ``[N]`` advantages, same dtype and device as ``returns``.
         """
         if returns.dim() != 1 or returns.shape[0] != len(keys):
-            raise ValueError(
-                f"returns must be [N] with one key per element; got shape {tuple(returns.shape)} and {len(keys)} keys"
-            )
+            raise ValueError(f"returns must be [N] with one key per element; got shape {tuple(returns.shape)} and {len(keys)} keys")
         base = torch.tensor([self.value(k) for k in keys], dtype=returns.dtype, device=returns.device)
         out = returns - base
         if update:

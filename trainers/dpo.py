@@ -22,7 +22,8 @@ from __future__ import annotations
 import copy
 import time
 from collections import Counter
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -177,7 +178,18 @@ class DPOLearner:
             order = torch.randperm(len(usable), generator=generator).tolist()
             for i in range(0, len(order), cfg.batch_size):
                 batch = [usable[j] for j in order[i : i + cfg.batch_size]]
-                values.append(dpo_step(self.model, self.reference, batch, self.optimizer, cfg.dpo_beta, pad_id=self.pad_id, max_len=self.max_len, max_grad_norm=cfg.max_grad_norm))
+                values.append(
+                    dpo_step(
+                        self.model,
+                        self.reference,
+                        batch,
+                        self.optimizer,
+                        cfg.dpo_beta,
+                        pad_id=self.pad_id,
+                        max_len=self.max_len,
+                        max_grad_norm=cfg.max_grad_norm,
+                    )
+                )
         self.version += 1
         out = {k: float(np.mean([v[k] for v in values])) for k in values[0] if k != "pairs"}
         labels = Counter(getattr(p, "label", "other") for p in usable)

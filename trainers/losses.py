@@ -19,7 +19,8 @@ KL estimators are in :data:`KL_ESTIMATORS`.
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -275,10 +276,7 @@ def kl_penalty(
     if kind not in KL_ESTIMATORS:
         raise ValueError(f"kind must be one of {sorted(KL_ESTIMATORS)}, got {kind!r}")
     if ref_logprobs.shape != logprobs.shape or mask.shape != logprobs.shape:
-        raise ValueError(
-            f"shapes must match: logprobs {tuple(logprobs.shape)}, ref_logprobs "
-            f"{tuple(ref_logprobs.shape)}, mask {tuple(mask.shape)}"
-        )
+        raise ValueError(f"shapes must match: logprobs {tuple(logprobs.shape)}, ref_logprobs {tuple(ref_logprobs.shape)}, mask {tuple(mask.shape)}")
     kl = KL_ESTIMATORS[kind](logprobs, ref_logprobs.detach())
     return torch.where(mask.bool(), kl, torch.zeros_like(kl))
 
@@ -318,9 +316,7 @@ def token_logprobs(logits: Tensor, targets: Tensor) -> Tensor:
         ``[B, T]`` float32, ``log_softmax(logits)[b, t, targets[b, t]]``.
     """
     if logits.dim() != 3 or targets.shape != logits.shape[:2]:
-        raise ValueError(
-            f"logits must be [B, T, V] and targets [B, T]; got {tuple(logits.shape)} and {tuple(targets.shape)}"
-        )
+        raise ValueError(f"logits must be [B, T, V] and targets [B, T]; got {tuple(logits.shape)} and {tuple(targets.shape)}")
     logits = logits.float()
     # gather - logsumexp: the same value as gathering from log_softmax without a second [B, T, V] tensor.
     picked = logits.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)

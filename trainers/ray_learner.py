@@ -316,7 +316,7 @@ class RayLearner:
     def close(self, timeout_s: float = 30.0) -> None:
         """Stop the workers (``fit`` returns) and the mailbox; ``model`` keeps the last weights."""
         if self._thread.is_alive():
-            self.model  # the newest weights live in worker 0's object store: fetch them before it stops
+            _ = self.model  # the newest weights live in worker 0's object store: fetch them before it stops
             ray.get(self._mailbox.post.remote(None))
             self._thread.join(timeout_s)
         ray.kill(self._mailbox)
@@ -347,8 +347,10 @@ class RayLearner:
                 raise RuntimeError(f"the Ray Train learner stopped before finishing a {job['kind']} job: {self._error!r}")
             if not self._started and time.monotonic() > self._start_deadline:
                 free = ray.available_resources().get("CPU", 0.0)
-                raise RuntimeError(f"the Ray Train workers did not start in time ({free:g} Ray CPUs free, {self.workers} workers asked for): "
-                                   "lower cluster.learner_worker_cpus or give Ray more CPUs")
+                raise RuntimeError(
+                    f"the Ray Train workers did not start in time ({free:g} Ray CPUs free, {self.workers} workers asked for): "
+                    "lower cluster.learner_worker_cpus or give Ray more CPUs"
+                )
         self._started = True
         replies = ray.get(pending)
         failed = [(rank, r["error"]) for rank, r in enumerate(replies) if "error" in r]

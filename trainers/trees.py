@@ -44,8 +44,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 from pettingzoo import AECEnv
@@ -247,9 +247,16 @@ async def grow_tree(
     def branch_turn(br: Branch) -> Turn:
         a = br.action
         return Turn(
-            index=b, player=player, policy_id=policy.policy_id, policy_version=int(getattr(policy, "version", 0)),
-            observation=seen.observation, action=a.text, prompt_ids=a.prompt_ids,
-            completion_ids=a.completion_ids, logprobs=a.logprobs, illegal_reason=br.illegal_reason,
+            index=b,
+            player=player,
+            policy_id=policy.policy_id,
+            policy_version=int(getattr(policy, "version", 0)),
+            observation=seen.observation,
+            action=a.text,
+            prompt_ids=a.prompt_ids,
+            completion_ids=a.completion_ids,
+            logprobs=a.logprobs,
+            illegal_reason=br.illegal_reason,
         )
 
     async def rollout(i: int, r: int) -> Episode:
@@ -277,8 +284,16 @@ async def grow_tree(
         branches[i].outcomes.append(rollout_score(hooks, ep, player))
 
     tree = Tree(
-        tree_id=tree_id, matchup=matchup, player=player, policy_id=policy.policy_id, trunk=trunk, branch_index=b,
-        prompt_ids=list(seen.prompt_ids) or list(actions[0].prompt_ids), branches=branches, pairs=[], label=label,
+        tree_id=tree_id,
+        matchup=matchup,
+        player=player,
+        policy_id=policy.policy_id,
+        trunk=trunk,
+        branch_index=b,
+        prompt_ids=list(seen.prompt_ids) or list(actions[0].prompt_ids),
+        branches=branches,
+        pairs=[],
+        label=label,
     )
     pair_label = (lambda text: hooks.label(at_branch, player, text)) if hooks.label is not None else None
     tree.pairs = preference_pairs(tree, cfg.min_gap, pair_label)
@@ -348,9 +363,7 @@ async def grow_trees(
         async with sem:
             pool = policies(m) if callable(policies) else policies
             base = ids[k] if ids is not None else f"tree{k:05d}"
-            return await grow_tree(
-                m, pool, player, cfg, tree_id=f"{base}-{player}", max_steps=max_steps, label=labels[k] if labels else m.game
-            )
+            return await grow_tree(m, pool, player, cfg, tree_id=f"{base}-{player}", max_steps=max_steps, label=labels[k] if labels else m.game)
 
     trees = await asyncio.gather(*(one(*job) for job in jobs))
     return [t for t in trees if t is not None]

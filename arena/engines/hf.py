@@ -91,9 +91,7 @@ class HFEngine(Engine):
         return [self._completion(t, lp, stop_ids) for t, lp in zip(tokens, logprobs)]
 
     @torch.inference_mode()
-    def _decode(
-        self, prompts: list[list[int]], params: SamplingParams, seeds: list[int]
-    ) -> tuple[list[list[int]], list[list[float]]]:
+    def _decode(self, prompts: list[list[int]], params: SamplingParams, seeds: list[int]) -> tuple[list[list[int]], list[list[float]]]:
         """Sample up to ``max_new_tokens`` per row; rows keep (ignored) tokens after they stop."""
         dev, B, n_new = self.device, len(prompts), params.max_new_tokens
         greedy = params.temperature == 0
@@ -114,9 +112,7 @@ class HFEngine(Engine):
         # draws depend on its seed alone, never on the batch around it.
         uniforms = None
         if not greedy:
-            uniforms = torch.stack(
-                [torch.rand(n_new, generator=torch.Generator().manual_seed(_seed64(s)), dtype=torch.float64) for s in seeds]
-            ).to(dev)
+            uniforms = torch.stack([torch.rand(n_new, generator=torch.Generator().manual_seed(_seed64(s)), dtype=torch.float64) for s in seeds]).to(dev)
 
         stop = torch.tensor(sorted(set(self.eos_token_ids) | set(params.stop_token_ids)), dtype=torch.long, device=dev)
         out_tokens = torch.full((B, n_new), self.pad_token_id, dtype=torch.long, device=dev)

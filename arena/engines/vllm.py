@@ -228,9 +228,7 @@ class VLLMEngine(Engine):
         if not todo:
             return out
         full = temp != 1.0
-        request = self._vllm.SamplingParams(
-            max_tokens=1, prompt_logprobs=-1 if full else 0, flat_logprobs=True, detokenize=False, temperature=0.0
-        )
+        request = self._vllm.SamplingParams(max_tokens=1, prompt_logprobs=-1 if full else 0, flat_logprobs=True, detokenize=False, temperature=0.0)
         seqs = [list(prompts[i]) + list(continuations[i]) for i in todo]
         results = self.llm.generate([self._prompt(s) for s in seqs], request, use_tqdm=False)
         for i, seq, res in zip(todo, seqs, results):

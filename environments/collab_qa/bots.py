@@ -274,8 +274,7 @@ class FromMemory(AlwaysSearch):
 
     policy_id = "scripted/from_memory"
 
-    def __init__(self, memory: Mapping[str, str], recall: Mapping[str, float] | None = None, *,
-                 default_recall: float = 0.0, hedge: float = 0.0):
+    def __init__(self, memory: Mapping[str, str], recall: Mapping[str, float] | None = None, *, default_recall: float = 0.0, hedge: float = 0.0):
         self.memory = dict(memory)
         self.recall = dict(recall or {})
         self.default_recall = default_recall

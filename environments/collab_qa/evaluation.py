@@ -193,8 +193,9 @@ def base_game_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k not in _SEATING_KEYS}
 
 
-def question_matchups(setting: str, split: str, policy_id: str, base: Mapping[str, Any], *,
-                      limit: int | None = None, seed: int = 0) -> tuple[list[Matchup], list[QuestionRecord]]:
+def question_matchups(
+    setting: str, split: str, policy_id: str, base: Mapping[str, Any], *, limit: int | None = None, seed: int = 0
+) -> tuple[list[Matchup], list[QuestionRecord]]:
     """One matchup per question of ``split`` (the first ``limit``), in ``setting``, ``policy_id`` in every seat."""
     from arena.environments.collab_qa.rules import load_bank
     from arena.environments.collab_qa.world import WorldConfig
@@ -238,10 +239,18 @@ def result_of(episode: Episode, question: QuestionRecord | str, policy: str, set
     if outcome != "abstained" and final is not None:
         answer = final.action.split(":", 1)[-1].strip().splitlines()[0] if ":" in final.action else final.action
     return QAResult(
-        policy=policy, setting=setting, split=split, question_id=question if isinstance(question, str) else question.id,
-        known=m.get("known"), outcome=outcome, answer=answer,
-        f1=float(m["f1"]), em=float(m["em"]), searches=float(m["searches"]),
-        confidence=stated, confidence_p=stated * p,
+        policy=policy,
+        setting=setting,
+        split=split,
+        question_id=question if isinstance(question, str) else question.id,
+        known=m.get("known"),
+        outcome=outcome,
+        answer=answer,
+        f1=float(m["f1"]),
+        em=float(m["em"]),
+        searches=float(m["searches"]),
+        confidence=stated,
+        confidence_p=stated * p,
     )
 
 
@@ -268,9 +277,17 @@ def summarize(results: Sequence[QAResult]) -> dict[str, float]:
     return out
 
 
-def evaluate(policies: Mapping[str, Policy], settings: Sequence[str], splits: Sequence[str], base: Mapping[str, Any], *,
-             limit: int | None = None, seed: int = 0, concurrency: int = 64,
-             on_episode: Callable[[Episode], None] | None = None) -> list[QAResult]:
+def evaluate(
+    policies: Mapping[str, Policy],
+    settings: Sequence[str],
+    splits: Sequence[str],
+    base: Mapping[str, Any],
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    concurrency: int = 64,
+    on_episode: Callable[[Episode], None] | None = None,
+) -> list[QAResult]:
     """Every policy alone (isolated) or in every seat (collaborative), on every question of each split."""
     plan = []
     for name, policy in policies.items():
@@ -281,8 +298,15 @@ def evaluate(policies: Mapping[str, Policy], settings: Sequence[str], splits: Se
     by_id = {p.policy_id: p for p in policies.values()}
     if len(by_id) != len(policies):
         raise ValueError("every evaluated policy needs its own policy_id")
-    episodes = asyncio.run(play_many([m for m, *_ in plan], by_id, concurrency=concurrency, on_episode=on_episode,
-                                     episode_ids=[f"{name}-{setting}-{split}-{q.id}" for _, q, name, setting, split in plan]))
+    episodes = asyncio.run(
+        play_many(
+            [m for m, *_ in plan],
+            by_id,
+            concurrency=concurrency,
+            on_episode=on_episode,
+            episode_ids=[f"{name}-{setting}-{split}-{q.id}" for _, q, name, setting, split in plan],
+        )
+    )
     return [result_of(ep, q, name, setting, split) for ep, (_, q, name, setting, split) in zip(episodes, plan)]
 
 
@@ -306,8 +330,14 @@ def run_results(episodes: Sequence[Episode], labels: Sequence[str], tag: str) ->
     return out
 
 
-_CHANGE_METRICS = (("F1", "f1", "{:.2f}"), ("srch/q", "searches", "{:.2f}"), ("hedge%", "hedged", "{:.0%}"),
-                   ("abstain%", "abstained", "{:.0%}"), ("selAUC↑", "selective_auc", "{:.2f}"), ("AUROC", "auroc", "{:.2f}"))
+_CHANGE_METRICS = (
+    ("F1", "f1", "{:.2f}"),
+    ("srch/q", "searches", "{:.2f}"),
+    ("hedge%", "hedged", "{:.0%}"),
+    ("abstain%", "abstained", "{:.0%}"),
+    ("selAUC↑", "selective_auc", "{:.2f}"),
+    ("AUROC", "auroc", "{:.2f}"),
+)
 
 
 def before_after_qa_table(before: Sequence[QAResult], after: Sequence[QAResult]):
@@ -315,8 +345,11 @@ def before_after_qa_table(before: Sequence[QAResult], after: Sequence[QAResult])
     from rich.table import Table
 
     b, a = summaries(before), summaries(after)
-    title = ("Collaborative QA before -> after self-play (same evaluation seeds; selective AUC by stated confidence)" if after
-             else "Collaborative QA evaluation (selective AUC by stated confidence)")
+    title = (
+        "Collaborative QA before -> after self-play (same evaluation seeds; selective AUC by stated confidence)"
+        if after
+        else "Collaborative QA evaluation (selective AUC by stated confidence)"
+    )
     table = Table(title=title)
     for col in ("entry", "setting", "n", *(h for h, _, _ in _CHANGE_METRICS)):
         table.add_column(col, justify="left" if col in ("entry", "setting") else "right", no_wrap=True)
@@ -324,8 +357,10 @@ def before_after_qa_table(before: Sequence[QAResult], after: Sequence[QAResult])
         sa = a.get(("after", setting, label))
         cells = []
         for _, key, fmt in _CHANGE_METRICS:
-            def show(v: float) -> str:
+
+            def show(v: float, fmt: str = fmt) -> str:
                 return "-" if math.isnan(v) else fmt.format(v)
+
             cells.append(f"{show(sb[key])} -> {show(sa[key])}" if sa else show(sb[key]))
         table.add_row(label, setting, str(int(sb["n"])), *cells)
     return table
@@ -364,10 +399,16 @@ def report(inp: ReportInput) -> GameReport | None:
 
 # ----- the table, the plots, MLflow ------------------------------------------------------------------
 _COLUMNS = (
-    ("F1", "f1", "{:.2f}"), ("EM", "em", "{:.2f}"), ("srch/q", "searches", "{:.2f}"),
-    ("srch K|U", None, ""), ("ans|hdg|abs%", None, ""),
-    ("AURC↓", "aurc", "{:.2f}"), ("selAUC↑", "selective_auc", "{:.2f}"), ("AUROC", "auroc", "{:.2f}"),
-    ("ECE↓", "ece", "{:.2f}"), ("AUROC p", "auroc_p", "{:.2f}"),
+    ("F1", "f1", "{:.2f}"),
+    ("EM", "em", "{:.2f}"),
+    ("srch/q", "searches", "{:.2f}"),
+    ("srch K|U", None, ""),
+    ("ans|hdg|abs%", None, ""),
+    ("AURC↓", "aurc", "{:.2f}"),
+    ("selAUC↑", "selective_auc", "{:.2f}"),
+    ("AUROC", "auroc", "{:.2f}"),
+    ("ECE↓", "ece", "{:.2f}"),
+    ("AUROC p", "auroc_p", "{:.2f}"),
 )
 
 
@@ -590,8 +631,9 @@ def run_eval(
     total = questions * len(policies)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("evaluation: questions", total=total)
-        results = evaluate(policies, settings, splits, base, limit=limit, seed=cfg.seed, concurrency=cfg.rollout.concurrency,
-                           on_episode=lambda ep: progress.advance(task))
+        results = evaluate(
+            policies, settings, splits, base, limit=limit, seed=cfg.seed, concurrency=cfg.rollout.concurrency, on_episode=lambda ep: progress.advance(task)
+        )
     rows = summaries(results)
     console.print(summary_table(rows, title=f"Collaborative QA evaluation ({cfg.name}; confidence: stated, (p): x move probability)"))
 
@@ -599,8 +641,15 @@ def run_eval(
     mlflow.set_tracking_uri(tracking.tracking_uri(cfg.tracking.uri))
     mlflow.set_experiment(cfg.tracking.experiment)
     with mlflow.start_run(run_name=f"eval {cfg.name}") as active:
-        mlflow.log_params({"eval/splits": ",".join(splits), "eval/settings": ",".join(settings), "eval/limit": str(limit),
-                           "eval/temperature": temperature, **{f"eval/model/{k}": v for k, v in paths.items()}})
+        mlflow.log_params(
+            {
+                "eval/splits": ",".join(splits),
+                "eval/settings": ",".join(settings),
+                "eval/limit": str(limit),
+                "eval/temperature": temperature,
+                **{f"eval/model/{k}": v for k, v in paths.items()},
+            }
+        )
         log_to_mlflow(results, rows)
         run_id = active.info.run_id
     console.print(f"Logged to MLflow run [bold]{run_id}[/bold] in {mlflow.get_tracking_uri()} (risk-coverage plots under qa_eval/)")
@@ -637,5 +686,14 @@ def eval_command(request: EvalRequest, console=None) -> None:
     if request.limit is not None and request.limit < 1:
         raise ValueError(f"limit must be at least 1, got {request.limit}")
     splits, settings = eval_options(request.options)
-    run_eval(request.target, request.overrides, models=request.models, splits=splits, settings=settings,
-             limit=request.limit, baselines=request.baselines, temperature=request.temperature, console=console)
+    run_eval(
+        request.target,
+        request.overrides,
+        models=request.models,
+        splits=splits,
+        settings=settings,
+        limit=request.limit,
+        baselines=request.baselines,
+        temperature=request.temperature,
+        console=console,
+    )

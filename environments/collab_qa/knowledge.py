@@ -244,10 +244,7 @@ def closed_book_answers(
     engine = HFEngine(model) if isinstance(model, (str, Path)) else HFEngine.from_model(*model)
     agent = LLMAgent(engine)
     game = _closed_book_game(world or WorldConfig())
-    prompts = [
-        agent.prompt_ids(PlayerView(game=GAME, player="asker", observation=_with_question(game, q).observe_text("asker")))
-        for q in questions
-    ]
+    prompts = [agent.prompt_ids(PlayerView(game=GAME, player="asker", observation=_with_question(game, q).observe_text("asker"))) for q in questions]
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
     completions = []
     for i in range(0, len(prompts), engine.max_batch_size):
@@ -281,8 +278,8 @@ def qa_text_corpus(world: WorldConfig, episodes: int = 8, seed: int = 0) -> list
     """Observations, moves and system prompts of scripted play of collab_qa on ``world``: every bot in
     every seat, collaborative and isolated (each corpus), ``episodes`` games each, all questions."""
     from arena.agents.catalog import make_fixed_policy
-    from arena.environments.collab_qa.bots import BOTS
     from arena.agents.llm import LLMAgent
+    from arena.environments.collab_qa.bots import BOTS
     from arena.records import Matchup
     from arena.rollout import play_many
 
@@ -373,7 +370,7 @@ def reading_examples(cfg: KnowledgeConfig, tokenizer: Any, render: Callable[[Any
             for d in corpus:
                 docs.setdefault(d.title or "", []).append(d)
 
-        def stating(entity: str, attribute: str):
+        def stating(entity: str, attribute: str, docs: dict[str, list] = docs):
             return next((d for d in docs.get(entity, []) if extract_answer(d.display(), entity, attribute)), None)
 
         for q in questions:  # the real reading: train questions, true values
@@ -612,7 +609,9 @@ def build_action_supervised(knowledge_path: str | Path, out_dir: str | Path, cfg
     teacher = FromMemory(memory, recall)
     episodes = teacher_demonstrations(cfg, teacher, cfg.seed + 2)
     demos = imitation_examples(episodes, tokenizer, render=agent.prompt_ids)
-    examples = with_replay(demos, [knowledge_examples(cfg, tokenizer, agent.prompt_ids), reading_examples(cfg, tokenizer, agent.prompt_ids)], cfg.replay, cfg.seed + 5)
+    examples = with_replay(
+        demos, [knowledge_examples(cfg, tokenizer, agent.prompt_ids), reading_examples(cfg, tokenizer, agent.prompt_ids)], cfg.replay, cfg.seed + 5
+    )
     losses = _train(model, examples, cfg.action_supervised, cfg, tokenizer, cfg.seed + 4)
     meta = {
         "config": cfg.model_dump(mode="json"),

@@ -130,9 +130,9 @@ import numpy as np
 from gymnasium import spaces
 from pydantic import Field, model_validator
 
+from arena.environments.collab_qa.retrieval import BM25Index, cached_index
 from arena.environments.collab_qa.world import QADataset, QuestionRecord, WorldConfig, cached_world, load_dataset
 from arena.game import FreeText, GameConfig, IllegalMove, TextGame, clean_text
-from arena.environments.collab_qa.retrieval import BM25Index, cached_index
 
 PRIVATE = "[private]"
 _KEYWORD = re.compile(r"^[ \t>*_`#-]*(ASK|ANSWER|ABSTAIN|SEARCH|REPLY)\b", re.IGNORECASE | re.MULTILINE)
@@ -167,8 +167,6 @@ def exact_match(prediction: str, gold: str) -> float:
 def best_score(prediction: str, answers: list[str]) -> tuple[float, float]:
     """(F1, exact match), each the best over the gold answers."""
     return max(token_f1(prediction, a) for a in answers), max(exact_match(prediction, a) for a in answers)
-
-
 
 
 # ----- data and indexes, once per process ----------------------------------------------------------------
@@ -213,15 +211,11 @@ class CollabQAGame(TextGame):
     #: the default seats; an instance's seats follow its ``helpers`` setting
     players: ClassVar[tuple[str, ...]] = ("asker", "helper_0", "helper_1")
     metadata: ClassVar[dict] = {"name": "collab_qa_v0", "render_modes": ["human", "ansi"], "is_parallelizable": False}
-    description: ClassVar[str] = (
-        "An asker and helpers with different search tools answer a question together; shared reward F1 minus search cost."
-    )
+    description: ClassVar[str] = "An asker and helpers with different search tools answer a question together; shared reward F1 minus search cost."
 
     class Config(GameConfig):
         helpers: int = Field(2, ge=0, le=8, description="number of helpers; 0 with asker_tool is the isolated setting")
-        helper_tools: tuple[str, ...] | None = Field(
-            None, description="corpus of each helper's tool, in seat order; None = the data's corpora in order"
-        )
+        helper_tools: tuple[str, ...] | None = Field(None, description="corpus of each helper's tool, in seat order; None = the data's corpora in order")
         asker_tool: str | None = Field(None, description="corpus of the asker's own tool (the isolated setting); None = no tool")
         reveal_helpers: bool = Field(False, description="show the asker each helper's corpus (the de-anonymised ablation)")
         world: WorldConfig = Field(default_factory=WorldConfig, description="the generated world (when data_dir is None)")
@@ -243,7 +237,7 @@ class CollabQAGame(TextGame):
         abstain_score: float = Field(0.2, description="score of abstaining, running out of turns or forfeiting")
 
         @model_validator(mode="after")
-        def _check(self) -> "CollabQAGame.Config":
+        def _check(self) -> CollabQAGame.Config:
             if self.helper_tools is not None and len(self.helper_tools) != self.helpers:
                 raise ValueError(f"helper_tools names {len(self.helper_tools)} tools for {self.helpers} helpers")
             return self
@@ -270,7 +264,8 @@ class CollabQAGame(TextGame):
         if not self.pool:
             found = sorted(str(s) for s in self.bank.ds.splits())
             raise ValueError(
-                f"no questions in split {c.split!r}" + (f" with domain {c.domain!r}" if c.domain else "")
+                f"no questions in split {c.split!r}"
+                + (f" with domain {c.domain!r}" if c.domain else "")
                 + f"; splits in the data: {found} (split=None takes all)"
             )
         if c.question_index is not None and c.question_index >= len(self.pool):
@@ -308,7 +303,7 @@ class CollabQAGame(TextGame):
         m = _KEYWORD.search(action)
         if m is None:
             raise IllegalMove(f"no move found: {self._moves_hint(player)}")
-        move, rest = m.group(1).upper(), action[m.end():]
+        move, rest = m.group(1).upper(), action[m.end() :]
         line = rest.split("\n", 1)[0]
         if move == "SEARCH":
             self._search(player, _strip_colon(line))
@@ -357,7 +352,7 @@ class CollabQAGame(TextGame):
             self.pending = self.seat_of[k]
         elif move == "ANSWER":
             hedge = _HEDGE.match(line)
-            answer = _strip_colon(line[hedge.end():] if hedge else line)
+            answer = _strip_colon(line[hedge.end() :] if hedge else line)
             if not answer:
                 raise IllegalMove("ANSWER needs an answer, e.g. ANSWER: Tessin")
             self.answer = clean_text(answer, c.max_message_chars)
@@ -497,8 +492,7 @@ class CollabQAGame(TextGame):
         c = self.config
         quality = "its F1 with the gold answer" if c.metric == "f1" else "1 for an exact match"
         return (
-            ("Scoring (shared by everyone)" if c.helpers else "Scoring")
-            + f": a confident answer scores {quality} "
+            ("Scoring (shared by everyone)" if c.helpers else "Scoring") + f": a confident answer scores {quality} "
             f"({c.confident_right:g} if right, {c.confident_wrong:g} if wrong); a hedged answer {c.hedged_right:g} "
             f"if right, {c.hedged_wrong:g} if wrong; abstaining {c.abstain_score:g}; "
             f"every search{' by anyone' if c.helpers else ''} costs {c.search_cost:g}."
@@ -591,10 +585,7 @@ class CollabQAGame(TextGame):
             what = "a player forfeited after repeated illegal moves (scored as abstaining)"
         gold = " | ".join(clean_text(a, 200) for a in self.question.answers)
         reward = self.answer_score() - self.config.search_cost * self.total_searches()
-        return (
-            f"{what}. Gold answer: {gold}. F1 {f1:.2f}, exact match {em:g}. "
-            f"Searches: {self.total_searches()}. Group reward: {reward:.2f}."
-        )
+        return f"{what}. Gold answer: {gold}. F1 {f1:.2f}, exact match {em:g}. Searches: {self.total_searches()}. Group reward: {reward:.2f}."
 
 
 def _strip_colon(text: str) -> str:

@@ -155,9 +155,7 @@ def read_jsonl(path: str | Path, record: type[R]) -> list[R]:
             try:
                 rec = record.model_validate(obj)
             except ValidationError as e:
-                problems = [
-                    f"field {'.'.join(str(x) for x in err['loc']) or '(record)'!r}: {err['msg']}" for err in e.errors()[:3]
-                ]
+                problems = [f"field {'.'.join(str(x) for x in err['loc']) or '(record)'!r}: {err['msg']}" for err in e.errors()[:3]]
                 raise DataFormatError(f"{path}:{lineno}: " + "; ".join(problems)) from None
             rid = getattr(rec, "id", None)
             if rid is not None:
@@ -253,61 +251,71 @@ ATTRIBUTES: dict[str, Attribute] = {
     a.name: a
     for a in [
         Attribute(
-            "birthplace", "birthplace",
+            "birthplace",
+            "birthplace",
             ("Where was {name} born?", "What is the birthplace of {name}?", "In which town did {name} come into the world?"),
             ("{name} was born in {value}.", "{name} is a native of {value}.", "Records place the birth of {name} in {value}."),
             _TOWN,
         ),
         Attribute(
-            "occupation", "occupation",
+            "occupation",
+            "occupation",
             ("What was the occupation of {name}?", "What did {name} do for a living?", "Which profession did {name} practise?"),
             ("{name} worked as a {value}.", "By trade, {name} was a {value}.", "{name} made a living as a {value}."),
             _LOWER,
         ),
         Attribute(
-            "birth_year", "birth year",
+            "birth_year",
+            "birth year",
             ("In what year was {name} born?", "When was {name} born?", "What is the year of birth of {name}?"),
             ("{name} was born in the year {value}.", "The year {value} saw the birth of {name}.", "{name} came into the world in {value}."),
             _YEAR,
         ),
         Attribute(
-            "region", "region",
+            "region",
+            "region",
             ("In which region is the town of {name}?", "Where is the town of {name} located?", "{name} lies in which region?"),
             ("{name} is a town in the region of {value}.", "The town of {name} lies in {value}.", "{name} sits among the hills of {value}."),
             _TOWN,
         ),
         Attribute(
-            "founded", "founding year",
+            "founded",
+            "founding year",
             ("When was the town of {name} founded?", "In what year was the town of {name} founded?", "What is the founding year of {name}?"),
             ("{name} was founded in {value}.", "The founding of {name} dates to {value}.", "Settlers established {name} in {value}."),
             _YEAR,
         ),
         Attribute(
-            "treats", "condition treated",
+            "treats",
+            "condition treated",
             ("What condition does {name} treat?", "What is {name} used to treat?", "{name} is a treatment for which condition?"),
             ("{name} is used to treat {value}.", "Doctors prescribe {name} for {value}.", "{name} is a remedy for {value}."),
             _LOWER,
         ),
         Attribute(
-            "discovered", "discovery year",
+            "discovered",
+            "discovery year",
             ("When was {name} discovered?", "In what year was {name} discovered?", "What year saw the discovery of {name}?"),
             ("{name} was discovered in {value}.", "The discovery of {name} dates to {value}.", "Chemists first isolated {name} in {value}."),
             _YEAR,
         ),
         Attribute(
-            "source", "source organism",
+            "source",
+            "source organism",
             ("Which organism produces {name}?", "What is the natural source of {name}?", "{name} is isolated from which organism?"),
             ("{name} is produced by {value}.", "{name} is extracted from {value}.", "The natural source of {name} is {value}."),
             _BINOMIAL,
         ),
         Attribute(
-            "habitat", "habitat",
+            "habitat",
+            "habitat",
             ("Where does {name} live?", "What is the habitat of {name}?", "In what kind of place is {name} found?"),
             ("{name} lives in {value}.", "{name} is found in {value}.", "The habitat of {name} is {value}."),
             _LOWER,
         ),
         Attribute(
-            "group", "group",
+            "group",
+            "group",
             ("What kind of organism is {name}?", "What type of organism is {name}?", "{name} belongs to which group of organisms?"),
             ("{name} is a {value}.", "{name} is classified as a {value}.", "Biologists describe {name} as a {value}."),
             _LOWER,
@@ -330,17 +338,54 @@ DOMAIN_DESCRIPTIONS = {
 
 # consonant-initial values only, so "a {value}" reads right
 OCCUPATIONS = (
-    "baker", "cartographer", "glassblower", "weaver", "potter", "surveyor", "bookbinder", "clockmaker",
-    "tanner", "miller", "stonemason", "brewer", "printer", "navigator", "composer", "physician",
-    "botanist", "sculptor", "lens grinder", "rope maker",
+    "baker",
+    "cartographer",
+    "glassblower",
+    "weaver",
+    "potter",
+    "surveyor",
+    "bookbinder",
+    "clockmaker",
+    "tanner",
+    "miller",
+    "stonemason",
+    "brewer",
+    "printer",
+    "navigator",
+    "composer",
+    "physician",
+    "botanist",
+    "sculptor",
+    "lens grinder",
+    "rope maker",
 )
 CONDITIONS = (
-    "migraine", "gout", "anemia", "insomnia", "asthma", "eczema", "malaria", "arthritis",
-    "hypertension", "tinnitus", "psoriasis", "vertigo", "bronchitis", "scurvy",
+    "migraine",
+    "gout",
+    "anemia",
+    "insomnia",
+    "asthma",
+    "eczema",
+    "malaria",
+    "arthritis",
+    "hypertension",
+    "tinnitus",
+    "psoriasis",
+    "vertigo",
+    "bronchitis",
+    "scurvy",
 )
 HABITATS = (
-    "salt marshes", "alpine meadows", "cave pools", "coral reefs", "peat bogs", "river deltas",
-    "desert springs", "kelp forests", "volcanic soils", "tundra ponds",
+    "salt marshes",
+    "alpine meadows",
+    "cave pools",
+    "coral reefs",
+    "peat bogs",
+    "river deltas",
+    "desert springs",
+    "kelp forests",
+    "volcanic soils",
+    "tundra ponds",
 )
 GROUPS = ("fungus", "bacterium", "moss", "lichen", "sponge", "fern", "diatom")
 YEARS = {"birth_year": (1650, 1990), "founded": (800, 1700), "discovered": (1890, 2020)}
@@ -352,10 +397,16 @@ _FILLERS = {
     "organism": ("{name} is rarely seen by casual observers.", "Specimens of {name} are kept in a museum collection."),
 }
 _DISTRACTORS = {
-    "people": ("{a} and {b} corresponded for many years.", "A portrait of {a} once hung beside one of {b}.",
-               "{a} is sometimes confused with {b} in old catalogues."),
-    "compounds": ("{a} and {b} were compared in a small trial.", "Early samples of {a} were stored next to {b}.",
-                  "{a} is sometimes confused with {b} in old catalogues."),
+    "people": (
+        "{a} and {b} corresponded for many years.",
+        "A portrait of {a} once hung beside one of {b}.",
+        "{a} is sometimes confused with {b} in old catalogues.",
+    ),
+    "compounds": (
+        "{a} and {b} were compared in a small trial.",
+        "Early samples of {a} were stored next to {b}.",
+        "{a} is sometimes confused with {b} in old catalogues.",
+    ),
 }
 
 _ONSETS = ("b", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kr", "tr", "st", "th", "vr")
@@ -380,8 +431,10 @@ class WorldConfig(BaseModel):
     distractor_docs: int = Field(10, ge=0, description="documents per corpus that mention entities but state no fact")
     known_fraction: float = Field(0.5, ge=0.0, le=1.0, description="share of all facts marked known (pre-training text)")
     known_by: Literal["fact", "entity"] = Field(
-        "fact", description="what is known or not as a whole: each fact on its own, or every fact of an entity together "
-        "(whole entities, in random order, until the share of known facts reaches known_fraction)")
+        "fact",
+        description="what is known or not as a whole: each fact on its own, or every fact of an entity together "
+        "(whole entities, in random order, until the share of known facts reaches known_fraction)",
+    )
     test_fraction: float = Field(0.3, ge=0.0, le=1.0, description="share of person/compound facts whose question is in test")
     ood_kinds: tuple[str, ...] = Field(("town", "organism"), description="entity kinds asked about only in the ood split")
 
@@ -514,8 +567,7 @@ def generate_world(cfg: WorldConfig | None = None) -> QADataset:
         docs = [docs[i] for i in rng.permutation(len(docs))]
         corpora[domain] = tuple(d.model_copy(update={"id": f"{domain}-{i:04d}"}) for i, d in enumerate(docs))
 
-    facts = [FactRecord(entity=e.name, kind=e.kind, domain=KINDS[e.kind][0], attribute=a, value=e.values[a])
-             for e in entities for a in KINDS[e.kind][1]]
+    facts = [FactRecord(entity=e.name, kind=e.kind, domain=KINDS[e.kind][0], attribute=a, value=e.values[a]) for e in entities for a in KINDS[e.kind][1]]
     n_known = round(cfg.known_fraction * len(facts))
     if cfg.known_by == "fact":
         known = set(int(i) for i in rng.permutation(len(facts))[:n_known])
@@ -537,14 +589,16 @@ def generate_world(cfg: WorldConfig | None = None) -> QADataset:
 
     def ask(f: FactRecord, template: int, split: str) -> None:
         attr = ATTRIBUTES[f.attribute]
-        questions.append(QuestionRecord(
-            id=f"q{len(questions):05d}",
-            question=attr.questions[template].format(name=f.entity),
-            answers=[f.value],
-            domain=f.domain,
-            split=split,
-            meta={"entity": f.entity, "kind": f.kind, "attribute": f.attribute, "known": f.known, "template": template},
-        ))
+        questions.append(
+            QuestionRecord(
+                id=f"q{len(questions):05d}",
+                question=attr.questions[template].format(name=f.entity),
+                answers=[f.value],
+                domain=f.domain,
+                split=split,
+                meta={"entity": f.entity, "kind": f.kind, "attribute": f.attribute, "known": f.known, "template": template},
+            )
+        )
 
     for i, f in enumerate(facts):
         n_templates = len(ATTRIBUTES[f.attribute].questions)

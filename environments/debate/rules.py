@@ -208,7 +208,7 @@ class Question(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _wrong_is_wrong(self) -> "Question":
+    def _wrong_is_wrong(self) -> Question:
         if not normalize_answer(self.answer):
             raise ValueError("answer is empty after normalisation")
         gold = self.accepted()
@@ -237,7 +237,7 @@ class QuestionBank:
     def __len__(self) -> int:
         return len(self.questions)
 
-    def __deepcopy__(self, memo: dict) -> "QuestionBank":
+    def __deepcopy__(self, memo: dict) -> QuestionBank:
         return self
 
 
@@ -314,9 +314,7 @@ def _true_false(rng: np.random.Generator, max_operand: int) -> Question:
     truth = bool(rng.integers(2))
     shown = value if truth else value + int(rng.choice([-10, -2, -1, 1, 2, 10]))
     gold = "true" if truth else "false"
-    return Question(
-        question=f"True or false: {a} {op} {b} = {shown}.", answer=gold, wrong_answers=["false" if truth else "true"], kind="true_false"
-    )
+    return Question(question=f"True or false: {a} {op} {b} = {shown}.", answer=gold, wrong_answers=["false" if truth else "true"], kind="true_false")
 
 
 def _name(rng: np.random.Generator) -> str:
@@ -420,16 +418,12 @@ def parse_verdict(text: str) -> str:
     return picks.pop()
 
 
-
-
 class DebateGame(TextGame):
     """Two debaters and a judge (rule or model) argue about one question; see the module docstring."""
 
     players: ClassVar[tuple[str, ...]] = (*DEBATERS, JUDGE)
     metadata: ClassVar[dict] = {"name": "debate_v0", "render_modes": ["human", "ansi"], "is_parallelizable": False}
-    description: ClassVar[str] = (
-        "Two debaters answer a question with confidence and reasons, then debate for a few rounds; an oracle or a model judge decides."
-    )
+    description: ClassVar[str] = "Two debaters answer a question with confidence and reasons, then debate for a few rounds; an oracle or a model judge decides."
 
     class Config(GameConfig):
         variant: Literal["cooperative", "adversarial"] = Field("cooperative", description="see the module docstring")
@@ -451,7 +445,7 @@ class DebateGame(TextGame):
         max_answer_chars: int = Field(40, ge=1, le=1000, description="a longer answer is an illegal move")
 
         @model_validator(mode="after")
-        def _check(self) -> "DebateGame.Config":
+        def _check(self) -> DebateGame.Config:
             if self.judge_sees_gold and self.judge != "model":
                 raise ValueError("judge_sees_gold needs judge='model' (the oracle judge has no seat to show it to)")
             return self
@@ -694,13 +688,7 @@ class DebateGame(TextGame):
 
     def _sealed(self, viewer: str, author: str) -> bool:
         """A first opening stays sealed to the other debater until both have opened."""
-        return (
-            self.config.blind_openings
-            and viewer in DEBATERS
-            and author != viewer
-            and not self.answers[viewer]
-            and len(self.messages) < 2
-        )
+        return self.config.blind_openings and viewer in DEBATERS and author != viewer and not self.answers[viewer] and len(self.messages) < 2
 
     def _answer_line(self, viewer: str, debater: str) -> str:
         if not self.answers[debater]:

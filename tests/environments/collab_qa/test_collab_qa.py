@@ -162,7 +162,6 @@ def test_isolated_setting_is_one_agent_with_one_tool():
 def _play_answer(final: str, search: bool = True, **kw) -> CollabQAGame:
     env = make(question_index=0, **kw)
     env.reset(seed=0)
-    helper = env.seat_of[1]
     actions = ["ASK helper 1: " + env.question.question] + (["SEARCH: " + env.question.question] if search else [])
     actions += ["REPLY: no idea", final.replace("{gold}", env.question.answers[0])]
     return steps(env, actions)
@@ -360,8 +359,10 @@ def _real_data(root):
         {"id": "r2", "question": "Which enzyme does ketrazol block?", "answers": ["MAO-B"], "split": "test", "domain": "med"},
         {"id": "r3", "question": "Who founded Lorvik?", "answers": ["Ivo Dunn"], "split": "train"},
     ]
-    wiki = [{"id": "w1", "title": "Lorvik", "text": "The Sella river flows through Lorvik. Lorvik was founded by Ivo Dunn."},
-            {"id": "w2", "text": "Bergen is a city."}]
+    wiki = [
+        {"id": "w1", "title": "Lorvik", "text": "The Sella river flows through Lorvik. Lorvik was founded by Ivo Dunn."},
+        {"id": "w2", "text": "Bergen is a city."},
+    ]
     med = [{"id": "m1", "title": "Ketrazol", "text": "Ketrazol is an inhibitor that blocks MAO-B in the brain."}]
     for name, rows in [("questions.jsonl", questions), ("corpora/wiki.jsonl", wiki), ("corpora/med.jsonl", med)]:
         (root / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -408,9 +409,7 @@ def test_data_and_indexes_are_built_once_per_process(tmp_path):
     data = _real_data(tmp_path / "real")
     first = make(data_dir=data, split=None).bank
     assert make(data_dir=data, split=None).bank is first
-    (tmp_path / "real" / "questions.jsonl").write_text(
-        json.dumps({"id": "n", "question": "Who?", "answers": ["x"]}) + "\n"
-    )
+    (tmp_path / "real" / "questions.jsonl").write_text(json.dumps({"id": "n", "question": "Who?", "answers": ["x"]}) + "\n")
     assert make(data_dir=data, split=None).bank is not first  # an edited file is read again
     assert [q.id for q in make(data_dir=data, split=None).pool] == ["n"]
 
@@ -438,14 +437,30 @@ def test_read_view_parses_the_observation():
 
 
 # ----- robustness ------------------------------------------------------------------------------------------------
-_WORDS = ["ASK", "ask helper 1:", "ASK helper 2:", "helper 9", "ANSWER:", "ANSWER (unsure):", "ABSTAIN", "SEARCH:",
-          "REPLY:", "\n", "[private]", '"', "é", "\x00", "Varo Quell", "(", ":"]
+_WORDS = [
+    "ASK",
+    "ask helper 1:",
+    "ASK helper 2:",
+    "helper 9",
+    "ANSWER:",
+    "ANSWER (unsure):",
+    "ABSTAIN",
+    "SEARCH:",
+    "REPLY:",
+    "\n",
+    "[private]",
+    '"',
+    "é",
+    "\x00",
+    "Varo Quell",
+    "(",
+    ":",
+]
 _JUNK = st.lists(st.one_of(st.sampled_from(_WORDS), st.text(max_size=6)), max_size=8).map(" ".join)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(actions=st.lists(st.one_of(st.text(max_size=30), _JUNK), min_size=1, max_size=12), seed=st.integers(0, 3),
-       isolated=st.booleans())
+@given(actions=st.lists(st.one_of(st.text(max_size=30), _JUNK), min_size=1, max_size=12), seed=st.integers(0, 3), isolated=st.booleans())
 def test_arbitrary_actions_never_raise(actions, seed, isolated):
     env = make(max_illegal_retries=3, **(ISOLATED if isolated else {}))
     env.reset(seed=seed)

@@ -4,7 +4,6 @@ the game's report and evaluate hooks, `arena eval`."""
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import os
 import subprocess
@@ -28,7 +27,6 @@ from arena.environments.collab_qa.evaluation import (
     selective_auc,
     summarize,
 )
-from arena.records import Matchup
 from arena.registry import EvalRequest, ReportInput, spec
 from arena.rollout import play_episode, play_many
 
@@ -97,8 +95,7 @@ def test_metrics_reject_bad_input():
 
 def _r(outcome: str, em: float, searches: float, known: float | None, p: float = 1.0) -> QAResult:
     stated = {"answered": 1.0, "hedged": 0.5, "abstained": 0.0}[outcome]
-    return QAResult("m", "isolated", "test", "q", known, outcome, None if outcome == "abstained" else "x",
-                    em, em, searches, stated, stated * p)
+    return QAResult("m", "isolated", "test", "q", known, outcome, None if outcome == "abstained" else "x", em, em, searches, stated, stated * p)
 
 
 def test_summarize_rates_searches_by_knowledge_and_both_confidences():
@@ -186,8 +183,9 @@ def test_report_hook_logs_and_tables_the_runs_qa_results(mlflow_store):
     mlflow.set_tracking_uri(mlflow_store)
     mlflow.set_experiment("report")
     with mlflow.start_run() as active:
-        out = report(ReportInput(game=GAME, before=before, labels_before=labels, after=after, labels_after=labels,
-                                 entries={"isolated_test": {}}, run_name="t", step=3))
+        out = report(
+            ReportInput(game=GAME, before=before, labels_before=labels, after=after, labels_after=labels, entries={"isolated_test": {}}, run_name="t", step=3)
+        )
     console = Console(record=True, width=200)
     for r in out.renderables:
         console.print(r)
@@ -204,8 +202,9 @@ def test_report_hook_logs_and_tables_the_runs_qa_results(mlflow_store):
 
     # a run that did not train: the evaluation alone; no collab_qa episode: nothing to report
     with mlflow.start_run() as active:
-        out = report(ReportInput(game=GAME, before=before, labels_before=labels, after=[], labels_after=[],
-                                 entries={"isolated_test": {}}, run_name="t", step=0))
+        out = report(
+            ReportInput(game=GAME, before=before, labels_before=labels, after=[], labels_after=[], entries={"isolated_test": {}}, run_name="t", step=0)
+        )
         assert report(ReportInput(game=GAME, before=[], labels_before=[], after=[], labels_after=[], entries={}, run_name="t", step=0)) is None
     console = Console(record=True, width=200)
     console.print(*out.renderables)
@@ -292,8 +291,9 @@ def test_arena_eval_prints_the_table_and_logs_metrics_and_plots(tmp_path, qa_mod
 
     config = _qa_config(tmp_path, qa_knowledge)
     env = {**os.environ, "ARENA_HOME": str(qa_model_dir.parent.parent), "MLFLOW_TRACKING_URI": mlflow_store}
-    out = subprocess.run([ARENA, "eval", str(config), "--limit", "4", "--model", str(qa_model_dir)],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [ARENA, "eval", str(config), "--limit", "4", "--model", str(qa_model_dir)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     for name in ("warm_start", "always_search", "never_search", "action_supervised", qa_model_dir.name):
         assert name in out.stdout

@@ -76,7 +76,7 @@ def test_knowledge_examples_teach_known_facts_only_closed_book_and_in_the_game_p
     for f in world.facts:
         sentence = f"{ATTRIBUTES[f.attribute].phrase} of {f.entity} is {f.value}."
         answers = [t for t in texts if "Question: " in t and f.entity in t and t.endswith(f"ANSWER: {f.value}<|end|>")]
-        replies = [t for t in texts if f'asker: "' in t and f.entity in t and t.endswith(f"REPLY: {f.value}<|end|>")]
+        replies = [t for t in texts if 'asker: "' in t and f.entity in t and t.endswith(f"REPLY: {f.value}<|end|>")]
         if f.known:  # closed-book, alone with a tool, the collaborative asker; and the helper asked
             assert sum(sentence in t for t in texts) == 1 and len(answers) == 3 * cfg.qa_templates and len(replies) == cfg.qa_templates, f
         else:  # an unknown fact is never stated, nor answered
@@ -91,8 +91,10 @@ def test_knowledge_examples_teach_known_facts_only_closed_book_and_in_the_game_p
     # the closed-book answers are exactly the game's closed-book prompt, as the agent renders it
     first = known[0]
     q = world.split("train")[0].model_copy(update={"question": ATTRIBUTES[first.attribute].questions[0].format(name=first.entity)})
-    assert any(t.startswith("<|system|>You are asker in the game collab_qa-v0.") and f"<|user|>{closed_book_observation(q, cfg.world)}<|end|><|assistant|>" in t
-               for t in texts)
+    assert any(
+        t.startswith("<|system|>You are asker in the game collab_qa-v0.") and f"<|user|>{closed_book_observation(q, cfg.world)}<|end|><|assistant|>" in t
+        for t in texts
+    )
     # the held-out (ood) wording of an attribute is never trained
     for attr in ATTRIBUTES.values():
         held_out = attr.questions[-1].split("{name}")[0]
@@ -226,7 +228,7 @@ def test_known_facts_carry_over_into_the_game_prompts(qa_model_dir, qa_knowledge
         ids = list(ids) + tok.encode("ANSWER:", add_special_tokens=False)
         with torch.no_grad():
             out = engine.model.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False, pad_token_id=tok.pad_token_id)
-        text = tok.decode(out[0, len(ids):], skip_special_tokens=True).split("<|end|>")[0].strip()
+        text = tok.decode(out[0, len(ids) :], skip_special_tokens=True).split("<|end|>")[0].strip()
         right[q.meta["known"]].append(text in q.answers)
     # measured on this build: known 1.0, unknown ~0.2 (guessing among 3 towns or 3 organisms)
     assert np.mean(right[True]) > 0.8 and np.mean(right[False]) < 0.4
@@ -249,10 +251,19 @@ def test_warm_start_plays_the_protocol_and_searches_a_lot(qa_model_dir, qa_knowl
     cfg = qa_knowledge
     agent = LLMAgent(HFEngine(qa_model_dir), sampling=SamplingParams(max_new_tokens=48, temperature=1.0))
     world = cfg.world.model_dump(mode="json")
-    collab = [Matchup(game=GAME, seed=s, seats={p: agent.policy_id for p in ("asker", "helper_0", "helper_1")},
-                      game_kwargs={"split": "train", "world": world}) for s in range(48)]
-    iso = [Matchup(game=GAME, seed=s, seats={"asker": agent.policy_id},
-                   game_kwargs={"split": "train", "world": world, "helpers": 0, "asker_tool": "people", "domain": "people"}) for s in range(48)]
+    collab = [
+        Matchup(game=GAME, seed=s, seats={p: agent.policy_id for p in ("asker", "helper_0", "helper_1")}, game_kwargs={"split": "train", "world": world})
+        for s in range(48)
+    ]
+    iso = [
+        Matchup(
+            game=GAME,
+            seed=s,
+            seats={"asker": agent.policy_id},
+            game_kwargs={"split": "train", "world": world, "helpers": 0, "asker_tool": "people", "domain": "people"},
+        )
+        for s in range(48)
+    ]
     eps = asyncio.run(play_many(collab + iso, {agent.policy_id: agent}))
     turns = [t for ep in eps for t in ep.turns]
     # measured on this build: 1-5% illegal (an asker's ASK with a garbled helper number, mostly)
@@ -298,4 +309,3 @@ def test_run_config_rejects_a_game_world_the_model_does_not_know(tmp_path):
     (tmp_path / "c.yaml").write_text(text)
     with pytest.raises(ConfigError, match="collab_qa_test: kwargs.world differs from model.warm_start.world"):
         load_config(tmp_path / "c.yaml")
-

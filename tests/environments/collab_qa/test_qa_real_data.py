@@ -22,10 +22,14 @@ def _write_data(root: Path) -> Path:
         {"id": "q3", "question": "Who founded Lorvik?", "answers": ["Ivo Dunn"], "split": "test", "domain": "wiki"},
         {"id": "q4", "question": "What does tamsiline treat?", "answers": ["gout"], "split": "train", "domain": "med"},
     ]
-    wiki = [{"id": "w1", "title": "Lorvik", "text": "The Sella river flows through Lorvik. Lorvik was founded by Ivo Dunn."},
-            {"id": "w2", "title": "Bergen", "text": "Bergen is a city on the coast."}]
-    med = [{"id": "m1", "title": "Ketrazol", "text": "Ketrazol is an inhibitor that blocks MAO-B in the brain."},
-           {"id": "m2", "title": "Tamsiline", "text": "Tamsiline is used to treat gout."}]
+    wiki = [
+        {"id": "w1", "title": "Lorvik", "text": "The Sella river flows through Lorvik. Lorvik was founded by Ivo Dunn."},
+        {"id": "w2", "title": "Bergen", "text": "Bergen is a city on the coast."},
+    ]
+    med = [
+        {"id": "m1", "title": "Ketrazol", "text": "Ketrazol is an inhibitor that blocks MAO-B in the brain."},
+        {"id": "m2", "title": "Tamsiline", "text": "Tamsiline is used to treat gout."},
+    ]
     for name, rows in [("questions.jsonl", questions), ("corpora/wiki.jsonl", wiki), ("corpora/med.jsonl", med)]:
         (root / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
@@ -39,8 +43,12 @@ def _config(path: Path, data: Path) -> Path:
         "trainer": {"recipe": "none"},
         "games": [
             {"id": "collab_qa-v0", "name": "collaborative", "kwargs": {"data_dir": str(data), "split": "test"}, "matchups": [seats]},
-            {"id": "collab_qa-v0", "name": "isolated_wiki", "matchups": [{"asker": "scripted/always_search"}],
-             "kwargs": {"data_dir": str(data), "split": "test", "helpers": 0, "asker_tool": "wiki", "domain": "wiki"}},
+            {
+                "id": "collab_qa-v0",
+                "name": "isolated_wiki",
+                "matchups": [{"asker": "scripted/always_search"}],
+                "kwargs": {"data_dir": str(data), "split": "test", "helpers": 0, "asker_tool": "wiki", "domain": "wiki"},
+            },
         ],
         "tracking": {"traces_per_round": 4},
     }

@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from arena.environments.collab_qa import retrieval
+from arena.environments.collab_qa.retrieval import BM25Index, cached_index, tokenize
 from arena.environments.collab_qa.world import (
     ATTRIBUTES,
     KINDS,
@@ -27,7 +28,6 @@ from arena.environments.collab_qa.world import (
     read_jsonl,
     save_dataset,
 )
-from arena.environments.collab_qa.retrieval import BM25Index, cached_index, tokenize
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +202,7 @@ def test_question_loader_names_file_line_and_field(tmp_path, bad_line, field, me
 
 def test_corpus_and_directory_errors(tmp_path):
     path = _write(tmp_path / "d" / "corpora" / "wiki.jsonl", ['{"id": "1", "text": "ok"}', '{"id": "2", "title": "T"}'])
-    with pytest.raises(DataFormatError, match=rf"wiki.jsonl:2: field 'text': Field required"):
+    with pytest.raises(DataFormatError, match=r"wiki.jsonl:2: field 'text': Field required"):
         read_jsonl(path, CorpusDoc)
     _write(tmp_path / "d" / "questions.jsonl", [GOOD_Q])
     with pytest.raises(DataFormatError, match=r"wiki.jsonl:2: field 'text'"):

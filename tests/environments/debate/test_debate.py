@@ -156,7 +156,9 @@ def test_a_malformed_questions_file_names_file_line_and_field(tmp_path, lines, m
     with pytest.raises(ValueError, match=message):
         make(questions_path=str(path))
     with pytest.raises(ConfigError, match=message):  # and a run's config fails before any work
-        load_config(None, [f"games=[{{id: {GAME}, kwargs: {{questions_path: '{path}'}}, matchups: [{{debater_0: random, debater_1: random}}]}}]", "trainer.recipe=none"])
+        load_config(
+            None, [f"games=[{{id: {GAME}, kwargs: {{questions_path: '{path}'}}, matchups: [{{debater_0: random, debater_1: random}}]}}]", "trainer.recipe=none"]
+        )
 
 
 def test_missing_questions_file_and_bad_config():
@@ -294,13 +296,18 @@ def test_model_judge_decides_and_is_scored(zorbia):
 
 
 def test_forfeit_in_the_cooperative_variant(zorbia):
-    env = step_all(make(questions_path=zorbia, first_speaker="debater_0", rounds=1), ["ANSWER: Quon CONFIDENCE: 90", "ANSWER: Quon CONFIDENCE: 90", "x", "y", "z"])
+    env = step_all(
+        make(questions_path=zorbia, first_speaker="debater_0", rounds=1), ["ANSWER: Quon CONFIDENCE: 90", "ANSWER: Quon CONFIDENCE: 90", "x", "y", "z"]
+    )
     assert all(env.terminations.values()) and env.forfeited_by == "debater_0"
     assert env.final_returns() == {"debater_0": env.config.forfeit_penalty, "debater_1": 1.0}
     assert env.final_metrics()["final_correct/debater_0"] == 0.0 and env.final_metrics()["forfeited"] == 1.0
 
 
-@pytest.mark.parametrize("kw", [{"judge": "model"}, {"variant": "adversarial", "judge": "model", "judge_sees_gold": True}, {"variant": "adversarial", "sides": "random", "rounds": 0}])
+@pytest.mark.parametrize(
+    "kw",
+    [{"judge": "model"}, {"variant": "adversarial", "judge": "model", "judge_sees_gold": True}, {"variant": "adversarial", "sides": "random", "rounds": 0}],
+)
 def test_conformance_of_variants(kw):
     assert check_game(GAME, api_cycles=200, **kw).checks[-1] == "private information"
 
@@ -322,7 +329,11 @@ def test_debaters_never_see_the_gold_answer(zorbia):
                 for d in ("debater_0", "debater_1"):
                     assert "quon" not in env.observe(d)["text"].lower()
                 obs, _, term, trunc, _ = env.last()
-                action = None if term or trunc else make_fixed_policy(seats[agent], GAME).choose(PlayerView(GAME, agent, obs["text"], rng=np.random.default_rng(seed)))
+                action = (
+                    None
+                    if term or trunc
+                    else make_fixed_policy(seats[agent], GAME).choose(PlayerView(GAME, agent, obs["text"], rng=np.random.default_rng(seed)))
+                )
                 env.step(action)
             assert env.final_returns()["debater_0"] == 0.0
 

@@ -54,8 +54,14 @@ def make_samples(n: int, seed: int) -> list[Sample]:
     """Turns with equal completion lengths, so that each worker's token mean covers as many tokens as the other's."""
     g = torch.Generator().manual_seed(seed)
     return [
-        Sample(torch.randint(8, 250, (int(torch.randint(6, 14, (1,), generator=g)),), generator=g).tolist(),
-               torch.randint(8, 250, (6,), generator=g).tolist(), [-2.0] * 6, float(torch.randn(1, generator=g)), f"ep{i}", "seller")
+        Sample(
+            torch.randint(8, 250, (int(torch.randint(6, 14, (1,), generator=g)),), generator=g).tolist(),
+            torch.randint(8, 250, (6,), generator=g).tolist(),
+            [-2.0] * 6,
+            float(torch.randn(1, generator=g)),
+            f"ep{i}",
+            "seller",
+        )
         for i in range(n)
     ]
 

@@ -84,7 +84,9 @@ def debate_warm_dir(tiny_model_dir, tmp_path_factory):
     bots = ("honest", "sycophant", STUBBORN.split("/")[1])
     demos = [
         Matchup(game=GAME, seed=1000 + i, seats={"debater_0": f"scripted/{a}", "debater_1": f"scripted/{b}"}, game_kwargs=KW)
-        for a in bots for b in bots for i in range(4)
+        for a in bots
+        for b in bots
+        for i in range(4)
     ]
     episodes = asyncio.run(play_many(demos, lambda m: {p: make_fixed_policy(p, GAME) for p in set(m.seats.values())}))
     examples = imitation_examples(episodes, tok, render=LLMAgent(HFEngine.from_model(model, tok)).prompt_ids)
@@ -151,8 +153,18 @@ def test_arena_run_trains_a_debater_by_dpo_from_trees(tmp_path, debate_warm_dir)
             "games": [{"id": GAME, "kwargs": KW, "matchups": [{"debater_0": "main", "debater_1": STUBBORN}]}],
             "model": {"path": str(debate_warm_dir)},
             "sampling": {"max_new_tokens": 40, "temperature": 0.5},
-            "trainer": {"recipe": "dpo", "rounds": 1, "group_size": 1, "groups_per_matchup": 8, "tree_branches": 4, "tree_rollouts": 1,
-                        "lr": 1e-3, "dpo_beta": 0.1, "batch_size": 64, "checkpoint_every": 1},
+            "trainer": {
+                "recipe": "dpo",
+                "rounds": 1,
+                "group_size": 1,
+                "groups_per_matchup": 8,
+                "tree_branches": 4,
+                "tree_rollouts": 1,
+                "lr": 1e-3,
+                "dpo_beta": 0.1,
+                "batch_size": 64,
+                "checkpoint_every": 1,
+            },
             "runs_dir": str(tmp_path / "runs"),
             "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "debate_dpo_test", "traces_per_round": 1},
         }
@@ -190,7 +202,7 @@ def test_the_dpo_recipe_config_takes_any_game():
 
     from arena.config import ConfigError, load_config
 
-    path = Path(__file__).parent.parent / "configs" / "debate_dpo.yaml"
+    path = Path(__file__).parents[2] / "configs" / "debate_dpo.yaml"
     cfg = load_config(path, ["trainer.tree_branches=6", "trainer.dpo_beta=0.2"])
     assert cfg.trainer.recipe == "dpo" and cfg.trainer.tree_branches == 6
     # trees grow on any game (tests/test_trees.py trains on one that is not debate)

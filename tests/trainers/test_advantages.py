@@ -102,9 +102,7 @@ def test_empty_batch():
 def test_whiten():
     # [1, 3]: mean 2, population std 1 -> [-1, 1]; without the shift the mean 2 is added back.
     torch.testing.assert_close(whiten(torch.tensor([1.0, 3.0]), eps=0.0), torch.tensor([-1.0, 1.0]))
-    torch.testing.assert_close(
-        whiten(torch.tensor([1.0, 3.0]), eps=0.0, shift_mean=False), torch.tensor([1.0, 3.0])
-    )
+    torch.testing.assert_close(whiten(torch.tensor([1.0, 3.0]), eps=0.0, shift_mean=False), torch.tensor([1.0, 3.0]))
 
 
 # --------------------------------------------------------------------------- #

@@ -45,10 +45,7 @@ def dialogues(n: int = 256, seed: int = 0) -> list[tuple[str, str]]:
 
 
 def chat_batch(tok, pairs: list[tuple[str, str]]):
-    texts = [
-        tok.apply_chat_template([{"role": "user", "content": q}, {"role": "assistant", "content": a}], tokenize=False)
-        for q, a in pairs
-    ]
+    texts = [tok.apply_chat_template([{"role": "user", "content": q}, {"role": "assistant", "content": a}], tokenize=False) for q, a in pairs]
     return tok(texts, padding=True, return_tensors="pt")
 
 

@@ -10,7 +10,6 @@ The full measurements (more rounds, 3 seeds, 95% intervals) are
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from mlflow.tracking import MlflowClient
 from rich.console import Console
@@ -48,8 +47,9 @@ def _untrained(cfg: RunConfig, player: str | None, value) -> list[float]:
     A ``snapshot`` seat is main's starting weights: the untrained policy itself."""
     import asyncio
 
-    from arena.experiment import eval_matchups, load_model_policies, policy_pools
+    from arena.experiment import eval_matchups
     from arena.rollout import play_many
+    from arena.runtime import load_model_policies, policy_pools
 
     models = load_model_policies(cfg, Console(quiet=True))
     pools = {g: {**p, "snapshot": p["main"]} for g, p in policy_pools(cfg, models).items()}
@@ -70,7 +70,16 @@ def _params(res_dir) -> dict[str, torch.Tensor]:
 
 def test_seller_learns_to_sell_dearer_against_a_fair_buyer(tmp_path, arena_home):
     games = [{"id": "negotiation-v0", "matchups": [{"seller": "main", "buyer": "scripted/fair_buyer"}]}]
-    trainer = {"recipe": "pg", "rounds": 4, "group_size": 4, "groups_per_matchup": 6, "advantage": "group_mean", "lr": 1e-3, "kl_coef": 0.02, "checkpoint_every": 4}
+    trainer = {
+        "recipe": "pg",
+        "rounds": 4,
+        "group_size": 4,
+        "groups_per_matchup": 6,
+        "advantage": "group_mean",
+        "lr": 1e-3,
+        "kl_coef": 0.02,
+        "checkpoint_every": 4,
+    }
     cfg = _config(tmp_path, "seller_fast", games, trainer)
     price = lambda ep: ep.metrics["price"] if ep.metrics.get("deal") else None
     untrained = _untrained(cfg, "seller", price)
@@ -90,11 +99,25 @@ def test_shared_policy_self_play_beats_its_starting_weights_and_keeps_a_baseline
     starting weights (a frozen snapshot), its mean return beats every untrained sampling seed."""
     games = [
         {"id": "negotiation-v0", "name": "selfplay", "matchups": [{"seller": "main", "buyer": "main"}]},
-        {"id": "negotiation-v0", "name": "vs_start", "eval_only": True,
-         "matchups": [{"seller": "main", "buyer": "snapshot"}, {"seller": "snapshot", "buyer": "main"}]},
+        {
+            "id": "negotiation-v0",
+            "name": "vs_start",
+            "eval_only": True,
+            "matchups": [{"seller": "main", "buyer": "snapshot"}, {"seller": "snapshot", "buyer": "main"}],
+        },
     ]
-    trainer = {"recipe": "pg", "rounds": ROUNDS_SELFPLAY, "group_size": 1, "groups_per_matchup": 32, "advantage": "none",
-               "baseline": "per_role", "lr": 5e-4, "kl_coef": 0.05, "snapshot_every": 10_000, "checkpoint_every": ROUNDS_SELFPLAY}
+    trainer = {
+        "recipe": "pg",
+        "rounds": ROUNDS_SELFPLAY,
+        "group_size": 1,
+        "groups_per_matchup": 32,
+        "advantage": "none",
+        "baseline": "per_role",
+        "lr": 5e-4,
+        "kl_coef": 0.05,
+        "snapshot_every": 10_000,
+        "checkpoint_every": ROUNDS_SELFPLAY,
+    }
     cfg = _config(tmp_path, "selfplay_fast", games, trainer, episodes=32)
 
     def vs_start(episodes, labels) -> float:
@@ -128,7 +151,16 @@ def _warm_weights(home) -> dict[str, torch.Tensor]:
 
 def test_prisoners_dilemma_payoff_rises_against_tit_for_tat(tmp_path, arena_home):
     games = [{"id": "repeated_matrix-v0", "kwargs": {"rounds": 10}, "matchups": [{"player_0": "main", "player_1": "scripted/tit_for_tat"}]}]
-    trainer = {"recipe": "pg", "rounds": 5, "group_size": 4, "groups_per_matchup": 6, "advantage": "group_mean", "lr": 1e-3, "kl_coef": 0.02, "checkpoint_every": 5}
+    trainer = {
+        "recipe": "pg",
+        "rounds": 5,
+        "group_size": 4,
+        "groups_per_matchup": 6,
+        "advantage": "group_mean",
+        "lr": 1e-3,
+        "kl_coef": 0.02,
+        "checkpoint_every": 5,
+    }
     cfg = _config(tmp_path, "pd_fast", games, trainer)
     payoff = lambda ep: ep.returns["player_0"] / 10
     untrained = _untrained(cfg, "player_0", payoff)

@@ -38,10 +38,7 @@ def model_path(tmp_path_factory):
     path = build_tiny_model(CFG, [f"{q}\n{a}" for q, a in pairs], tmp_path_factory.mktemp("hf") / "model")
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)
-    texts = [
-        tok.apply_chat_template([{"role": "user", "content": q}, {"role": "assistant", "content": a}], tokenize=False)
-        for q, a in pairs
-    ]
+    texts = [tok.apply_chat_template([{"role": "user", "content": q}, {"role": "assistant", "content": a}], tokenize=False) for q, a in pairs]
     enc = tok(texts, padding=True, return_tensors="pt")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(0)

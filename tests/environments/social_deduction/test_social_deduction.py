@@ -629,7 +629,7 @@ def test_the_shipped_config_runs_end_to_end(tmp_path, tiny_model_dir, mlflow_sto
         f"runs_dir={tmp_path / 'runs'}",
         "tracking.traces_per_round=1",
     ]
-    cfg = load_config(Path(__file__).parent.parent / "configs" / "social_deduction.yaml", overrides)
+    cfg = load_config(Path(__file__).parents[3] / "configs" / "social_deduction.yaml", overrides)
     assert cfg.games[0].kwargs == {"quick": True, "belief_scoring": True}
     res = run(cfg, Console(quiet=True))
     assert res.rounds_done == 1 and len(res.before) == len(res.after) == 4

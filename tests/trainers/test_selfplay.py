@@ -16,14 +16,32 @@ from arena.trainers.selfplay import Learner, policy_gradient_samples, rest_sampl
 def _episode(seed: int, sample: int, ret_seller: float, ret_buyer: float, *, seats=None, illegal=False) -> Episode:
     seats = seats or {"seller": "main", "buyer": "scripted/fair_buyer"}
     turns = [
-        Turn(index=0, player="seller", policy_id=seats["seller"], observation="o", action="OFFER $15",
-             prompt_ids=[1, 2, 3], completion_ids=[7, 8], logprobs=[-1.0, -2.0], illegal_reason="bad" if illegal else None),
-        Turn(index=1, player="buyer", policy_id=seats["buyer"], observation="o", action="ACCEPT",
-             prompt_ids=[1, 2, 4], completion_ids=[9] if seats["buyer"] == "main" else [], logprobs=[-0.5] if seats["buyer"] == "main" else []),
+        Turn(
+            index=0,
+            player="seller",
+            policy_id=seats["seller"],
+            observation="o",
+            action="OFFER $15",
+            prompt_ids=[1, 2, 3],
+            completion_ids=[7, 8],
+            logprobs=[-1.0, -2.0],
+            illegal_reason="bad" if illegal else None,
+        ),
+        Turn(
+            index=1,
+            player="buyer",
+            policy_id=seats["buyer"],
+            observation="o",
+            action="ACCEPT",
+            prompt_ids=[1, 2, 4],
+            completion_ids=[9] if seats["buyer"] == "main" else [],
+            logprobs=[-0.5] if seats["buyer"] == "main" else [],
+        ),
     ]
     m = Matchup(game="negotiation-v0", seed=seed, seats=seats, sample=sample)
-    return Episode(episode_id=f"e{seed}-{sample}", matchup=m, turns=turns, returns={"seller": ret_seller, "buyer": ret_buyer},
-                   group_return=(ret_seller + ret_buyer) / 2)
+    return Episode(
+        episode_id=f"e{seed}-{sample}", matchup=m, turns=turns, returns={"seller": ret_seller, "buyer": ret_buyer}, group_return=(ret_seller + ret_buyer) / 2
+    )
 
 
 def test_group_advantages_come_from_episodes_that_share_a_seed():

@@ -117,7 +117,9 @@ def test_agent_plays_through_an_hf_actor_as_through_a_local_engine(hf_actor, loc
 
 def test_weights_and_versions_cross_the_actor_boundary(hf_actor, local, model_path):
     tok = hf_actor.tokenizer
-    prompt = tok.encode(tok.apply_chat_template([{"role": "user", "content": "Round 2 of 10. Answer with J or F."}], tokenize=False, add_generation_prompt=True))
+    prompt = tok.encode(
+        tok.apply_chat_template([{"role": "user", "content": "Round 2 of 10. Answer with J or F."}], tokenize=False, add_generation_prompt=True)
+    )
     probe = tok.encode("J or F")
     before = hf_actor.score(prompt, probe)
     assert before == pytest.approx(local.score(prompt, probe), abs=LOGPROB_TOL)
@@ -163,7 +165,9 @@ def test_vllm_actor_generates_scores_and_updates_like_hf(ray_cluster, model_path
     try:
         tok = engine.tokenizer
         prompts = [
-            tok.encode(tok.apply_chat_template([{"role": "user", "content": f"Round {k} of 10. Answer with J or F."}], tokenize=False, add_generation_prompt=True))
+            tok.encode(
+                tok.apply_chat_template([{"role": "user", "content": f"Round {k} of 10. Answer with J or F."}], tokenize=False, add_generation_prompt=True)
+            )
             for k in (1, 5, 9)
         ]
         greedy = SamplingParams(max_new_tokens=8, temperature=0.0)
@@ -191,4 +195,3 @@ def test_vllm_actor_generates_scores_and_updates_like_hf(ray_cluster, model_path
         assert [c.token_ids for c in engine.generate_batch(prompts, greedy, [0, 0, 0])] == [c.token_ids for c in theirs]
     finally:
         ray.kill(engine.actor)
-
