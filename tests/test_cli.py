@@ -43,6 +43,7 @@ def test_games_lists_versioned_ids(tmp_path):
         (["trainer.advantage=nope"], "valid names: group_mean, grpo, none, rloo"),
         (["trainer.loss=nope"], "valid names: ppo_clip, reinforce"),
         (["trainer.kl_estimator=k9"], "valid names: k1, k2, k3"),
+        ([str(Path(__file__).parents[1] / "configs" / "tournament.yaml"), "model.path=/nonexistent/model"], "'model.path': no such model directory"),
     ],
 )
 def test_run_rejects_bad_config_with_status_2_before_any_work(tmp_path, args, message):
@@ -98,6 +99,23 @@ def test_run_selfplay_trains_logs_episodes_and_episodes_command_reads_them(tmp_p
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.count("returns:") == 2
     assert "#0 " in shown.stdout and "→" in shown.stdout
+
+
+def test_a_warm_start_with_model_path_is_reported_as_skipped(tmp_path, tiny_model_dir):
+    config = tmp_path / "t.yaml"
+    config.write_text(
+        "name: given_model\nepisodes_per_matchup: 1\ntrainer: {recipe: none}\nsampling: {max_new_tokens: 4}\n"
+        "games:\n  - id: repeated_matrix-v0\n    kwargs: {rounds: 1}\n    matchups: [{player_0: main, player_1: scripted/tit_for_tat}]\n"
+    )
+    out = arena("run", str(config), f"model.path={tiny_model_dir}", cwd=tmp_path, env={"ARENA_HOME": str(tmp_path / "empty_home"), "COLUMNS": "200"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "model.warm_start (imitation) is skipped" in " ".join(out.stdout.split())
+    run_id = re.search(r"arena episodes ([0-9a-f]{32})", out.stdout).group(1)
+    run = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run_id)
+    assert run.data.tags["model.warm_start"].startswith("skipped")
+    assert not (tmp_path / "empty_home").exists(), "the given model is used as is: nothing is built"
+    quiet = arena("run", str(config), f"model.path={tiny_model_dir}", "model.warm_start=null", cwd=tmp_path)
+    assert quiet.returncode == 0 and "skipped" not in quiet.stdout
 
 
 def test_tournament_of_bots_needs_no_model(tmp_path):
