@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from arena.agents.base import Policy
 from arena.agents.catalog import make_fixed_policy
 from arena.agents.llm import LLMAgent
-from arena.config import SNAPSHOT, RolloutConfig, RunConfig, is_model_policy
+from arena.config import SNAPSHOT, ClusterConfig, EngineConfig, ModelConfig, RolloutConfig, RunConfig, TrainerConfig, is_model_policy
 from arena.engines.base import SamplingParams
 from arena.records import Episode, Matchup
 from arena.rollout import play_many
@@ -60,9 +60,14 @@ class LocalRuntime:
     does the same with actors on a Ray cluster.
     """
 
-    def __init__(self, cfg: RunConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, model: ModelConfig, engine: EngineConfig, trainer: TrainerConfig, rollout: RolloutConfig, cluster: ClusterConfig) -> None:
+        self.model, self.engine_cfg, self.trainer, self.rollout, self.cluster = model, engine, trainer, rollout, cluster
         self.probes: dict[str, Any] = {}
+
+    @classmethod
+    def for_run(cls, cfg: RunConfig) -> LocalRuntime:
+        """The runtime of a run config: each part gets its own section."""
+        return cls(cfg.model, cfg.engine, cfg.trainer, cfg.rollout, cfg.cluster)
 
     def __enter__(self) -> LocalRuntime:
         return self
@@ -73,10 +78,10 @@ class LocalRuntime:
     def engine(self, name: str, model_path: str) -> Any:
         from arena.engines.hf import HFEngine
 
-        return HFEngine(model_path, device=self.cfg.model.device, dtype=self.cfg.model.dtype, max_batch_size=self.cfg.engine.max_batch_size)
+        return HFEngine(model_path, device=self.model.device, dtype=self.model.dtype, max_batch_size=self.engine_cfg.max_batch_size)
 
     def learner(self, learner_class: type, model: Any, *, pad_id: int, max_len: int, name: str = "learner") -> Any:
-        return learner_class(model, self.cfg.trainer, pad_id=pad_id, max_len=max_len)
+        return learner_class(model, self.trainer, pad_id=pad_id, max_len=max_len)
 
     def play(
         self,
@@ -89,7 +94,7 @@ class LocalRuntime:
         step: int | None = None,
         tag: str = "train",
     ) -> list[Episode]:
-        return play_with_progress(matchups, pools, ids, self.cfg.rollout, console, label)
+        return play_with_progress(matchups, pools, ids, self.rollout, console, label)
 
     def sync(self, policy_id: str, engine: Any, learner: Any) -> dict[str, float]:
         """Load the learner's weights into its engine, with its version, and check the engine on the probe."""
@@ -102,7 +107,7 @@ class LocalRuntime:
             learner.version,
             probe,
             probe_logprobs(learner.model, probe),
-            tolerance=self.cfg.cluster.probe_tolerance,
+            tolerance=self.cluster.probe_tolerance,
         )
         return report.metrics(f"sync/{policy_id}")
 
@@ -113,7 +118,7 @@ def make_runtime(cfg: RunConfig) -> Any:
         from arena.distributed import RayRuntime
 
         return RayRuntime(cfg)
-    return LocalRuntime(cfg)
+    return LocalRuntime.for_run(cfg)
 
 
 def load_model_policies(cfg: RunConfig, console: Console, runtime: Any = None) -> ModelPolicies | None:
@@ -136,7 +141,7 @@ def load_model_policies(cfg: RunConfig, console: Console, runtime: Any = None) -
     console.print(f"model: [bold]{path}[/bold]")
     sampling = SamplingParams(max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p)
 
-    runtime = runtime or LocalRuntime(cfg)
+    runtime = runtime or LocalRuntime.for_run(cfg)
 
     def agent(policy_id: str) -> LLMAgent:
         engine = runtime.engine(policy_id, path)

@@ -198,9 +198,9 @@ def main() -> None:
     if "rollout" in args.parts:
         tps: dict[str, float] = {}
         local = run_config(warm, "local", 1, args.concurrency)
-        tps["single_process"], played = rollout_tokens_per_s(local, LocalRuntime(local), args.episodes, args.repeats)
+        tps["single_process"], played = rollout_tokens_per_s(local, LocalRuntime.for_run(local), args.episodes, args.repeats)
         torch.set_num_threads(1)  # on a shared machine, several threads that wait on each other can stall
-        tps["single_process_1_thread"], _ = rollout_tokens_per_s(local, LocalRuntime(local), args.episodes, args.repeats)
+        tps["single_process_1_thread"], _ = rollout_tokens_per_s(local, LocalRuntime.for_run(local), args.episodes, args.repeats)
         torch.set_num_threads(threads)
         init_ray(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         for engines in (1, 2):
@@ -229,7 +229,7 @@ def main() -> None:
         torch.set_num_threads(1)
         if not played:
             local = run_config(warm, "local", 1, args.concurrency)
-            _, played = rollout_tokens_per_s(local, LocalRuntime(local), args.vllm_batch, 1)
+            _, played = rollout_tokens_per_s(local, LocalRuntime.for_run(local), args.vllm_batch, 1)
         prompts = [t.prompt_ids for ep in played for t in ep.turns if t.policy_id == "main"][: args.vllm_batch]
         # the untrained tiny model (same shape and tokenizer) rarely ends a reply early: equal, full lengths
         result.update(vllm_vs_hf(resolve_model_path(None, TinyModelConfig(), games=GAMES), prompts, max_new_tokens=32))

@@ -70,7 +70,7 @@ def single_process(tiny_model_dir):
     """The same policies in one process: what every Ray round must reproduce."""
     cfg = config(tiny_model_dir, "local")
     models = load_model_policies(cfg, QUIET)
-    return LocalRuntime(cfg), policy_pools(cfg, models), models
+    return LocalRuntime.for_run(cfg), policy_pools(cfg, models), models
 
 
 def round_of(cfg: RunConfig, r: int) -> tuple[list[Matchup], list[str]]:
