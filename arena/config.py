@@ -36,8 +36,23 @@ class ModelConfig(Section):
     #: recipe (arena.warm_start) named by ``recipe``; the default, ``imitation``, clones the bots the
     #: run's games declare. A game package may register its own. Ignored (and reported) with ``path``.
     warm_start: SerializeAsAny[BaseModel] | None = Field(default_factory=lambda: _warm_start({"recipe": "imitation"}))
+    #: the games whose text trains the tiny model's tokenizer and whose bots its warm start imitates;
+    #: none = the games the run plays (set it to share one tiny model between runs of different games)
+    games: list[str] | None = None
     device: Literal["cpu", "cuda"] = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    @field_validator("games")
+    @classmethod
+    def _registered_games(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        from arena.registry import registered_games
+
+        unknown = sorted(set(v) - set(registered_games()))
+        if unknown or not v:
+            raise ValueError(f"unknown game ids {unknown or v}; registered: {', '.join(registered_games())}")
+        return v
 
     @field_validator("warm_start", mode="before")
     @classmethod

@@ -100,8 +100,10 @@ def resolve_model_path(
 
 
 def run_model_path(cfg: RunConfig) -> str:
-    """The model a run config plays: ``model.path``, or the tiny model of its games with its warm start."""
-    return resolve_model_path(cfg.model.path, cfg.model.tiny, warm_start=cfg.model.warm_start, games=[g.id for g in cfg.games])
+    """The model a run config plays: ``model.path``, or the tiny model of its games (``model.games``,
+    default the games it plays) with its warm start."""
+    games = cfg.model.games or [g.id for g in cfg.games]
+    return resolve_model_path(cfg.model.path, cfg.model.tiny, warm_start=cfg.model.warm_start, games=games)
 
 
 # ----- checking model.path before any work -------------------------------------------------------

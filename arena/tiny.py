@@ -210,7 +210,10 @@ def build_once(final: Path, build: Callable[[Path], object], marker: str = META_
     if (final / marker).is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    with open(final.parent / f".{final.name}.lock", "w") as lock:
+    locks = Path(tempfile.gettempdir()) / "arena-build-locks"
+    locks.mkdir(exist_ok=True)
+    key = hashlib.sha256(str(final.resolve()).encode()).hexdigest()[:16]
+    with open(locks / f"{final.name}-{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (final / marker).is_file():  # another process built it while this one waited
             return final

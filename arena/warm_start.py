@@ -85,5 +85,5 @@ def build_warm_start(request: WarmStartRequest) -> Path:
 
 
 def game_ids(games: Sequence[Any]) -> tuple[str, ...]:
-    """The distinct game ids of a run's entries, sorted."""
-    return tuple(sorted({g if isinstance(g, str) else g.id for g in games}))
+    """The distinct game ids of a run's entries (ids or entries), in the order the run lists them."""
+    return tuple(dict.fromkeys(g if isinstance(g, str) else g.id for g in games))

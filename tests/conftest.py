@@ -8,8 +8,19 @@ from pathlib import Path
 import pytest
 
 #: the games whose text trains the shared tiny model's tokenizer and whose bots its warm start imitates
-#: (the self-play config's games): every test that uses these fixtures shares one cached model
-MODEL_GAMES = ("negotiation-v0", "repeated_matrix-v0")
+#: (the self-play config's games, in its order): every test that uses these fixtures shares one cached model
+MODEL_GAMES = ("repeated_matrix-v0", "negotiation-v0")
+
+
+def model_cache(tmp_path_factory) -> Path:
+    """The session's model cache. With parallel workers (pytest-xdist) they share one: each model
+    is built once, by the first worker to need it, while a worker that needs it too waits on the
+    build's lock (arena.tiny.build_once) instead of building it again."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    cache = root / "arena_home"
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache
 
 
 @pytest.fixture(scope="session")
@@ -18,8 +29,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from arena.models import resolve_model_path
     from arena.tiny import TinyModelConfig
 
-    cache = tmp_path_factory.mktemp("arena_home")
-    return Path(resolve_model_path(None, TinyModelConfig(), cache_dir=cache, games=MODEL_GAMES))
+    return Path(resolve_model_path(None, TinyModelConfig(), cache_dir=model_cache(tmp_path_factory), games=MODEL_GAMES))
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +54,19 @@ def arena_home(tiny_model_dir: Path, warm_model_dir: Path):
         os.environ.pop("ARENA_HOME", None)
     else:
         os.environ["ARENA_HOME"] = old
+
+
+@pytest.fixture(autouse=True)
+def _restore_process_environment():
+    """A test that points MLflow somewhere (``mlflow.set_tracking_uri`` also sets $MLFLOW_TRACKING_URI, which
+    child processes inherit) or sets $ARENA_HOME leaves both as it found them."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "ARENA_HOME")}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture

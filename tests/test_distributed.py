@@ -127,7 +127,7 @@ def test_cluster_config_is_checked_at_the_door():
         load_config(None, ["cluster.mode=slurm"])
     with pytest.raises(ConfigError, match="unknown config key 'cluster.workers'"):
         load_config(None, ["cluster.workers=2"])
-    with pytest.raises(ConfigError, match="cluster.mode=ray trains the pg and rest recipes"):
+    with pytest.raises(ConfigError, match="cluster.mode=ray does not run trainer.recipe=dpo"):
         load_config(None, ["cluster.mode=ray", "trainer.recipe=dpo", "games=[{id: debate-v0, matchups: [{debater_0: main, debater_1: scripted/honest}]}]"])
     assert load_config(None, []).cluster.mode == "local"
 

@@ -16,6 +16,7 @@ from arena.engines.actor import EngineActor, init_ray
 from arena.engines.hf import HFEngine
 from arena.tiny import TinyModelConfig, build_tiny_model
 from arena.weight_sync import (
+    PROBE_REPLY,
     Probe,
     WeightSyncError,
     WeightSyncTimeout,
@@ -80,7 +81,7 @@ def test_probe_is_a_chat_turn_and_the_learner_scores_it_as_an_engine_does(model_
     tok = AutoTokenizer.from_pretrained(model_path)
     assert make_probe(tok) == probe  # fixed: the same tokens every time
     assert tok.decode(list(probe.prompt_ids)).endswith("<|assistant|>")
-    assert tok.decode(list(probe.continuation_ids)) == "offer 48"
+    assert tok.decode(list(probe.continuation_ids)) == PROBE_REPLY
     engine = HFEngine(model_path)
     learner = probe_logprobs(engine.model, probe)
     assert len(learner) == len(probe.continuation_ids) and all(lp < 0 for lp in learner)

@@ -48,12 +48,12 @@ END_TOKEN = "<|end|>"
 
 def default_seatings(games: Sequence[str]) -> list[Seating]:
     """The demonstrations the run's games declare (``arena.register(..., demonstrations=...)``), game by
-    game in sorted order; a game that declares none contributes every seating of its bots against each
-    other, up to 64 of them."""
+    game in the order the run lists them (each seating's demonstrations are seeded by its place in the
+    list); a game that declares none contributes every seating of its bots against each other, up to 64."""
     from arena.registry import make, spec
 
     out: list[Seating] = []
-    for game in sorted(set(games)):
+    for game in dict.fromkeys(games):
         s = spec(game)
         if s.demonstrations:
             out += [(game, dict(seats)) for seats in s.demonstrations]

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from conftest import MODEL_GAMES
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from arena.agents.catalog import make_fixed_policy
@@ -21,6 +22,7 @@ from arena.trainers.imitation import (
     ImitationConfig,
     cached_warm_start,
     collate,
+    default_seatings,
     demonstrations,
     imitation_examples,
 )
@@ -120,7 +122,7 @@ def test_training_lowers_the_loss_changes_weights_and_is_deterministic(tiny_mode
 # ----- the point of warm start, measured ----------------------------------------------------------
 
 #: a fraction of the default budget, enough to show the effect in the test's time
-TEST_CFG = ImitationConfig(steps=200, batch_size=16)
+TEST_CFG = ImitationConfig(steps=200, batch_size=16, seatings=default_seatings(MODEL_GAMES))
 
 
 def _llm_turns(model_path, game, seat, opp_seat, opponent, n=16):

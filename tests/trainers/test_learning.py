@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from conftest import MODEL_GAMES
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
@@ -28,6 +29,8 @@ def _config(tmp_path, name: str, games: list, trainer: dict, episodes: int = 24,
             "seed": seed,
             "episodes_per_matchup": episodes,
             "games": games,
+            # the model these tests were measured with: the tiny model of both games, as the session's fixture
+            "model": {"games": list(MODEL_GAMES)},
             "trainer": trainer,
             "runs_dir": str(tmp_path / "runs"),
             "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": name, "traces_per_round": 1},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import MODEL_GAMES
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
@@ -21,6 +22,7 @@ def _cfg(tmp_path, seller: str, critic: str, rounds: int = 3, chains: int = 4, *
             "episodes_per_matchup": chains,
             "games": [{"id": "negotiation-v0", "matchups": [{"seller": seller, "buyer": "scripted/fair_buyer"}]}],
             "critic": {"side": "seller", "critic": critic, "rounds": rounds, **extra},
+            "model": {"games": list(MODEL_GAMES)},  # the session's shared tiny model
             "trainer": {"recipe": "none"},
             "runs_dir": str(tmp_path / "runs"),
             "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "critic", "traces_per_round": 2},
