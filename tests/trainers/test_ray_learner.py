@@ -21,6 +21,9 @@ from arena.trainers.ray_learner import RayLearner, combine_stats, shard, worker_
 from arena.trainers.selfplay import Learner
 from arena.weight_sync import make_probe, probe_logprobs
 
+#: one pytest-xdist worker runs all of these (see the Makefile)
+pytestmark = pytest.mark.xdist_group("ray")
+
 CFG = TrainerConfig(batch_size=16, lr=1e-2, kl_coef=0.05)
 
 

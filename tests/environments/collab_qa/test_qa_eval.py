@@ -30,6 +30,9 @@ from arena.environments.collab_qa.evaluation import (
 from arena.registry import EvalRequest, ReportInput, spec
 from arena.rollout import play_episode, play_many
 
+#: one pytest-xdist worker runs all of these (see the Makefile)
+pytestmark = pytest.mark.xdist_group("qa_model")
+
 GAME = "collab_qa-v0"
 ARENA = str(Path(sys.executable).with_name("arena"))
 CONFIGS = Path(__file__).parents[3] / "configs"

@@ -32,6 +32,9 @@ from arena.environments.collab_qa.world import ATTRIBUTES, WorldConfig, cached_w
 from arena.records import Matchup
 from arena.rollout import play_many
 
+#: one pytest-xdist worker runs all of these (see the Makefile)
+pytestmark = pytest.mark.xdist_group("qa_model")
+
 GAME = "collab_qa-v0"
 CONFIGS = Path(__file__).parents[3] / "configs"
 
