@@ -306,7 +306,7 @@ class RunConfig(Section):
     #: evaluation episodes per seating (the tournament; before and after training)
     episodes_per_matchup: int = Field(8, ge=1)
     games: list[GameEntry]
-    model: ModelConfig = ModelConfig()
+    model: ModelConfig = Field(default_factory=ModelConfig)
     engine: EngineConfig = EngineConfig()
     sampling: SamplingConfig = SamplingConfig()
     agent: AgentConfig = AgentConfig()

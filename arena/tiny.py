@@ -23,11 +23,12 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pydantic
-import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+if TYPE_CHECKING:  # torch and transformers load when a model is built: a config check needs neither
+    from transformers import PreTrainedTokenizerFast
 
 PAD, BOS, END = "<|pad|>", "<|bos|>", "<|end|>"
 ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
@@ -96,6 +97,9 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokeniz
     Byte-level means every string (spaces, newlines, unicode) encodes and
     decodes back exactly; the BPE merges only decide how short the encoding is.
     """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
     if vocab_size < MIN_VOCAB_SIZE:
         raise ValueError(f"vocab_size must be >= {MIN_VOCAB_SIZE} (256 bytes + special tokens), got {vocab_size}")
     tok = Tokenizer(models.BPE())
@@ -137,6 +141,9 @@ def build_tiny_model(cfg: TinyModelConfig, corpus: Iterable[str], out_dir: str |
 
     Torch's global random state is left as it was: the seed is used inside a forked RNG.
     """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     lines = list(corpus)
     if not lines:
         raise ValueError("corpus is empty: the tokenizer needs some text to train on")

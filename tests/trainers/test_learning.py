@@ -71,7 +71,7 @@ def _params(res_dir) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-def test_seller_learns_to_sell_dearer_against_a_fair_buyer(tmp_path, arena_home):
+def test_seller_learns_to_sell_dearer_against_a_fair_buyer(tmp_path, arena_home, warm_model_dir):
     games = [{"id": "negotiation-v0", "matchups": [{"seller": "main", "buyer": "scripted/fair_buyer"}]}]
     trainer = {
         "recipe": "pg",
@@ -92,12 +92,12 @@ def test_seller_learns_to_sell_dearer_against_a_fair_buyer(tmp_path, arena_home)
     deal_before = _seat_mean(res.before, "seller", lambda ep: ep.metrics["deal"])
     deal_after = _seat_mean(res.after, "seller", lambda ep: ep.metrics["deal"])
     assert deal_after >= 0.8 * deal_before
-    start = _warm_weights(arena_home)
+    start = _warm_weights(warm_model_dir)
     trained = _params(res.run_dir)
     assert any(not torch.equal(trained[k], start[k]) for k in trained)
 
 
-def test_shared_policy_self_play_beats_its_starting_weights_and_keeps_a_baseline_per_role(tmp_path, arena_home):
+def test_shared_policy_self_play_beats_its_starting_weights_and_keeps_a_baseline_per_role(tmp_path, arena_home, warm_model_dir):
     """Both negotiation seats are the one trained policy; evaluated in each role against its own
     starting weights (a frozen snapshot), its mean return beats every untrained sampling seed."""
     games = [
@@ -141,18 +141,18 @@ def test_shared_policy_self_play_beats_its_starting_weights_and_keeps_a_baseline
     values = state["baselines"]["main"]["values"]
     assert set(values) == {"negotiation-v0/seller", "negotiation-v0/buyer"}
     assert values["negotiation-v0/seller"] != values["negotiation-v0/buyer"]
-    start, trained = _warm_weights(arena_home), _params(res.run_dir)
+    start, trained = _warm_weights(warm_model_dir), _params(res.run_dir)
     assert any(not torch.equal(trained[k], start[k]) for k in trained)
 
 
-def _warm_weights(home) -> dict[str, torch.Tensor]:
+def _warm_weights(warm_model_dir) -> dict[str, torch.Tensor]:
+    """The weights every run of these tests starts from (the session's warm start, in ARENA_HOME)."""
     from safetensors.torch import load_file
 
-    (path,) = sorted(home.glob("models/warm-*/model.safetensors"))
-    return load_file(str(path))
+    return load_file(str(warm_model_dir / "model.safetensors"))
 
 
-def test_prisoners_dilemma_payoff_rises_against_tit_for_tat(tmp_path, arena_home):
+def test_prisoners_dilemma_payoff_rises_against_tit_for_tat(tmp_path, arena_home, warm_model_dir):
     games = [{"id": "repeated_matrix-v0", "kwargs": {"rounds": 10}, "matchups": [{"player_0": "main", "player_1": "scripted/tit_for_tat"}]}]
     trainer = {
         "recipe": "pg",
@@ -170,7 +170,7 @@ def test_prisoners_dilemma_payoff_rises_against_tit_for_tat(tmp_path, arena_home
     res = run(cfg, Console(quiet=True))
     after = _seat_mean(res.after, "player_0", payoff)
     assert after > max(untrained), f"trained payoff per round {after:.2f} vs untrained {untrained}"
-    start = _warm_weights(arena_home)
+    start = _warm_weights(warm_model_dir)
     trained = _params(res.run_dir)
     assert any(not torch.equal(trained[k], start[k]) for k in trained)
 
