@@ -35,13 +35,17 @@ def test_register_rejects_bad_and_duplicate_ids():
 def test_installed_layout_does_not_claim_generic_top_level_names():
     # environments/, agents/ and trainers/ install under arena.*, so a user's own
     # `agents` package (the OpenAI Agents SDK installs one) is never shadowed.
-    from importlib.metadata import files
+    from importlib.metadata import distributions
+    from pathlib import Path
 
     import arena.agents
     import arena.environments
     import arena.trainers
 
-    installed = [str(f) for f in files("arena-selfplay") or []]
+    # the distribution the imported package came from (a build leaves an egg-info in the source folder,
+    # which a process started there also sees: it lists the source tree, not what was installed)
+    dists = [d for d in distributions(name="arena-selfplay") if Path(str(d.locate_file("arena/__init__.py"))).resolve() == Path(arena.__file__).resolve()]
+    installed = [str(f) for d in dists[:1] for f in d.files or []]
     assert installed, "the arena-selfplay distribution is not installed"
     for top in ("agents/", "environments/", "trainers/"):
         assert not any(f.startswith(top) for f in installed), f"{top} installed as a top-level package"
