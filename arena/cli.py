@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -45,11 +46,40 @@ def run(
     except ConfigError as e:
         _fail(str(e))
     from arena.experiment import run as run_experiment
+    from arena.tracking import TrackingLost
 
     try:
         run_experiment(cfg, console, resume=resume)
     except ConfigError as e:  # e.g. nothing to resume, or a config that differs from the checkpoint's
         _fail(str(e))
+    except TrackingLost as e:
+        err.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+@app.command("log-episodes")
+def log_episodes(
+    run_dir: str = typer.Argument(..., help="a run's directory, <runs_dir>/<name>/<run_id> (the run's error message names it)"),
+    everything: bool = typer.Option(False, "--all", help="trace every kept episode, not only those the run chose to trace"),
+    tracking_uri: Optional[str] = typer.Option(None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db here"),
+) -> None:
+    """Log the episodes a run kept on disk to its MLflow run (after the tracking server was down); safe to repeat."""
+    from mlflow.exceptions import MlflowException
+
+    from arena.tracking import TrackingUnavailable, check_store, log_journals
+    from arena.tracking import tracking_uri as resolve
+
+    uri = resolve(tracking_uri)
+    try:
+        check_store(uri)
+        traces, files = log_journals(Path(run_dir), uri, everything=everything)
+    except TrackingUnavailable as e:
+        _fail(str(e))
+    except FileNotFoundError as e:
+        _fail(str(e))
+    except MlflowException as e:
+        _fail(f"cannot log to the run of {run_dir}: {e.message}")
+    console.print(f"Logged {traces} episode traces and {files} episode files to MLflow run {Path(run_dir).name} in {uri}")
 
 
 @app.command("eval")
@@ -167,23 +197,61 @@ def play(
         console.print("Metrics: " + ", ".join(f"{k} {v:.3g}" for k, v in sorted(ep.metrics.items())))
 
 
+def _player_values(items: Optional[list[str]], option: str) -> list[tuple[str, float]]:
+    out = []
+    for item in items or []:
+        player, sep, value = item.partition("=")
+        try:
+            out.append((player, float(value)))
+        except ValueError:
+            sep = ""
+        if not sep or not player:
+            _fail(f"{option} {item!r} must look like PLAYER=NUMBER, e.g. {option} seller=0.5")
+    return out
+
+
 @app.command()
 def episodes(
     run_id: str = typer.Argument(..., help="an MLflow run id"),
+    game: Optional[str] = typer.Option(None, help="only this game's episodes, e.g. negotiation-v0"),
+    entry: Optional[str] = typer.Option(None, help="only this config entry's episodes (its name)"),
+    phase: Optional[str] = typer.Option(None, help="train or eval"),
+    policy: Optional[str] = typer.Option(None, help="only episodes where this policy sat: main (any version), main@3, scripted/fair_buyer"),
+    min_return: Optional[list[str]] = typer.Option(None, "--min-return", help="PLAYER=X: that player's return at least X (repeatable)"),
+    max_return: Optional[list[str]] = typer.Option(None, "--max-return", help="PLAYER=X: that player's return at most X (repeatable)"),
+    illegal: bool = typer.Option(False, "--illegal", help="only episodes with an illegal move"),
     limit: int = typer.Option(5, help="episodes to print (0 = all)"),
+    ids_only: bool = typer.Option(False, "--ids", help="print only the matching episode ids, one a line"),
     tracking_uri: Optional[str] = typer.Option(None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db here"),
 ) -> None:
-    """Print a run's logged episodes turn by turn, read back from MLflow."""
+    """Print a run's logged episodes turn by turn, read back from MLflow; the filters run in the tracking store."""
     from mlflow.exceptions import MlflowException
 
-    from arena.tracking import episodes_from_run
+    from arena.tracking import EpisodeFilter, episodes_from_run
 
+    if phase is not None and phase not in ("train", "eval"):
+        _fail(f"--phase must be train or eval, not {phase!r}")
+    where = EpisodeFilter(
+        game=game,
+        entry=entry,
+        phase=phase,
+        policy=policy,
+        min_return=_player_values(min_return, "--min-return"),
+        max_return=_player_values(max_return, "--max-return"),
+        illegal=illegal,
+    )
     try:
-        eps = episodes_from_run(run_id, tracking_uri, max_results=limit or None)
+        eps = episodes_from_run(run_id, tracking_uri, max_results=limit or None, where=where)
     except MlflowException as e:
         _fail(f"cannot read run {run_id!r}: {e.message}")
+    except ValueError as e:
+        _fail(str(e))
     if not eps:
-        _fail(f"run {run_id} has no episode traces")
+        _fail(f"run {run_id} has no episode traces" + (f" matching {where.filter_string()}" if where.filter_string() else ""))
+    if ids_only:
+        for ep in eps:
+            console.print(ep.episode_id, highlight=False)
+        return
     for ep in eps:
         seats = ", ".join(f"{p}={pid}" for p, pid in ep.matchup.seats.items())
         console.rule(f"[bold]{ep.episode_id}[/bold]  {ep.matchup.game}  seed {ep.matchup.seed}  ({seats})")
@@ -192,12 +260,20 @@ def episodes(
             console.print(f"[bold cyan]#{t.index} {t.player}[/bold cyan] ({t.policy_id}@{t.policy_version}){flag}", highlight=False)
             console.print(f"[dim]{_indent(t.observation)}[/dim]", highlight=False)
             console.print(f"  → {t.action!r}", highlight=False)
+            for call in t.tool_calls:
+                console.print(f"    [magenta]{call.name}[/magenta] {call.input} → {_short(call.output)}", highlight=False)
+        ending = f"   ({ep.outcome})" if ep.outcome else ""
         console.print(
-            "returns: " + ", ".join(f"{p} {r:+.3f}" for p, r in ep.returns.items()) + f"   group {ep.group_return:+.3f}",
+            "returns: " + ", ".join(f"{p} {r:+.3f}" for p, r in ep.returns.items()) + f"   group {ep.group_return:+.3f}{ending}",
             highlight=False,
         )
         if ep.reward_components:
             console.print("reward components: " + ", ".join(f"{k} {v:+.3f}" for k, v in ep.reward_components.items()), highlight=False)
+
+
+def _short(value: object, n: int = 160) -> str:
+    text = str(value)
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def _indent(text: str) -> str:

@@ -290,8 +290,12 @@ class TrackingConfig(Section):
     uri: str | None = None
     experiment: str = "arena"
     run_name: str | None = None
-    #: episodes logged as MLflow traces per round (a random sample when more were played)
+    #: episodes logged as MLflow traces per round: a random sample of this many (0: none) ...
     traces_per_round: int = Field(32, ge=0)
+    #: ... and each config entry's best and worst episode of the round (by the model seats' return)
+    trace_extremes: bool = True
+    #: ... and every episode with an illegal move or a forfeit
+    trace_illegal: bool = True
 
 
 class RunConfig(Section):

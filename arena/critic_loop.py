@@ -40,7 +40,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from arena import tracking
+from arena import checkpoint, tracking
 from arena.agents.base import Action, PlayerView, Policy
 from arena.agents.catalog import make_critic
 from arena.config import RunConfig, dump_config, is_model_policy
@@ -183,7 +183,7 @@ def run_critic_loop(cfg: RunConfig, console: Console) -> RunResult:
     started = time.perf_counter()
 
     with mlflow.start_run(run_name=cfg.tracking.run_name or cfg.name) as active:
-        result = RunResult(run_id=active.info.run_id)
+        result = RunResult(run_id=active.info.run_id, run_dir=checkpoint.run_dir(cfg.runs_dir, cfg.name) / active.info.run_id)
         mlflow.log_text(dump_config(cfg), "config.yaml")
         mlflow.log_params(tracking.flat_params({k: v for k, v in cfg.model_dump(mode="json").items() if k != "games"}))
         mlflow.log_param("games", entry.label)
@@ -230,8 +230,16 @@ def run_critic_loop(cfg: RunConfig, console: Console) -> RunResult:
                 metrics["critic/suggestions_per_feedback"] = float(np.mean([len(x["suggestions"]) for x in records]))
                 mlflow.log_text("\n".join(json.dumps(x) for x in records), f"critic/feedback_round_{r:03d}.jsonl")
             mlflow.log_metrics({metric_name(k): v for k, v in metrics.items()}, step=r)
-            log_traces(episodes, r, f"critic/round_{r:03d}.jsonl", seed=cfg.seed, traces=cfg.tracking.traces_per_round)
-            result.traces_logged += min(cfg.tracking.traces_per_round, len(episodes))
+            result.traces_logged += log_traces(
+                episodes,
+                [entry.label] * len(episodes),
+                r,
+                f"critic/round_{r:03d}.jsonl",
+                phase="train",
+                seed=cfg.seed,
+                tracking_cfg=cfg.tracking,
+                run_dir=result.run_dir,
+            )
             rows.append({k.removeprefix("critic/"): v for k, v in metrics.items()})
             if r == 0:
                 result.before = episodes

@@ -80,13 +80,39 @@ def train_matchups(cfg: RunConfig, round_index: int, snapshot_id: str) -> tuple[
 
 # ----- the run -----------------------------------------------------------------------------------
 def run(cfg: RunConfig, console: Console | None = None, *, resume: bool = False) -> RunResult:
-    import mlflow
-
+    """Run an experiment. A tracking store that cannot be used fails here, before any work
+    (:class:`ConfigError`); one that stops answering mid-run raises :class:`arena.tracking.TrackingLost`,
+    which says where the episodes played so far are kept."""
     console = console or Console()
-    if cfg.critic is not None:
-        if resume:
-            raise ConfigError("a critic-loop run has no checkpoints to resume: run it again (it is seeded)")
-        return run_critic_loop(cfg, console)
+    uri = tracking.tracking_uri(cfg.tracking.uri)
+    try:
+        tracking.check_store(uri)
+    except tracking.TrackingUnavailable as e:
+        raise ConfigError(str(e)) from None
+    if tracking.is_server(uri):
+        tracking.bound_http_retries()
+    if cfg.critic is not None and resume:
+        raise ConfigError("a critic-loop run has no checkpoints to resume: run it again (it is seeded)")
+    holder: list[RunResult] = []  # the run, once it has one: where its episodes are kept
+    try:
+        return run_critic_loop(cfg, console) if cfg.critic is not None else _run(cfg, console, resume, holder)
+    except Exception as e:
+        if not _tracking_lost(uri, e):
+            raise
+        run_dir = holder[0].run_dir if holder else None
+        raise tracking.TrackingLost(uri, e, run_dir, resumable=bool(holder) and cfg.trainer.training) from e
+
+
+def _tracking_lost(uri: str, error: Exception) -> bool:
+    """Whether an error came from a tracking store that no longer answers."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(error, (MlflowException, requests.RequestException, OSError)) and not tracking.store_answers(uri)
+
+
+def _run(cfg: RunConfig, console: Console, resume: bool, holder: list[RunResult]) -> RunResult:
+    import mlflow
 
     # 1. set up
     tracking.quiet_mlflow()
@@ -104,6 +130,7 @@ def run(cfg: RunConfig, console: Console | None = None, *, resume: bool = False)
 
     with runtime, mlflow.start_run(run_id=state.get("run_id"), run_name=None if state else (cfg.tracking.run_name or cfg.name)) as active:
         result = RunResult(run_id=active.info.run_id, run_dir=checkpoint.run_dir(cfg.runs_dir, cfg.name) / active.info.run_id)
+        holder.append(result)
         logged = _logged_steps(result.run_id)
         start_round = _start(cfg, result, state, ckpt, models, baselines, console)
 
@@ -112,20 +139,21 @@ def run(cfg: RunConfig, console: Console | None = None, *, resume: bool = False)
         if state.get("before_done") or (state and recipe is None):
             result.before = [Episode.model_validate(e) for e in state.get("before", [])]
         else:
-            result.before = _evaluate(cfg, runtime, models, pools, matchups, result.labels, console, step=0, tag="before" if recipe else "eval")
-            result.traces_logged += min(cfg.tracking.traces_per_round, len(result.before))
+            result.before, traced = _evaluate(cfg, result, runtime, models, pools, matchups, console, step=0, tag="before" if recipe else "eval")
+            result.traces_logged += traced
             if recipe is not None:  # round 0's checkpoint: a run killed in its first round resumes too
                 _save(cfg, result, 0, models, baselines)
 
         # 3. train
         for r in range(start_round, t.rounds if recipe else 0):
-            metrics, episodes = _train_round(cfg, recipe, r, runtime, models, pools, baselines, console)
+            metrics, episodes, labels = _train_round(cfg, recipe, r, runtime, models, pools, baselines, console)
             # Log before checkpointing: a kill in between re-runs this round on resume, which then
             # finds its metrics already logged (same values: the round is deterministic) and skips them.
-            if r not in logged:
+            if r not in logged:  # episodes first: they reach the disk before anything goes to the store
+                result.traces_logged += log_traces(
+                    episodes, labels, r, f"train/round_{r:05d}.jsonl", phase="train", seed=cfg.seed, tracking_cfg=cfg.tracking, run_dir=result.run_dir
+                )
                 mlflow.log_metrics(metrics, step=r)
-                log_traces(episodes, r, f"train/round_{r:05d}.jsonl", seed=cfg.seed, traces=cfg.tracking.traces_per_round)
-                result.traces_logged += min(cfg.tracking.traces_per_round, len(episodes))
             done = r + 1
             if done % t.checkpoint_every == 0 or done == t.rounds:
                 tick = time.perf_counter()
@@ -135,8 +163,8 @@ def run(cfg: RunConfig, console: Console | None = None, *, resume: bool = False)
 
         # 4. evaluate again, and each game's report
         if recipe is not None:
-            result.after = _evaluate(cfg, runtime, models, pools, matchups, result.labels, console, step=t.rounds, tag="after")
-            result.traces_logged += min(cfg.tracking.traces_per_round, len(result.after))
+            result.after, traced = _evaluate(cfg, result, runtime, models, pools, matchups, console, step=t.rounds, tag="after")
+            result.traces_logged += traced
             log_reward_curve(result.run_id, cfg.name)
         reports = game_reports(cfg, result)
         tracking.flush_traces()
@@ -173,8 +201,8 @@ def _start(cfg: RunConfig, result: RunResult, state: dict, ckpt: Path | None, mo
 
 def _train_round(
     cfg: RunConfig, recipe: Any, r: int, runtime: Any, models: ModelPolicies, pools: dict, baselines: dict, console: Console
-) -> tuple[dict[str, float], list[Episode]]:
-    """One round: play (the recipe's way), learn, sync. Returns the round's metrics and episodes."""
+) -> tuple[dict[str, float], list[Episode], list[str]]:
+    """One round: play (the recipe's way), learn, sync. Returns the round's metrics, episodes and their entries' labels."""
     t = cfg.trainer
     phase: dict[str, float] = {}
     tick = time.perf_counter()
@@ -214,7 +242,7 @@ def _train_round(
 
     metrics.update({f"time/{k}": v for k, v in phase.items()})
     metrics["train/round"] = float(r)
-    return metrics, played.episodes
+    return metrics, played.episodes, played.labels
 
 
 def _completion_tokens(models: ModelPolicies | None) -> int:
@@ -317,17 +345,19 @@ def _logged_steps(run_id: str) -> set[int]:
 # ----- evaluation --------------------------------------------------------------------------------
 def _evaluate(
     cfg: RunConfig,
+    result: RunResult,
     runtime: Any,
     models: ModelPolicies | None,
     pools: dict,
     matchups: list[Matchup],
-    labels: list[str],
     console: Console,
     *,
     step: int,
     tag: str,
-) -> list[Episode]:
-    """Play every evaluation seating (snapshot seats by the starting weights), log metrics and traces."""
+) -> tuple[list[Episode], int]:
+    """Play every evaluation seating (snapshot seats by the starting weights), log metrics and traces.
+    Returns the episodes and how many were traced."""
+    labels = result.labels
     import mlflow
 
     tokens0 = _completion_tokens(models)
@@ -344,6 +374,6 @@ def _evaluate(
     metrics["eval/episodes_per_s"] = len(episodes) / seconds
     if models is not None:
         metrics["eval/tokens_per_s"] = (_completion_tokens(models) - tokens0) / seconds
+    traced = log_traces(episodes, labels, step, f"eval/{tag}.jsonl", phase="eval", seed=cfg.seed, tracking_cfg=cfg.tracking, run_dir=result.run_dir)
     mlflow.log_metrics(metrics, step=step)
-    log_traces(episodes, step, f"eval/{tag}.jsonl", seed=cfg.seed, traces=cfg.tracking.traces_per_round)
-    return episodes
+    return episodes, traced

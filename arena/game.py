@@ -17,6 +17,7 @@ The rules an author implements::
     returns()                    cumulative returns so far, one per player
 
 and optionally ``reward_components()``, ``group_return()``, ``metrics()``,
+``outcome_label()`` (how the game ended, in a word or two: ``deal``, ``crew win``),
 ``sample_moves(player)`` and ``private_info()`` (for random play and the
 conformance checker), ``forfeit(player, reason)``, ``discussions()`` and
 ``after_play(matchup, seated)`` (a last look at the seated policies before the
@@ -33,6 +34,10 @@ reward components, ``listening_weight * listening + speaking_weight *
 speaking`` added to each player's return, and the belief metrics
 (``belief_accuracy``, ``belief_truth``, ``listening_points``; a game may name
 them in its own words with ``belief_metric_names``).
+
+A move that runs a tool (a search) can say so with ``record_tool_call(player,
+name, input, output)`` inside ``apply``: the turn records it, and the episode's
+trace shows it as a tool span whose output is the tool's result.
 
 The illegal-move rule (shared, configurable per game): an action the rules
 reject is recorded with its reason in ``infos[player]["illegal_move"]``; the
@@ -140,6 +145,15 @@ class TextGame(AECEnv):
     def metrics(self) -> dict[str, float]:
         """Episode-level metrics the game defines (deal made, cooperation rate, ...)."""
         return {}
+
+    def outcome_label(self) -> str | None:
+        """How the game ended, in a word or two (``deal``, ``walk``, ``crew win``): episodes record it,
+        and traces are tagged with it (``arena.outcome``). None: the game names no outcome."""
+        return None
+
+    def record_tool_call(self, player: str, name: str, inputs: dict[str, Any], output: Any) -> None:
+        """Call from ``apply`` when a move runs a tool: the turn records it (:class:`arena.records.ToolCall`)."""
+        self.infos.setdefault(player, {}).setdefault("tool_calls", []).append({"name": name, "input": dict(inputs), "output": output})
 
     def sample_moves(self, player: str) -> list[str]:
         """A few legal moves for ``player`` now, as text: random play and the

@@ -9,6 +9,7 @@ on, never a re-tokenisation of the text.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +33,14 @@ class Matchup(_Record):
     sample: int = 0
 
 
+class ToolCall(_Record):
+    """A tool the game ran for a player's move (a search, a lookup): its name, input and result."""
+
+    name: str
+    input: dict = Field(default_factory=dict)
+    output: Any = None
+
+
 class Turn(_Record):
     """One decision by one player."""
 
@@ -46,6 +55,8 @@ class Turn(_Record):
     logprobs: list[float] = Field(default_factory=list)
     illegal_reason: str | None = None
     reward: float = 0.0
+    #: tools the game ran for this move, in order (their results are what the player reads next)
+    tool_calls: list[ToolCall] = Field(default_factory=list)
     start_ns: int = 0
     end_ns: int = 0
 
@@ -65,6 +76,10 @@ class Episode(_Record):
     reward_components: dict[str, float] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
     truncated: bool = False
+    #: how the game ended in its own words (``deal``, ``walk``, ``crew win``, ...), where it says
+    outcome: str | None = None
+    #: the player who forfeited (one illegal move too many), if one did
+    forfeit: str | None = None
 
     @property
     def length(self) -> int:

@@ -162,11 +162,62 @@ def log_reward_curve(run_id: str, title: str) -> None:
     plt.close(fig)
 
 
-def log_traces(episodes: list[Episode], step: int, artifact: str, *, seed: int, traces: int) -> None:
-    """Log ``traces`` of the episodes (drawn by a generator of ``seed`` and ``step``) as MLflow traces,
-    and all of them as a JSONL artifact."""
+def trace_score(ep: Episode) -> float:
+    """What "best" and "worst" mean when choosing episodes to trace: the mean return of the model
+    seats, or the group return where no model plays."""
+    model = [ep.returns[p] for p, pid in ep.matchup.seats.items() if is_model_policy(pid) and p in ep.returns]
+    return float(np.mean(model)) if model else float(ep.group_return)
+
+
+def select_traces(
+    episodes: list[Episode], labels: list[str], *, step: int, seed: int, sample: int, extremes: bool, illegal: bool
+) -> dict[int, tuple[str, ...]]:
+    """Which of a round's episodes to trace, and why: index -> reasons.
+
+    ``sample``: a random sample of that many (drawn by a generator of ``seed`` and ``step``);
+    ``best`` / ``worst``: each config entry's highest- and lowest-scoring episode (:func:`trace_score`;
+    none where all scored alike); ``illegal`` / ``forfeit``: every episode with an illegal move or
+    a forfeit."""
     rng = np.random.default_rng([seed, step, 0x7EACE])
-    n = min(traces, len(episodes))
-    for i in sorted(rng.choice(len(episodes), size=n, replace=False).tolist()):
-        tracking.log_episode_trace(episodes[i])
-    tracking.log_episodes_artifact(episodes, f"episodes/{artifact}")
+    reasons: dict[int, list[str]] = defaultdict(list)
+    for i in rng.choice(len(episodes), size=min(sample, len(episodes)), replace=False).tolist():
+        reasons[i].append("sample")
+    if extremes:
+        by_entry: dict[str, list[int]] = defaultdict(list)
+        for i, label in enumerate(labels):
+            by_entry[label].append(i)
+        for idx in by_entry.values():
+            scores = [trace_score(episodes[i]) for i in idx]
+            if max(scores) > min(scores):
+                reasons[idx[int(np.argmax(scores))]].append("best")
+                reasons[idx[int(np.argmin(scores))]].append("worst")
+    if illegal:
+        for i, ep in enumerate(episodes):
+            if ep.forfeit is not None:
+                reasons[i].append("forfeit")
+            elif ep.illegal_moves:
+                reasons[i].append("illegal")
+    return {i: tuple(r) for i, r in sorted(reasons.items())}
+
+
+def log_traces(episodes: list[Episode], labels: list[str], step: int, artifact: str, *, phase: str, seed: int, tracking_cfg: Any, run_dir: Path | None) -> int:
+    """Keep a round's episodes and trace the chosen ones; returns how many were traced.
+
+    Every episode goes first to ``<run_dir>/episodes/<artifact>`` (JSON lines: entry, phase, round,
+    why it was traced, the episode), then to the MLflow run as the same artifact; the episodes that
+    :func:`select_traces` picks become traces. What reached the disk survives a tracking server that
+    dies: ``arena log-episodes RUN_DIR`` logs it later."""
+    chosen = select_traces(
+        episodes,
+        labels,
+        step=step,
+        seed=seed,
+        sample=tracking_cfg.traces_per_round,
+        extremes=tracking_cfg.trace_extremes,
+        illegal=tracking_cfg.trace_illegal,
+    )
+    contexts = [tracking.TraceContext(entry=label, phase=phase, round=step, reasons=chosen.get(i, ())) for i, label in enumerate(labels)]
+    path = tracking.write_journal(episodes, contexts, run_dir, artifact)
+    tracking.log_journal_artifact(path, artifact)
+    tracking.log_episode_traces([(episodes[i], contexts[i]) for i in chosen])
+    return len(chosen)

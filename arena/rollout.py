@@ -21,7 +21,7 @@ from pettingzoo import AECEnv
 
 from arena.agents.base import PlayerView, Policy
 from arena.game import TextGame
-from arena.records import Episode, Matchup, Turn
+from arena.records import Episode, Matchup, ToolCall, Turn
 from arena.registry import make
 
 EnvFactory = Callable[[Matchup], AECEnv]
@@ -74,6 +74,7 @@ async def play_episode(
     totals = {p: 0.0 for p in players}
     turns: list[Turn] = []
     truncated = False
+    forfeit: str | None = None
     steps = 0
     for player in env.agent_iter():
         obs, _, terminated, trunc, _ = env.last()
@@ -101,6 +102,8 @@ async def play_episode(
         end = time.time_ns()
         env.step(action.text)
         info = env.infos.get(player, {})
+        if info.get("forfeit"):
+            forfeit = player
         reward = float(env.rewards.get(player, 0.0))
         _collect(env, totals)
         history[player].append((text, action.text))
@@ -117,6 +120,7 @@ async def play_episode(
                 logprobs=action.logprobs,
                 illegal_reason=info.get("illegal_move"),
                 reward=reward,
+                tool_calls=[ToolCall.model_validate(c) for c in info.get("tool_calls", [])],
                 start_ns=start,
                 end_ns=end,
             )
@@ -127,10 +131,11 @@ async def play_episode(
         group = game.group_return()
         components = game.final_components()
         metrics = game.final_metrics()
+        outcome = game.outcome_label()
     else:
         returns = totals
         group = float(sum(totals.values()) / max(len(totals), 1))
-        components, metrics = {}, {}
+        components, metrics, outcome = {}, {}, None
     env.close()
     return Episode(
         episode_id=episode_id or f"{matchup.game}-{matchup.seed}",
@@ -141,6 +146,8 @@ async def play_episode(
         reward_components={k: float(v) for k, v in components.items()},
         metrics={k: float(v) for k, v in metrics.items() if v is not None and not _is_nan(v)},
         truncated=truncated,
+        outcome=outcome,
+        forfeit=forfeit,
     )
 
 

@@ -333,6 +333,9 @@ class CollabQAGame(TextGame):
         results = self.bank.index(tool).search(query, c.results_per_search)
         self.searches[player].append((clean_text(query, 100), results))
         self.streak[player] += 1
+        self.record_tool_call(
+            player, f"search:{tool}", {"query": query}, [{"doc": doc, "text": text, "score": round(float(score), 4)} for doc, text, score in results]
+        )
 
     def _asker_move(self, move: str, rest: str, line: str) -> None:
         c = self.config
@@ -415,6 +418,9 @@ class CollabQAGame(TextGame):
             "f1": f1,
             "em": em,
         }
+
+    def outcome_label(self) -> str | None:
+        return self.outcome
 
     def metrics(self) -> dict[str, float]:
         f1, em = self.quality()

@@ -553,6 +553,15 @@ class DebateGame(TextGame):
         right = [d for d in DEBATERS if self.final_correct(d)]
         return right[0] if len(right) == 1 else None
 
+    def outcome_label(self) -> str | None:
+        if not self.is_over():
+            return None
+        if self.config.variant == "adversarial":
+            w = self.winner()
+            return f"{w} wins" if w else "draw"
+        answer = self.team_answer()
+        return "no answer" if answer is None else ("correct" if self.question.is_right(answer) else "wrong")
+
     def team_answer(self) -> str | None:
         """The judge's pick, else the agreed answer, else the more confident final answer (ties: first speaker)."""
         if self.verdict is not None:

@@ -292,6 +292,9 @@ class NegotiationGame(TextGame):
         """The mean of the two returns (forfeit penalty included)."""
         return super().group_return()
 
+    def outcome_label(self) -> str | None:
+        return self.outcome
+
     def metrics(self) -> dict[str, float]:
         deal = self.outcome == "deal"
         nan = float("nan")

@@ -270,6 +270,12 @@ class RepeatedMatrixGame(TextGame):
     def reward_components(self) -> dict[str, float]:
         return {f"payoff/{p}": r for p, r in self.returns().items()}
 
+    def outcome_label(self) -> str | None:
+        r = self.returns()
+        if r["player_0"] == r["player_1"]:
+            return "draw"
+        return f"{max(r, key=r.get)} wins"
+
     def metrics(self) -> dict[str, float]:
         h = self.history
         out: dict[str, float] = {"rounds_played": float(len(h))}

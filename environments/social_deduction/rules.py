@@ -788,6 +788,11 @@ class SocialDeductionGame(TextGame):
     def reward_components(self) -> dict[str, float]:
         return {f"{k}/{s}": v for s in self.players for k, v in self.terms(s).items()}
 
+    def outcome_label(self) -> str | None:
+        if self.winner is None:
+            return None
+        return "crew win" if self.winner == CREW else "impostor win"
+
     def metrics(self) -> dict[str, float]:
         crew_ballots = [t for m in self.meetings for s, t in m.ballots.items() if s != IMPOSTOR]
         named = [t for t in crew_ballots if t is not None]
