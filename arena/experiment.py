@@ -104,11 +104,9 @@ def run(cfg: RunConfig, console: Console | None = None, *, resume: bool = False)
 
 
 def _tracking_lost(uri: str, error: Exception) -> bool:
-    """Whether an error came from a tracking store that no longer answers."""
-    import requests
-    from mlflow.exceptions import MlflowException
-
-    return isinstance(error, (MlflowException, requests.RequestException, OSError)) and not tracking.store_answers(uri)
+    """Whether an error came from a tracking store that no longer answers (MLflow's client reports
+    one as many kinds of error: ask the store)."""
+    return not isinstance(error, (KeyboardInterrupt, ConfigError)) and not tracking.store_answers(uri)
 
 
 def _run(cfg: RunConfig, console: Console, resume: bool, holder: list[RunResult]) -> RunResult:

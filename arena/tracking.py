@@ -1,11 +1,30 @@
-"""MLflow: one run per experiment, metrics per round, one trace per sampled episode.
+"""MLflow: one run per experiment, metrics per round, episodes kept on disk and traced.
 
-An episode becomes a trace whose root span holds the matchup and the outcome
-(returns, group return, reward components, metrics) and whose child spans are
-its turns, in order (player, policy id and version, observation in, action
-out, illegal-move reason, and the token ids and sampler logprobs). The MLflow
-UI shows an episode turn by turn; :func:`episodes_from_run` reads them back
-into :class:`~arena.records.Episode` objects.
+Every episode of a round is written first to the run's directory
+(``<runs_dir>/<name>/<run_id>/episodes/``, JSON lines) and logged as an artifact;
+those :func:`arena.reporting.select_traces` picks become traces. A trace is an
+episode made searchable and scored:
+
+- tags: ``arena.game``, ``arena.entry`` (the config entry), ``arena.phase``
+  (``train`` / ``eval``), ``arena.round``, ``arena.seats`` (JSON: player ->
+  ``policy@version``), ``arena.outcome`` (the game's word: ``deal``, ``crew win``;
+  ``forfeit``), ``arena.illegal_moves``, ``arena.traced`` (why: sample, best,
+  worst, illegal, forfeit) and ``arena.episode_id``;
+- assessments (MLflow feedback, source ``CODE``/``arena``): ``return/<player>``,
+  ``group_return`` and ``reward/<component>``, so the Traces page shows them as
+  columns and ``search_traces`` filters on them (``feedback.`return/seller` >= 0.5``);
+- spans: the root holds the matchup and the outcome; one span per turn, of type
+  ``LLM`` (a model's turn), ``SCRIPTED`` (a bot's move) or ``AGENT`` (anything
+  else), with the observation in and the action out, the token ids and sampler
+  logprobs as attributes; a ``TOOL`` span under a turn for each tool the game ran
+  for it (collab_qa's searches), with the tool's result as its output.
+
+Traces are written synchronously, all of a round's spans in one batch: a
+tracking server that dies raises in the round that logs (the run then says
+where its episodes are and how to log them later: :class:`TrackingLost`,
+:func:`log_journals`), and a server that is not there fails before any work
+(:func:`check_store`). :func:`episodes_from_run` reads episodes back, filtered
+in the store (:class:`EpisodeFilter`).
 """
 
 from __future__ import annotations
@@ -141,7 +160,6 @@ def episode_tags(ep: Episode, ctx: TraceContext) -> dict[str, str]:
         "arena.entry": ctx.entry,
         "arena.phase": ctx.phase,
         "arena.round": str(ctx.round),
-        "arena.seed": str(ep.matchup.seed),
         "arena.seats": json.dumps(seat_ids(ep), separators=(",", ":")),
         "arena.illegal_moves": str(ep.illegal_moves),
     }

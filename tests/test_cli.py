@@ -61,6 +61,8 @@ def test_run_selfplay_trains_logs_episodes_and_episodes_command_reads_them(tmp_p
         selfplay,
         "episodes_per_matchup=3",
         "tracking.traces_per_round=21",
+        "tracking.trace_extremes=false",  # the sample only: tests/test_trace_inspection.py tests the other choices
+        "tracking.trace_illegal=false",
         "trainer.rounds=1",
         "trainer.groups_per_matchup=1",
         cwd=tmp_path,
