@@ -165,13 +165,21 @@ def games(
 def play(
     game: str = typer.Argument(..., help="a registered game id (see `arena games`)"),
     seat: Optional[str] = typer.Option(None, help="the player you sit in (default: the first player)"),
-    opponent: Optional[str] = typer.Option(None, help="policy id for the other seats (default: the game's first scripted bot)"),
+    opponent: Optional[str] = typer.Option(
+        None,
+        help="the policy in the other seats: scripted/BOT, random, a model directory, a checkpoint round directory or RUN_ID:policy@version "
+        "(default: the game's first scripted bot)",
+    ),
     seed: int = typer.Option(0, help="episode seed"),
+    tracking_uri: Optional[str] = typer.Option(
+        None, help="where RUN_ID:policy@version is looked up; default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db here"
+    ),
     imports: Optional[list[str]] = typer.Option(None, "--import", "-i", help="a module to import first (your game package); repeatable"),
 ) -> None:
-    """Play a game by hand against scripted bots."""
-    from arena.agents.catalog import fixed_policy_ids, make_fixed_policy
+    """Play a game by hand against scripted bots or a trained model."""
+    from arena.agents.catalog import fixed_policy_ids
     from arena.agents.human import HumanPolicy
+    from arena.crossplay import resolve_policy
     from arena.records import Matchup
     from arena.registry import make, registered_games
     from arena.rollout import play_episode
@@ -186,15 +194,123 @@ def play(
     choices = fixed_policy_ids(game)
     opponent = opponent or next((c for c in choices if c.startswith("scripted/")), "random")
     try:
-        bot = make_fixed_policy(opponent, game)
+        bot = resolve_policy(opponent, game, tracking_uri=tracking_uri)
     except ValueError as e:
         _fail(str(e))
+    model = hasattr(bot, "engine")
+    if model:
+        console.print(f"Your opponent: the model {opponent} (weights version {bot.version})", highlight=False, markup=False)
     human = HumanPolicy()
     seats = {p: (human.policy_id if p == seat else opponent) for p in players}
     ep = asyncio.run(play_episode(Matchup(game=game, seed=seed, seats=seats), {human.policy_id: human, opponent: bot}))
     console.print("\n[bold]Game over.[/bold] Returns: " + ", ".join(f"{p} {r:+.3f}" for p, r in ep.returns.items()))
     if ep.metrics:
         console.print("Metrics: " + ", ".join(f"{k} {v:.3g}" for k, v in sorted(ep.metrics.items())))
+    if model:  # what the model actually wrote, retries and illegal moves included
+        moves = [f"{t.player}: {t.action!r}" + (" (illegal)" if t.illegal else "") for t in ep.turns if t.player != seat]
+        console.print("The model's moves: " + " | ".join(moves), highlight=False, markup=False)
+
+
+def _game_kwargs(items: Optional[list[str]]) -> dict:
+    """``-o key=value`` game options; each value read as YAML (``rounds=5`` is a number, ``shuffle_labels=true`` a bool)."""
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"--option {item!r} must look like key=value, e.g. -o rounds=5")
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[key] = value
+    return out
+
+
+@app.command("crossplay")
+def crossplay_command(
+    game: str = typer.Argument(..., help="a registered game id (see `arena games`)"),
+    policies: list[str] = typer.Argument(..., help="two or more: scripted/BOT, random, a model directory, a checkpoint round directory, RUN_ID:policy@version"),
+    episodes: int = typer.Option(8, min=1, help="episodes per pairing and seating"),
+    seed: int = typer.Option(0, help="seed of the episodes (each derived from it, the pairing, the seating and its number)"),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="a game option, key=value (repeatable), e.g. -o rounds=5"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout (progress and the run id go to stderr)"),
+    log: bool = typer.Option(True, "--log/--no-log", help="log the result to MLflow (experiment 'crossplay')"),
+    tracking_uri: Optional[str] = typer.Option(None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db here"),
+    temperature: float = typer.Option(1.0, min=0.0, help="models' sampling temperature (0: greedy)"),
+    max_new_tokens: int = typer.Option(24, min=1, help="models' longest move, in tokens"),
+    device: str = typer.Option("cpu", help="where models run: cpu, cuda, cuda:1, ..."),
+    imports: Optional[list[str]] = typer.Option(None, "--import", "-i", help="a module to import first (your game package); repeatable"),
+) -> None:
+    """Play every policy against every other in every seating; rate them (OpenSkill) and show the mean-return matrix."""
+    import json
+
+    from arena.crossplay import crossplay, log_crossplay, resolve_policy
+    from arena.engines.base import SamplingParams
+    from arena.registry import make, registered_games
+    from arena.tracking import TrackingUnavailable, check_store, quiet_mlflow
+    from arena.tracking import tracking_uri as resolve
+
+    _imports(imports)
+    if game not in registered_games():
+        _fail(f"unknown game {game!r}; registered: {', '.join(registered_games())} (a game of your own: --import MODULE)")
+    twice = sorted({p for p in policies if policies.count(p) > 1})
+    if twice:
+        _fail(f"policy {', '.join(twice)} is named more than once; cross-play needs distinct policies")
+    if len(policies) < 2:
+        _fail(f"cross-play needs at least 2 distinct policies, got {len(policies)}: {', '.join(policies)}")
+    game_kwargs = _game_kwargs(option)
+    try:
+        make(game, **game_kwargs).close()
+    except (TypeError, ValueError) as e:
+        _fail(f"bad option for {game}: {e}")
+    uri = resolve(tracking_uri)
+    quiet_mlflow()
+    sampling = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
+    pool = {}
+    for spec in policies:
+        try:
+            pool[spec] = resolve_policy(spec, game, sampling=sampling, device=device, tracking_uri=uri)
+        except ValueError as e:
+            _fail(str(e))
+    if log:  # before playing: a store that cannot be used fails now, not after the episodes
+        try:
+            check_store(uri)
+        except TrackingUnavailable as e:
+            _fail(str(e))
+    out = err if as_json else console
+    result = crossplay(game, policies, episodes=episodes, seed=seed, game_kwargs=game_kwargs, policies=pool, console=out)
+    run_id = log_crossplay(result, uri) if log else None
+    if as_json:
+        print(json.dumps({**result.as_json(), "mlflow_run_id": run_id}))
+    else:
+        _crossplay_tables(result)
+    if run_id:
+        (err if as_json else console).print(f"Logged to MLflow run [bold]{run_id}[/bold] (experiment crossplay) in {uri}", highlight=False)
+
+
+def _crossplay_tables(result) -> None:
+    """The ranking (best rated first) and the mean-return matrix, rows and columns in rating order."""
+    from rich.table import Table
+
+    from arena.crossplay import short_label
+
+    order = result.ranking()
+    table = Table(title=f"Cross-play: {result.game}, {result.episodes_per_pairing} episodes per pairing and seating")
+    for name, justify in (("#", "right"), ("policy", "left"), ("mean return", "right"), ("W/D/L", "right"), ("mu ± sigma", "right"), ("ordinal", "right")):
+        table.add_column(name, justify=justify)
+    for i, p in enumerate(order, 1):
+        w, d, l = (sum(t[p].values()) for t in (result.wins, result.draws, result.losses))
+        r = result.ratings[p]
+        table.add_row(str(i), p, f"{result.mean_return(p):+.3f}", f"{w}/{d}/{l}", f"{r['mu']:.2f} ± {r['sigma']:.2f}", f"{r['ordinal']:+.2f}")
+    console.print(table)
+    matrix = Table(title="Mean return of the row policy against the column policy", caption="rows and columns by rating, best first")
+    matrix.add_column("row \\ column")
+    for c in order:
+        matrix.add_column(short_label(c, 24), justify="right")
+    for r in order:
+        matrix.add_row(short_label(r, 40), *("—" if r == c else f"{result.matrix[r][c]:+.2f}" for c in order))
+    console.print(matrix)
 
 
 def _player_values(items: Optional[list[str]], option: str) -> list[tuple[str, float]]:

@@ -124,7 +124,7 @@ class GameEntry(Section):
             if set(seats) != players:
                 raise ValueError(f"{self.id}: a matchup must seat exactly the players {sorted(players)}, got {sorted(seats)}")
             for pid in seats.values():
-                if is_model_policy(pid) or pid == SNAPSHOT:
+                if is_model_policy(pid) or pid in (SNAPSHOT, LEAGUE):
                     continue
                 try:
                     make_fixed_policy(pid, self.id)
@@ -141,6 +141,9 @@ class GameEntry(Section):
 MAIN = "main"
 #: a seat filled each round by a frozen past snapshot of the trained policy (main@<version>)
 SNAPSHOT = "snapshot"
+#: a seat filled by the league's matchmaking (the ``league`` section): a past snapshot of a trained
+#: policy, a bot or another run's checkpoint; in evaluation, the round-0 snapshot
+LEAGUE = "league"
 
 
 def is_model_policy(pid: str) -> bool:
@@ -250,6 +253,40 @@ class CriticConfig(Section):
     max_suggestions: int = Field(3, ge=1)
 
 
+class LeagueConfig(Section):
+    """A league for ``league`` seats (:mod:`arena.league`): a pool of opponents, ratings, matchmaking.
+
+    The pool of a ``league`` seat holds the past snapshots of every trained policy that sits in that
+    player's place in the game, plus ``bots`` and other runs' ``checkpoints``. Each training group
+    draws its opponent by ``matchmaking``; every episode's seats record which version sat where."""
+
+    #: add each trained policy's weights to its pool every N rounds (its round-0 weights are always there)
+    snapshot_every: int = Field(1, ge=1)
+    #: most snapshots kept per trained policy: round 0's and the newest (the oldest others go first)
+    max_snapshots: int = Field(8, ge=2)
+    #: fixed policies in the league seats' pools ("scripted/<bot>", "random"): a list for every seat,
+    #: or per player, {buyer: [scripted/fair_buyer], seller: [scripted/fair_seller]}
+    bots: list[str] | dict[str, list[str]] = Field(default_factory=list)
+
+    def bots_for(self, player: str) -> list[str]:
+        return list(self.bots.get(player, [])) if isinstance(self.bots, dict) else list(self.bots)
+
+    #: other runs' trained policies, by directory (a checkpoint's ``policies/<policy>``: any model directory)
+    checkpoints: list[str] = Field(default_factory=list)
+    #: how a group's opponent is drawn: ``uniform`` over the pool, the ``latest`` snapshot, or ``pfsp``
+    #: (prioritized fictitious self-play: weight (1 - p)^pfsp_power, p the learner's win rate against it)
+    matchmaking: Literal["uniform", "latest", "pfsp"] = "pfsp"
+    pfsp_power: float = Field(2.0, ge=0)
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _model_dirs(cls, v: list[str]) -> list[str]:
+        for d in v:
+            if not (Path(d) / "config.json").is_file():
+                raise ValueError(f"{d}: not a model directory (no config.json); a checkpoint's policy is <run>/checkpoints/round_N/policies/<policy>")
+        return v
+
+
 class RolloutConfig(Section):
     #: episodes in flight at once on the event loop
     concurrency: int = Field(64, ge=1)
@@ -320,6 +357,8 @@ class RunConfig(Section):
     cluster: ClusterConfig = ClusterConfig()
     #: set to run the critic (in-context feedback) loop instead of training
     critic: CriticConfig | None = None
+    #: the pool, matchmaking and snapshots behind ``league`` seats (ratings are kept for every run)
+    league: LeagueConfig | None = None
     #: where checkpoints go: <runs_dir>/<name>/
     runs_dir: str = "arena_runs"
 
@@ -366,6 +405,31 @@ class RunConfig(Section):
                 raise ValueError(f"cluster.mode=ray does not run trainer.recipe={self.trainer.recipe}: use cluster.mode=local")
             if self.critic is not None:
                 raise ValueError("cluster.mode=ray plays and trains on a cluster; the critic loop runs with cluster.mode=local")
+        return self
+
+    @model_validator(mode="after")
+    def _league_seats_have_a_league(self) -> RunConfig:
+        seated = [(g, player) for g in self.games for seats in g.matchups for player, pid in seats.items() if pid == LEAGUE]
+        if not seated:
+            return self
+        if self.league is None:
+            raise ValueError(f"{seated[0][0].label}: a 'league' seat needs a `league:` section (its pool and matchmaking)")
+        if self.cluster.mode != "local":
+            raise ValueError("league seats run with cluster.mode=local")
+        from arena.agents.catalog import make_fixed_policy
+
+        for g, player in seated:
+            for bot in self.league.bots_for(player):
+                try:
+                    make_fixed_policy(bot, g.id)
+                except ValueError as e:
+                    raise ValueError(f"league.bots: {e}") from None
+            trained_here = any(is_model_policy(seats[player]) for seats in g.matchups)
+            if not (trained_here or self.league.bots_for(player) or self.league.checkpoints):
+                raise ValueError(
+                    f"{g.label}: the league seat {player!r} has an empty pool: seat a trained policy as {player!r} in another matchup, "
+                    "or list league.bots or league.checkpoints"
+                )
         return self
 
     @model_validator(mode="after")

@@ -33,11 +33,13 @@ import torch
 from rich.console import Console
 
 from arena import checkpoint, tracking
+from arena.agents.catalog import make_fixed_policy
 from arena.config import SNAPSHOT, ConfigError, RunConfig, dump_config, is_model_policy
 from arena.critic_loop import run_critic_loop
+from arena.league import League
 from arena.records import Episode, Matchup
 from arena.registry import ReportInput, spec
-from arena.reporting import RunResult, before_after_table, log_reward_curve, log_traces, round_metrics, summary_table
+from arena.reporting import RunResult, before_after_table, log_reward_curve, log_traces, ratings_table, round_metrics, summary_table
 from arena.runtime import ModelPolicies, choose_snapshot, load_model_policies, make_runtime, policy_pools
 from arena.seeds import EVAL, TRAIN, derive_seed
 from arena.trainers.advantages import RoleBaseline
@@ -124,27 +126,28 @@ def _run(cfg: RunConfig, console: Console, resume: bool, holder: list[RunResult]
     models = load_model_policies(cfg, console, runtime)
     pools = policy_pools(cfg, models)
     baselines = {pid: RoleBaseline(decay=t.baseline_decay) for pid in (models.learners if models else {})} if t.baseline != "none" else {}
+    league = League(cfg, models.learners if models else None)
     started = time.perf_counter()
 
     with runtime, mlflow.start_run(run_id=state.get("run_id"), run_name=None if state else (cfg.tracking.run_name or cfg.name)) as active:
         result = RunResult(run_id=active.info.run_id, run_dir=checkpoint.run_dir(cfg.runs_dir, cfg.name) / active.info.run_id)
         holder.append(result)
         logged = _logged_steps(result.run_id)
-        start_round = _start(cfg, result, state, ckpt, models, baselines, console)
+        start_round = _start(cfg, result, state, ckpt, models, baselines, league, console)
 
         # 2. evaluate
         matchups, result.labels = eval_matchups(cfg)
         if state.get("before_done") or (state and recipe is None):
             result.before = [Episode.model_validate(e) for e in state.get("before", [])]
         else:
-            result.before, traced = _evaluate(cfg, result, runtime, models, pools, matchups, console, step=0, tag="before" if recipe else "eval")
+            result.before, traced = _evaluate(cfg, result, runtime, models, pools, league, matchups, console, step=0, tag="before" if recipe else "eval")
             result.traces_logged += traced
             if recipe is not None:  # round 0's checkpoint: a run killed in its first round resumes too
-                _save(cfg, result, 0, models, baselines)
+                _save(cfg, result, 0, models, baselines, league)
 
         # 3. train
         for r in range(start_round, t.rounds if recipe else 0):
-            metrics, episodes, labels = _train_round(cfg, recipe, r, runtime, models, pools, baselines, console)
+            metrics, episodes, labels = _train_round(cfg, recipe, r, runtime, models, pools, baselines, league, console)
             # Log before checkpointing: a kill in between re-runs this round on resume, which then
             # finds its metrics already logged (same values: the round is deterministic) and skips them.
             if r not in logged:  # episodes first: they reach the disk before anything goes to the store
@@ -155,21 +158,25 @@ def _run(cfg: RunConfig, console: Console, resume: bool, holder: list[RunResult]
             done = r + 1
             if done % t.checkpoint_every == 0 or done == t.rounds:
                 tick = time.perf_counter()
-                _save(cfg, result, done, models, baselines)
+                _save(cfg, result, done, models, baselines, league)
                 mlflow.log_metric("time/checkpoint_s", time.perf_counter() - tick, step=r)
             result.rounds_done = done
 
         # 4. evaluate again, and each game's report
         if recipe is not None:
-            result.after, traced = _evaluate(cfg, result, runtime, models, pools, matchups, console, step=t.rounds, tag="after")
+            result.after, traced = _evaluate(cfg, result, runtime, models, pools, league, matchups, console, step=t.rounds, tag="after")
             result.traces_logged += traced
             log_reward_curve(result.run_id, cfg.name)
+        league.log_rating_curve(cfg.name)
+        result.ratings = league.ratings
         reports = game_reports(cfg, result)
         tracking.flush_traces()
         result.seconds = time.perf_counter() - started
         mlflow.log_metric("run/seconds", result.seconds)
 
     console.print(before_after_table(result) if recipe is not None else summary_table(result.before, result.labels))
+    if league.active:
+        console.print(ratings_table(league.ratings))
     for renderable in reports:
         console.print(renderable)
     n = len(result.before) + len(result.after)
@@ -180,12 +187,15 @@ def _run(cfg: RunConfig, console: Console, resume: bool, holder: list[RunResult]
     return result
 
 
-def _start(cfg: RunConfig, result: RunResult, state: dict, ckpt: Path | None, models: ModelPolicies | None, baselines: dict, console: Console) -> int:
+def _start(
+    cfg: RunConfig, result: RunResult, state: dict, ckpt: Path | None, models: ModelPolicies | None, baselines: dict, league: League, console: Console
+) -> int:
     """Log the config of a new run (and return 0), or restore a resumed one (and return its next round)."""
     import mlflow
 
     if state:
         start_round = _restore(state, ckpt, models, baselines)
+        league.load(state.get("league", {}), ckpt)
         console.print(f"Resuming MLflow run [bold]{result.run_id}[/bold] after round {start_round} from {ckpt}")
         return start_round
     mlflow.log_text(dump_config(cfg), "config.yaml")
@@ -198,7 +208,7 @@ def _start(cfg: RunConfig, result: RunResult, state: dict, ckpt: Path | None, mo
 
 
 def _train_round(
-    cfg: RunConfig, recipe: Any, r: int, runtime: Any, models: ModelPolicies, pools: dict, baselines: dict, console: Console
+    cfg: RunConfig, recipe: Any, r: int, runtime: Any, models: ModelPolicies, pools: dict, baselines: dict, league: League, console: Console
 ) -> tuple[dict[str, float], list[Episode], list[str]]:
     """One round: play (the recipe's way), learn, sync. Returns the round's metrics, episodes and their entries' labels."""
     t = cfg.trainer
@@ -207,6 +217,9 @@ def _train_round(
     snapshot_id = choose_snapshot(cfg, models, r)
     pools_r = {g: {**p, snapshot_id: models.snapshot} if models.snapshot else p for g, p in pools.items()}
     matchups, labels = train_matchups(cfg, r, snapshot_id)
+    matchups = league.seat_training(matchups, r)
+    for game, extra in league.policies(matchups, models.make_agent, make_fixed_policy).items():
+        pools_r[game] = {**pools_r[game], **extra}
     tokens0 = _completion_tokens(models)
     ctx = RoundContext(
         round_index=r,
@@ -236,7 +249,10 @@ def _train_round(
         metrics.update(runtime.sync(pid, models.agents[pid].engine, learner))
     if models.snapshot is not None and (r + 1) % t.snapshot_every == 0 and "main" in models.learners:
         models.pool[models.learners["main"].version] = {k: v.detach().clone() for k, v in models.learners["main"].model.state_dict().items()}
+    league.record(played.episodes)
+    league.snapshot(r + 1, models.learners)
     phase["sync_s"] = time.perf_counter() - tick
+    metrics.update(league.rate(played.episodes, r))
 
     metrics.update({f"time/{k}": v for k, v in phase.items()})
     metrics["train/round"] = float(r)
@@ -302,7 +318,7 @@ def _checkpoint_to_resume(cfg: RunConfig) -> Path:
     return newest
 
 
-def _save(cfg: RunConfig, result: RunResult, done: int, models: ModelPolicies, baselines: dict) -> None:
+def _save(cfg: RunConfig, result: RunResult, done: int, models: ModelPolicies, baselines: dict, league: League) -> None:
     state = {
         "run_id": result.run_id,
         "rounds_done": done,
@@ -312,9 +328,11 @@ def _save(cfg: RunConfig, result: RunResult, done: int, models: ModelPolicies, b
         "before_done": True,
         "before": [e.model_dump(mode="json") for e in result.before],
         "config": cfg.model_dump(mode="json"),
+        "league": league.state_dict(),
     }
     directory = result.run_dir / "checkpoints" / f"round_{done:05d}"
     checkpoint.save(directory, state, models.learners, models.tokenizer)
+    league.save(directory)
     if models.pool:
         torch.save(models.pool, directory.parent / "snapshot_pool.pt")
 
@@ -347,6 +365,7 @@ def _evaluate(
     runtime: Any,
     models: ModelPolicies | None,
     pools: dict,
+    league: League,
     matchups: list[Matchup],
     console: Console,
     *,
@@ -365,6 +384,9 @@ def _evaluate(
         models.snapshot.engine.update_weights(models.pool[0], 0)
         models.snapshot.policy_id = "main@0"
         eval_pools = {g: {**p, SNAPSHOT: models.snapshot} for g, p in pools.items()}
+    matchups = league.seat_evaluation(matchups)
+    for game, extra in league.policies(matchups, models.make_agent if models else None, make_fixed_policy).items():
+        eval_pools = {**eval_pools, game: {**eval_pools[game], **extra}}
     episodes = runtime.play(matchups, eval_pools, [f"{tag}-{i:05d}" for i in range(len(matchups))], console, f"evaluation ({tag})", step=step, tag=tag)
     seconds = time.perf_counter() - t0
     metrics = {f"eval/{k}": v for k, v in round_metrics(episodes, labels).items()}
@@ -372,6 +394,7 @@ def _evaluate(
     metrics["eval/episodes_per_s"] = len(episodes) / seconds
     if models is not None:
         metrics["eval/tokens_per_s"] = (_completion_tokens(models) - tokens0) / seconds
+    metrics.update(league.rate(episodes, step))
     traced = log_traces(episodes, labels, step, f"eval/{tag}.jsonl", phase="eval", seed=cfg.seed, tracking_cfg=cfg.tracking, run_dir=result.run_dir)
     mlflow.log_metrics(metrics, step=step)
     return episodes, traced

@@ -24,7 +24,8 @@ from arena.records import Matchup
 from arena.registry import make, spec
 from arena.rollout import play_many
 from arena.tiny import TinyModelConfig, cached_tiny_model, default_cache_dir
-from arena.warm_start import WARM_STARTS, WarmStartRequest, build_warm_start, game_ids
+from arena.warm_start import WarmStartRequest, build_warm_start, game_ids
+from arena.warm_start import warm_start as warm_start_recipe
 
 if TYPE_CHECKING:
     from arena.config import RunConfig
@@ -89,7 +90,7 @@ def resolve_model_path(
         return path
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     ids = game_ids(games)
-    if warm_start is not None and WARM_STARTS[warm_start.recipe].own_base:
+    if warm_start is not None and warm_start_recipe(warm_start.recipe).own_base:
         return str(build_warm_start(WarmStartRequest(tiny=tiny, config=warm_start, cache_dir=cache, games=ids)))
     if not ids:
         raise ValueError("the tiny model needs the run's games: its tokenizer is trained on their text")

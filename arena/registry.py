@@ -123,7 +123,9 @@ class GameSpec:
     - ``evaluate(EvalRequest, console)``: the game's ``arena eval`` (raise ValueError for bad input);
     - ``check_entry(entry, run_config)``: config-time checks of one game entry (raise ValueError);
     - ``tree``: scoring and labels for tree branching (DPO from trees);
-    - ``feedback_filter(text) -> (text, n_cut)``: what the critic loop's feedback may not say.
+    - ``feedback_filter(text) -> (text, n_cut)``: what the critic loop's feedback may not say;
+    - ``teams(episode) -> [[player, ...], ...]``: the sides of an episode for ratings (players who
+      share a reward); default: every player a side of its own (:mod:`arena.ratings`).
     """
 
     id: str
@@ -139,6 +141,7 @@ class GameSpec:
     check_entry: Callable[[Any, Any], None] | None = None
     tree: TreeHooks | None = None
     feedback_filter: Callable[[str], tuple[str, int]] | None = None
+    teams: Callable[[Any], list[list[str]]] | None = None
 
     def load(self) -> Callable[..., AECEnv]:
         return _resolve(self.entry_point)
@@ -178,6 +181,7 @@ def register(
     check_entry: Callable[[Any, Any], None] | None = None,
     tree: TreeHooks | None = None,
     feedback_filter: Callable[[str], tuple[str, int]] | None = None,
+    teams: Callable[[Any], list[list[str]]] | None = None,
     override: bool = False,
 ) -> GameSpec:
     """Register a game under a versioned id such as ``negotiation-v0``.
@@ -214,6 +218,7 @@ def register(
         check_entry=check_entry,
         tree=tree,
         feedback_filter=feedback_filter,
+        teams=teams,
     )
     old = _REGISTRY.get(id)
     if old is not None and not override:

@@ -32,6 +32,8 @@ class RunResult:
     traces_logged: int = 0
     seconds: float = 0.0
     run_dir: Path | None = None
+    #: the ratings of every policy version that played (arena.ratings.Ratings)
+    ratings: Any = None
 
 
 def metric_name(key: str) -> str:
@@ -160,6 +162,16 @@ def log_reward_curve(run_id: str, title: str) -> None:
     fig.tight_layout()
     mlflow.log_figure(fig, "reward_curve.png")
     plt.close(fig)
+
+
+def ratings_table(ratings: Any, limit: int = 20) -> Table:
+    """The best-rated policy versions: OpenSkill mu ± sigma and the ordinal (mu - 3 sigma) they are sorted by."""
+    table = Table(title=f"Ratings (OpenSkill, {ratings.episodes} rated episodes)")
+    for col in ("policy", "mu ± sigma", "ordinal", "episodes"):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    for key, r in ratings.ranked()[:limit]:
+        table.add_row(key, f"{r.mu:.2f} ± {r.sigma:.2f}", f"{r.ordinal:.2f}", str(r.games))
+    return table
 
 
 def trace_score(ep: Episode) -> float:

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from arena.agents.base import Policy
 from arena.agents.catalog import make_fixed_policy
 from arena.agents.llm import LLMAgent
-from arena.config import SNAPSHOT, ClusterConfig, EngineConfig, ModelConfig, RolloutConfig, RunConfig, TrainerConfig, is_model_policy
+from arena.config import LEAGUE, SNAPSHOT, ClusterConfig, EngineConfig, ModelConfig, RolloutConfig, RunConfig, TrainerConfig, is_model_policy
 from arena.engines.base import SamplingParams
 from arena.records import Episode, Matchup
 from arena.rollout import play_many
@@ -39,6 +39,8 @@ class ModelPolicies:
     snapshot: LLMAgent | None = None
     #: version -> weights of past snapshots of "main", served to "snapshot" seats
     pool: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    #: a new engine-backed agent: (policy id, model directory or None for the run's model)
+    make_agent: Callable[[str, str | None], LLMAgent] | None = None
 
     @property
     def trained(self) -> bool:
@@ -143,8 +145,8 @@ def load_model_policies(cfg: RunConfig, console: Console, runtime: Any = None) -
 
     runtime = runtime or LocalRuntime.for_run(cfg)
 
-    def agent(policy_id: str) -> LLMAgent:
-        engine = runtime.engine(policy_id, path)
+    def agent(policy_id: str, model_path: str | None = None) -> LLMAgent:
+        engine = runtime.engine(policy_id, model_path or path)
         return LLMAgent(engine, policy_id, sampling=sampling, history_turns=cfg.agent.history_turns, max_prompt_tokens=cfg.agent.max_prompt_tokens)
 
     agents = {pid: agent(pid) for pid in ids}
@@ -156,7 +158,7 @@ def load_model_policies(cfg: RunConfig, console: Console, runtime: Any = None) -
             learners[pid] = runtime.learner(
                 learner_class, model, pad_id=tokenizer.pad_token_id, max_len=cfg.agent.max_prompt_tokens + cfg.sampling.max_new_tokens, name=pid
             )
-    policies = ModelPolicies(agents=agents, learners=learners, tokenizer=tokenizer)
+    policies = ModelPolicies(agents=agents, learners=learners, tokenizer=tokenizer, make_agent=agent)
     if any(pid == SNAPSHOT for g in cfg.games for seats in g.matchups for pid in seats.values()):
         policies.snapshot = agent("main@0")
         policies.pool[0] = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(cfg.model.dtype)).state_dict()
@@ -174,7 +176,7 @@ def policy_pools(cfg: RunConfig, models: ModelPolicies | None) -> dict[str, dict
         pool = pools.setdefault(game.id, {})
         for seats in game.matchups:
             for pid in seats.values():
-                if pid in pool or pid == SNAPSHOT:
+                if pid in pool or pid in (SNAPSHOT, LEAGUE):
                     continue
                 pool[pid] = models.agents[pid] if is_model_policy(pid) else make_fixed_policy(pid, game.id)
     return pools

@@ -12,6 +12,8 @@ import numpy as np
 
 #: seed-path tags: evaluation and training episodes (and critic-loop games) never share seeds
 EVAL, TRAIN, CRITIC = 0, 1, 2
+#: seed-path tag of `arena crossplay` episodes (pairings of saved policies, outside any run)
+CROSSPLAY = 3
 
 
 def derive_seed(seed: int, *path: int) -> int:

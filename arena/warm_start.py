@@ -79,6 +79,12 @@ def warm_start_config(value: Any) -> pydantic.BaseModel | None:
     return WARM_STARTS[name].config.model_validate({**value, "recipe": name})
 
 
+def warm_start(name: str) -> WarmStart:
+    """A registered warm-start recipe by name (the built-in one included)."""
+    _builtin()
+    return WARM_STARTS[name]
+
+
 def build_warm_start(request: WarmStartRequest) -> Path:
     _builtin()
     return WARM_STARTS[request.config.recipe].build(request)

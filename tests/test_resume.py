@@ -1,7 +1,9 @@
-"""A training run killed with SIGKILL resumes from its last checkpoint and ends exactly where an uninterrupted run ends."""
+"""A training run killed with SIGKILL resumes from its last checkpoint and ends exactly where an uninterrupted run ends:
+the same weights, and the same league (snapshot pool, matchmaking results, ratings)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -26,6 +28,8 @@ games:
     kwargs: {rounds: 3}
     matchups:
       - {player_0: main, player_1: scripted/tit_for_tat}
+      - {player_0: league, player_1: main}
+league: {bots: [scripted/always_defect], snapshot_every: 1, max_snapshots: 3, matchmaking: pfsp}
 trainer:
   recipe: pg
   rounds: 5
@@ -42,6 +46,11 @@ def _run(cwd: Path, env: dict, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [ARENA, "run", "config.yaml", *extra], cwd=cwd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
+
+
+def _final_checkpoint(cwd: Path) -> Path:
+    (ckpt,) = sorted(cwd.glob("arena_runs/resume_check/*/checkpoints/round_00005"))
+    return ckpt
 
 
 def _final_weights(cwd: Path) -> dict[str, torch.Tensor]:
@@ -87,6 +96,15 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(workdirs):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs between the resumed and the uninterrupted run"
+
+    # the league: pool versions (round 0's kept, the oldest others dropped past 3), PFSP results, ratings
+    league = [json.loads(_final_checkpoint(d).joinpath("state.json").read_text())["league"] for d in (killed, straight)]
+    assert league[0] == league[1]
+    assert league[0]["pool_versions"] == {"main": [0, 4, 5]}
+    assert sum(sum(v) for v in league[0]["results"]["main"].values()) == 5 * 2 * 2 * 2  # every training episode: 5 rounds, 2 seatings, 2x2
+    assert "main@4" in league[0]["ratings"]["table"] and "scripted/always_defect" in league[0]["ratings"]["table"]
+    pools = [torch.load(_final_checkpoint(d) / "league_pool.pt", weights_only=True) for d in (killed, straight)]
+    assert all(torch.equal(pools[0]["main"][v][k], pools[1]["main"][v][k]) for v in (0, 4, 5) for k in pools[0]["main"][v])
 
     mlflow.set_tracking_uri(f"sqlite:///{killed / 'mlflow.db'}")
     client = MlflowClient()

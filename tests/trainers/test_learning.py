@@ -9,6 +9,8 @@ The full measurements (more rounds, 3 seeds, 95% intervals) are
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 from conftest import MODEL_GAMES
@@ -192,7 +194,8 @@ def _episodes_artifact(cfg: RunConfig, run_id: str, path: str):
 
     mlflow.set_tracking_uri(cfg.tracking.uri)
     text = mlflow.artifacts.load_text(f"runs:/{run_id}/episodes/{path}")
-    return [Episode.from_json(line) for line in text.splitlines() if line]
+    # one JSON object a line: where the episode was played, why it was traced, and the episode
+    return [Episode.model_validate(json.loads(line)["episode"]) for line in text.splitlines() if line]
 
 
 def test_snapshot_seats_play_past_versions_and_turns_record_weight_versions(tmp_path, arena_home):
