@@ -130,10 +130,12 @@ def _model_policy(spec: str, model_dir: Path, version: int, *, sampling: Any, de
 
 
 def run_checkpoint(run_id: str, policy: str, version: int, *, tracking_uri: str | None = None) -> Path:
-    """The model directory of ``policy`` at weight ``version`` in MLflow run ``run_id``'s local checkpoints.
+    """The model directory of ``policy`` at weight ``version`` in MLflow run ``run_id``'s local checkpoints,
+    or in its league's snapshot pool.
 
     The run's logged ``config.yaml`` gives ``runs_dir`` and ``name``; its checkpoints are
-    ``<runs_dir>/<name>/<run_id>/checkpoints/round_*/``, each with ``state.json`` saying the versions.
+    ``<runs_dir>/<name>/<run_id>/checkpoints/round_*/``, each with ``state.json`` saying the versions
+    (and, in a league run, ``league_pool.pt`` holding the pool's past versions).
     """
     import yaml
     from mlflow.exceptions import MlflowException
@@ -165,12 +167,45 @@ def run_checkpoint(run_id: str, policy: str, version: int, *, tracking_uri: str 
         if policy in saved and (d / "policies" / policy_dirname(policy) / "config.json").is_file():
             seen[int(saved[policy])] = d  # the latest round with that version
     if version not in seen:
+        snapshot = _league_snapshot(rounds, policy, version)
+        if snapshot is not None:
+            return snapshot
         if not seen:
             policies = sorted({pid for d in rounds for pid in read_state(d).get("versions", {})})
             raise ValueError(f"run {run_id} has no policy {policy!r} in its checkpoints under {root}; its policies: {', '.join(policies) or 'none'}")
         have = ", ".join(f"{policy}@{v} ({seen[v].name})" for v in sorted(seen))
         raise ValueError(f"run {run_id} has no checkpoint of {policy}@{version}; the versions it has under {root}: {have}")
     return seen[version] / "policies" / policy_dirname(policy)
+
+
+def _league_snapshot(rounds: list[Path], policy: str, version: int) -> Path | None:
+    """A past version kept only in a league's snapshot pool (``league_pool.pt`` of the newest checkpoint
+    holding it), written once as a model directory next to the checkpoints (``league_snapshots/``)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    from arena.checkpoint import policy_dirname
+    from arena.league import POOL_FILE
+
+    for d in reversed(rounds):
+        pool_file, base = d / POOL_FILE, d / "policies" / policy_dirname(policy)
+        if not (pool_file.is_file() and (base / "config.json").is_file()):
+            continue
+        pool = torch.load(pool_file, weights_only=True)
+        if version not in pool.get(policy, {}):
+            continue
+        out = d.parent.parent / "league_snapshots" / f"{policy_dirname(policy)}@{version}"
+        if not (out / "model.safetensors").is_file():
+            tmp = out.with_name(out.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(base, tmp, ignore=shutil.ignore_patterns("optimizer.pt", "*.safetensors"))
+            save_file({k: v.contiguous() for k, v in pool[policy][version].items()}, str(tmp / "model.safetensors"))
+            shutil.rmtree(out, ignore_errors=True)
+            tmp.rename(out)
+        return out
+    return None
 
 
 @contextlib.contextmanager

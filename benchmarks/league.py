@@ -9,7 +9,7 @@ Reported per variant, over seeds (95% t-intervals, per-seed values): the latest 
 and its round-0 self's, their gap, and the latest policy's mean return (both roles) against its
 round-0 self and against the bots, before and after training. Prints one JSON object.
 
-    python benchmarks/league.py [--seeds 0 1 2] [--rounds 12] [--variants pfsp uniform] [--per-role]
+    python benchmarks/league.py [--seeds 0 1 2] [--rounds 12] [--groups 4] [--variants pfsp uniform] [--per-role]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from arena.experiment import run
 NEG = "negotiation-v0"
 
 
-def config(seed: int, rounds: int, matchmaking: str, per_role: bool, workdir: Path) -> dict[str, Any]:
+def config(seed: int, rounds: int, matchmaking: str, per_role: bool, workdir: Path, groups: int = 4) -> dict[str, Any]:
     seller, buyer = ("main/seller", "main/buyer") if per_role else ("main", "main")
     return {
         "name": f"league_{matchmaking}_{'per_role' if per_role else 'shared'}_s{seed}",
@@ -56,7 +56,7 @@ def config(seed: int, rounds: int, matchmaking: str, per_role: bool, workdir: Pa
             "max_snapshots": 6,
             "bots": {"buyer": ["scripted/fair_buyer", "scripted/hard_buyer"], "seller": ["scripted/fair_seller", "scripted/hard_seller"]},
         },
-        "trainer": {"recipe": "pg", "rounds": rounds, "group_size": 4, "groups_per_matchup": 4, "advantage": "group_mean", "lr": 1e-3, "kl_coef": 0.02},
+        "trainer": {"recipe": "pg", "rounds": rounds, "group_size": 4, "groups_per_matchup": groups, "advantage": "group_mean", "lr": 1e-3, "kl_coef": 0.02},
         "tracking": {"uri": f"sqlite:///{workdir / 'mlflow.db'}", "experiment": "league_benchmark", "traces_per_round": 4},
     }
 
@@ -67,9 +67,9 @@ def trained_return(episodes, labels, entry: str, trained: set[str]) -> float:
     return float(np.mean(values))
 
 
-def one_seed(seed: int, rounds: int, matchmaking: str, per_role: bool) -> dict[str, Any]:
+def one_seed(seed: int, rounds: int, matchmaking: str, per_role: bool, groups: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = RunConfig.model_validate(config(seed, rounds, matchmaking, per_role, Path(tmp)))
+        cfg = RunConfig.model_validate(config(seed, rounds, matchmaking, per_role, Path(tmp), groups))
         tick = time.perf_counter()
         result = run(cfg, Console(quiet=True))
         minutes = (time.perf_counter() - tick) / 60
@@ -111,10 +111,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--variants", nargs="+", default=["pfsp", "uniform"], choices=["pfsp", "uniform", "latest"])
     parser.add_argument("--per-role", action="store_true", help="one policy per role (main/seller, main/buyer) instead of one shared policy")
+    parser.add_argument("--groups", type=int, default=4, help="training groups of 4 episodes per seating and round")
     args = parser.parse_args()
-    out: dict[str, Any] = {"game": NEG, "rounds": args.rounds, "seeds": args.seeds, "per_role": args.per_role, "machine": platform.platform()}
+    out: dict[str, Any] = {
+        "game": NEG,
+        "rounds": args.rounds,
+        "groups_per_matchup": args.groups,
+        "seeds": args.seeds,
+        "per_role": args.per_role,
+        "machine": platform.platform(),
+    }
     for variant in args.variants:
-        per_seed = [one_seed(s, args.rounds, variant, args.per_role) for s in args.seeds]
+        per_seed = [one_seed(s, args.rounds, variant, args.per_role, args.groups) for s in args.seeds]
         summary = {
             key: interval([p[key] for p in per_seed])
             for key in ("rating_gap_mu", "return_vs_round0_before", "return_vs_round0_after", "return_vs_bots_before", "return_vs_bots_after")

@@ -12,9 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
+from safetensors.torch import load_file
 
-from arena.crossplay import crossplay, crossplay_matchups, log_crossplay, rating_metric_names, resolve_policy
+from arena.crossplay import crossplay, crossplay_matchups, log_crossplay, rating_metric_names, resolve_policy, run_checkpoint
 
 ARENA = str(Path(sys.executable).with_name("arena"))
 PD_BOTS = ["scripted/always_defect", "scripted/tit_for_tat", "scripted/random", "scripted/always_cooperate"]
@@ -171,6 +173,14 @@ def test_resolve_policy_finds_a_runs_checkpoint_and_names_what_exists(tmp_path, 
     by_round = resolve_policy(str(round_dir), game)  # a round with one policy: that one, at the checkpoint's version
     assert by_round.version == 1 and Path(by_round.policy_id) == round_dir
     assert resolve_policy(str(warm_model_dir), game).version == 0  # a model directory outside a checkpoint
+
+    # a version a league kept only in its snapshot pool: written out once as a model directory
+    weights = load_file(str(warm_model_dir / "model.safetensors"))
+    torch.save({"main": {0: weights, 7: {k: v + 0.5 for k, v in weights.items()}}}, round_dir / "league_pool.pt")
+    assert run_checkpoint(run_id, "main", 7).parts[-2:] == ("league_snapshots", "main@7")
+    pooled = resolve_policy(f"{run_id}:main@7", game)
+    embed = next(k for k in weights if "embed" in k)
+    assert pooled.version == 7 and torch.equal(pooled.engine.model.state_dict()[embed], weights[embed] + 0.5)
 
     shutil.copytree(warm_model_dir, round_dir / "policies" / "main__seller")
     with pytest.raises(ValueError, match=r"holds 2 policies; name one by its directory:\n .*policies/main\n .*policies/main__seller"):
