@@ -150,12 +150,15 @@ class League:
         return candidates[0]
 
     def policies(self, matchups: list[Matchup], make_agent: Callable[[str, str | None], Any], make_bot: Callable[[str, str], Any]) -> dict[str, dict[str, Any]]:
-        """The opponents these matchups seat, per game id: snapshot agents with their weights loaded, bots, checkpoints."""
+        """The league opponents these matchups seat, per game id: snapshot agents with their weights loaded,
+        bots, checkpoints. (A ``snapshot`` seat's ``main@<v>`` is not the league's: its engine is the run's.)"""
         out: dict[str, dict[str, Any]] = defaultdict(dict)
+        if not self.active:
+            return out
         for m in matchups:
             for key in m.seats.values():
                 pid, version = split_key(key)
-                if version is not None:
+                if version is not None and version in self.pools.get(pid, {}):
                     out[m.game][key] = self._snapshot_agent(key, pid, version, make_agent)
                 elif self.config is not None and key in self.config.checkpoints:
                     if key not in self._agents:
