@@ -1,15 +1,15 @@
 """Does a league make self-play improve? Negotiation self-play with a rated opponent pool.
 
-The warm-started tiny model plays both roles of ``negotiation-v0`` against ``league`` seats: each
-training group draws its opponent from a growing pool of the policy's own past snapshots plus the
-scripted bots of that role, by prioritized fictitious self-play (``pfsp``) or uniformly
+The warm-started tiny model, one policy per role (or one shared, ``--shared``), plays ``negotiation-v0``
+against ``league`` seats: each training group draws its opponent from a growing pool of the other
+role's past snapshots plus the scripted bots of that role, by prioritized fictitious self-play (``pfsp``) or uniformly
 (``uniform``, the comparison). Every evaluated and trained episode updates OpenSkill ratings.
 
 Reported per variant, over seeds (95% t-intervals, per-seed values): the latest policy's rating
 and its round-0 self's, their gap, and the latest policy's mean return (both roles) against its
 round-0 self and against the bots, before and after training. Prints one JSON object.
 
-    python benchmarks/league.py [--seeds 0 1 2] [--rounds 12] [--groups 4] [--variants pfsp uniform] [--per-role]
+    python benchmarks/league.py [--seeds 0 1 2] [--rounds 20] [--groups 8] [--variants pfsp uniform] [--shared]
 """
 
 from __future__ import annotations
@@ -108,21 +108,21 @@ def interval(values: list[float]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--variants", nargs="+", default=["pfsp", "uniform"], choices=["pfsp", "uniform", "latest"])
-    parser.add_argument("--per-role", action="store_true", help="one policy per role (main/seller, main/buyer) instead of one shared policy")
-    parser.add_argument("--groups", type=int, default=4, help="training groups of 4 episodes per seating and round")
+    parser.add_argument("--shared", action="store_true", help="one policy for both roles instead of one per role (main/seller, main/buyer)")
+    parser.add_argument("--groups", type=int, default=8, help="training groups of 4 episodes per seating and round")
     args = parser.parse_args()
     out: dict[str, Any] = {
         "game": NEG,
         "rounds": args.rounds,
         "groups_per_matchup": args.groups,
         "seeds": args.seeds,
-        "per_role": args.per_role,
+        "per_role": not args.shared,
         "machine": platform.platform(),
     }
     for variant in args.variants:
-        per_seed = [one_seed(s, args.rounds, variant, args.per_role, args.groups) for s in args.seeds]
+        per_seed = [one_seed(s, args.rounds, variant, not args.shared, args.groups) for s in args.seeds]
         summary = {
             key: interval([p[key] for p in per_seed])
             for key in ("rating_gap_mu", "return_vs_round0_before", "return_vs_round0_after", "return_vs_bots_before", "return_vs_bots_after")
