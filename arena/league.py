@@ -105,28 +105,20 @@ class League:
     # ----- seating -----------------------------------------------------------------------------
     def seat_training(self, matchups: list[Matchup], round_index: int) -> list[Matchup]:
         """Fill each group's league seats by matchmaking (one draw per group and seat)."""
-        if not self.active:
-            return matchups
-        index = {g.id: [i for i, e in enumerate(self.cfg.games) if e.id == g.id] for g in self.cfg.games}
-        out = []
-        for m in matchups:
-            if LEAGUE not in m.seats.values():
-                out.append(m)
-                continue
-            gi = self._entry(m, index)
+
+        def draw(m: Matchup, k: int, pool: list[str]) -> str:
             learners = sorted({pid for pid in m.seats.values() if is_model_policy(pid)})
-            seats = dict(m.seats)
-            for k, (player, pid) in enumerate(sorted(m.seats.items())):
-                if pid != LEAGUE:
-                    continue
-                pool = self.pool(gi, player)
-                rng = np.random.default_rng([self.cfg.seed, TRAIN, round_index, m.seed, k, 0x1EA6])
-                seats[player] = pool[int(rng.choice(len(pool), p=self.weights(learners, pool)))]
-            out.append(m.model_copy(update={"seats": seats}))
-        return out
+            rng = np.random.default_rng([self.cfg.seed, TRAIN, round_index, m.seed, k, 0x1EA6])
+            return pool[int(rng.choice(len(pool), p=self.weights(learners, pool)))]
+
+        return self._fill(matchups, draw)
 
     def seat_evaluation(self, matchups: list[Matchup]) -> list[Matchup]:
         """League seats in evaluation: the round-0 snapshot of the seat's trained policy (else the first bot or checkpoint)."""
+        return self._fill(matchups, lambda m, k, pool: pool[0])
+
+    def _fill(self, matchups: list[Matchup], choose: Callable[[Matchup, int, list[str]], str]) -> list[Matchup]:
+        """Each matchup with its league seats filled by ``choose(matchup, seat index, pool)`` (seats in name order)."""
         if not self.active:
             return matchups
         index = {g.id: [i for i, e in enumerate(self.cfg.games) if e.id == g.id] for g in self.cfg.games}
@@ -136,7 +128,10 @@ class League:
                 out.append(m)
                 continue
             gi = self._entry(m, index)
-            seats = {p: (self.pool(gi, p)[0] if pid == LEAGUE else pid) for p, pid in m.seats.items()}
+            seats = dict(m.seats)
+            for k, (player, pid) in enumerate(sorted(m.seats.items())):
+                if pid == LEAGUE:
+                    seats[player] = choose(m, k, self.pool(gi, player))
             out.append(m.model_copy(update={"seats": seats}))
         return out
 
