@@ -294,3 +294,34 @@ def test_a_server_that_dies_mid_run_loses_nothing_and_the_episodes_are_logged_la
     # again: nothing is logged twice
     out = CliRunner().invoke(app, ["log-episodes", str(run_dir), "--tracking-uri", proxy.url])
     assert out.exit_code == 0 and "Logged 0 episode traces and 0 episode files" in out.output
+
+
+def test_a_trace_whose_spans_never_arrived_is_replaced_by_log_episodes(tmp_path, bots_run):
+    """A trace is written as its info, then its spans: a server that dies in between leaves a trace
+    without spans, which ``arena log-episodes`` replaces (and does not count as logged)."""
+    from mlflow.tracing.client import TracingClient
+
+    import arena.tracking as tracking
+
+    result, _, _ = bots_run
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    experiment_id = mlflow.create_experiment("bots")
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        pass
+    run_dir = tmp_path / "runs" / "bots" / run.info.run_id
+    episodes = result.before[:3]
+    contexts = [TraceContext(entry=label, phase="eval", round=0, reasons=("sample",)) for label in result.labels[:3]]
+    tracking.write_journal(episodes, contexts, run_dir, "eval/eval.jsonl")
+    info, _ = tracking.build_trace(episodes[0], contexts[0], experiment_id=run.info.experiment_id, run_id=run.info.run_id)
+    TracingClient().start_trace(info)  # the info reached the store, the spans did not
+
+    out = CliRunner().invoke(app, ["log-episodes", str(run_dir), "--tracking-uri", uri])
+    assert out.exit_code == 0, out.output
+    traces = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list")
+    assert sorted(t.info.tags["arena.episode_id"] for t in traces) == sorted(ep.episode_id for ep in episodes)
+    assert info.trace_id not in {t.info.trace_id for t in traces}
+    assert all(
+        len(t.data.spans) == 1 + len(ep.turns)
+        for t, ep in zip(sorted(traces, key=lambda t: t.info.tags["arena.episode_id"]), sorted(episodes, key=lambda e: e.episode_id))
+    )
