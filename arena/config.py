@@ -206,6 +206,15 @@ class TrainerConfig(Section):
     snapshot_every: int = Field(5, ge=1)
     #: save a checkpoint every N rounds (and always after the last)
     checkpoint_every: int = Field(5, ge=1)
+    #: 0: the synchronous loop (play, learn, sync). >= 1: generation of round k+1 overlaps learning on
+    #: round k (one step off-policy: engines play with the weights they hold, the new weights reach
+    #: them before the next round). An episode is trained on only if every turn of the trained policy
+    #: was sampled by a version at most this many behind the learner's; staler ones are dropped and
+    #: counted. reinforce then weighs tokens by truncated importance weights; ppo_clip's ratio is
+    #: against the sampler's logprobs already
+    max_staleness: int = Field(0, ge=0)
+    #: the largest truncated importance weight (reinforce on off-policy samples)
+    tis_cap: float = Field(2.0, gt=0)
 
     @property
     def training(self) -> bool:
@@ -405,6 +414,18 @@ class RunConfig(Section):
                 raise ValueError(f"cluster.mode=ray does not run trainer.recipe={self.trainer.recipe}: use cluster.mode=local")
             if self.critic is not None:
                 raise ValueError("cluster.mode=ray plays and trains on a cluster; the critic loop runs with cluster.mode=local")
+        return self
+
+    @model_validator(mode="after")
+    def _async_recipe_learns_from_episodes(self) -> RunConfig:
+        if self.trainer.max_staleness > 0 and self.trainer.training:
+            from arena.trainers.recipes import RECIPES
+
+            if not RECIPES[self.trainer.recipe].runs_async:
+                raise ValueError(
+                    f"trainer.max_staleness={self.trainer.max_staleness} (asynchronous rollouts) needs a recipe that learns from the "
+                    f"episodes it plays ({', '.join(n for n, r in RECIPES.items() if r.runs_async)}), not {self.trainer.recipe}"
+                )
         return self
 
     @model_validator(mode="after")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ from arena.reporting import RunResult, before_after_table, log_reward_curve, log
 from arena.runtime import ModelPolicies, choose_snapshot, load_model_policies, make_runtime, policy_pools
 from arena.seeds import EVAL, TRAIN, derive_seed
 from arena.trainers.advantages import RoleBaseline
-from arena.trainers.recipes import RECIPES, RoundContext
+from arena.trainers.recipes import RECIPES, RoundContext, RoundPlay
+from arena.trainers.staleness import fresh_episodes
 
 log = logging.getLogger(__name__)
 
@@ -146,19 +148,27 @@ def _run(cfg: RunConfig, console: Console, resume: bool, holder: list[RunResult]
                 _save(cfg, result, 0, models, baselines, league)
 
         # 3. train
+        ahead = _ahead_from_state(state)  # an asynchronous run's next round, played before its checkpoint
         for r in range(start_round, t.rounds if recipe else 0):
-            metrics, episodes, labels = _train_round(cfg, recipe, r, runtime, models, pools, baselines, league, console)
+            metrics, played, ahead = _train_round(cfg, recipe, r, runtime, models, pools, baselines, league, console, ahead)
             # Log before checkpointing: a kill in between re-runs this round on resume, which then
             # finds its metrics already logged (same values: the round is deterministic) and skips them.
             if r not in logged:  # episodes first: they reach the disk before anything goes to the store
                 result.traces_logged += log_traces(
-                    episodes, labels, r, f"train/round_{r:05d}.jsonl", phase="train", seed=cfg.seed, tracking_cfg=cfg.tracking, run_dir=result.run_dir
+                    played.episodes,
+                    played.labels,
+                    r,
+                    f"train/round_{r:05d}.jsonl",
+                    phase="train",
+                    seed=cfg.seed,
+                    tracking_cfg=cfg.tracking,
+                    run_dir=result.run_dir,
                 )
                 mlflow.log_metrics(metrics, step=r)
             done = r + 1
             if done % t.checkpoint_every == 0 or done == t.rounds:
                 tick = time.perf_counter()
-                _save(cfg, result, done, models, baselines, league)
+                _save(cfg, result, done, models, baselines, league, ahead)
                 mlflow.log_metric("time/checkpoint_s", time.perf_counter() - tick, step=r)
             result.rounds_done = done
 
@@ -207,12 +217,11 @@ def _start(
     return 0
 
 
-def _train_round(
-    cfg: RunConfig, recipe: Any, r: int, runtime: Any, models: ModelPolicies, pools: dict, baselines: dict, league: League, console: Console
-) -> tuple[dict[str, float], list[Episode], list[str]]:
-    """One round: play (the recipe's way), learn, sync. Returns the round's metrics, episodes and their entries' labels."""
-    t = cfg.trainer
-    phase: dict[str, float] = {}
+def _play_round(
+    cfg: RunConfig, recipe: Any, r: int, runtime: Any, models: ModelPolicies, pools: dict, league: League, console: Console
+) -> tuple[RoundPlay, dict[str, float]]:
+    """Play round ``r``'s training matchups (the recipe's way) with the weights the engines hold.
+    Returns the episodes and the round's play metrics."""
     tick = time.perf_counter()
     snapshot_id = choose_snapshot(cfg, models, r)
     pools_r = {g: {**p, snapshot_id: models.snapshot} if models.snapshot else p for g, p in pools.items()}
@@ -228,35 +237,93 @@ def _train_round(
         pools=pools_r,
         model_policies=frozenset(models.agents),
         runtime=runtime,
-        trainer=t,
+        trainer=cfg.trainer,
         rollout=cfg.rollout,
         console=console,
     )
     played = recipe.play(ctx)
-    phase["rollout_s"] = time.perf_counter() - tick
+    seconds = time.perf_counter() - tick
     metrics = {f"train/{k}": v for k, v in round_metrics(played.episodes, played.labels).items()}
-    metrics["train/rollout_tokens_per_s"] = (_completion_tokens(models) - tokens0) / phase["rollout_s"]
+    metrics["train/rollout_tokens_per_s"] = (_completion_tokens(models) - tokens0) / seconds
+    metrics["time/rollout_s"] = seconds
+    return played, metrics
 
+
+def _learn_round(cfg: RunConfig, recipe: Any, r: int, models: ModelPolicies, played: RoundPlay, baselines: dict) -> dict[str, float]:
+    """Each trained policy learns from the round's episodes it may train on (at most
+    ``trainer.max_staleness`` versions behind it; staler ones are dropped and counted)."""
+    t = cfg.trainer
     tick = time.perf_counter()
+    metrics: dict[str, float] = {}
     for pid, learner in models.learners.items():
-        samples, extra = recipe.samples(played, pid, t, baselines.get(pid))
+        fresh = fresh_episodes(played.episodes, played.labels, pid, learner.version, t.max_staleness)
+        metrics.update(fresh.metrics(pid))
+        samples, extra = recipe.samples(RoundPlay(fresh.episodes, fresh.labels, played.extra), pid, t, baselines.get(pid))
         stats = learner.learn(samples, torch.Generator().manual_seed(derive_seed(cfg.seed, TRAIN, r, 0x1EA2)))
         metrics.update({f"learn/{pid}/{k}": v for k, v in {**stats, **extra}.items()})
-    phase["learn_s"] = time.perf_counter() - tick
+    metrics["time/learn_s"] = time.perf_counter() - tick
+    return metrics
 
+
+def _sync_round(cfg: RunConfig, r: int, runtime: Any, models: ModelPolicies, played: RoundPlay, league: League) -> dict[str, float]:
+    """Push each learner's new weights to its engines (versioned, probe-checked); the snapshot pool and the league take the round."""
     tick = time.perf_counter()
+    metrics: dict[str, float] = {}
     for pid, learner in models.learners.items():
         metrics.update(runtime.sync(pid, models.agents[pid].engine, learner))
-    if models.snapshot is not None and (r + 1) % t.snapshot_every == 0 and "main" in models.learners:
+    if models.snapshot is not None and (r + 1) % cfg.trainer.snapshot_every == 0 and "main" in models.learners:
         models.pool[models.learners["main"].version] = {k: v.detach().clone() for k, v in models.learners["main"].model.state_dict().items()}
     league.record(played.episodes)
     league.snapshot(r + 1, models.learners)
-    phase["sync_s"] = time.perf_counter() - tick
+    metrics["time/sync_s"] = time.perf_counter() - tick
     metrics.update(league.rate(played.episodes, r))
+    return metrics
 
-    metrics.update({f"time/{k}": v for k, v in phase.items()})
+
+def _train_round(
+    cfg: RunConfig,
+    recipe: Any,
+    r: int,
+    runtime: Any,
+    models: ModelPolicies,
+    pools: dict,
+    baselines: dict,
+    league: League,
+    console: Console,
+    ahead: tuple[RoundPlay, dict[str, float]] | None = None,
+) -> tuple[dict[str, float], RoundPlay, tuple[RoundPlay, dict[str, float]] | None]:
+    """One round: play, learn, sync. Returns the round's metrics, its episodes, and the next round's
+    play when it ran ahead.
+
+    Synchronous (``trainer.max_staleness`` 0): play round ``r``, learn on it, sync. Asynchronous:
+    round ``r``'s episodes are ``ahead`` (played while round ``r-1`` learned) or played now; then
+    the learner trains on them in a thread while the engines play round ``r+1`` with the weights
+    they hold, and the new weights reach the engines once both are done (one step off-policy).
+    """
+    t = cfg.trainer
+    tick = time.perf_counter()
+    played, play_metrics = ahead if ahead is not None else _play_round(cfg, recipe, r, runtime, models, pools, league, console)
+    generating = 0.0 if ahead is not None else play_metrics["time/rollout_s"]
+    next_round: tuple[RoundPlay, dict[str, float]] | None = None
+    if t.max_staleness > 0 and r + 1 < t.rounds:
+        with ThreadPoolExecutor(1, thread_name_prefix="arena-learner") as learner_thread:
+            learning = learner_thread.submit(_learn_round, cfg, recipe, r, models, played, baselines)
+            next_round = _play_round(cfg, recipe, r + 1, runtime, models, pools, league, console)
+            learn_metrics = learning.result()
+        generating += next_round[1]["time/rollout_s"]
+    else:
+        learn_metrics = _learn_round(cfg, recipe, r, models, played, baselines)
+    metrics = {**play_metrics, **learn_metrics, **_sync_round(cfg, r, runtime, models, played, league)}
+    round_s = time.perf_counter() - tick
+    metrics.update(
+        {
+            "time/round_s": round_s,
+            "time/engine_idle_s": max(round_s - generating, 0.0),
+            "time/learner_idle_s": max(round_s - learn_metrics["time/learn_s"], 0.0),
+        }
+    )
     metrics["train/round"] = float(r)
-    return metrics, played.episodes, played.labels
+    return metrics, played, next_round
 
 
 def _completion_tokens(models: ModelPolicies | None) -> int:
@@ -318,7 +385,24 @@ def _checkpoint_to_resume(cfg: RunConfig) -> Path:
     return newest
 
 
-def _save(cfg: RunConfig, result: RunResult, done: int, models: ModelPolicies, baselines: dict, league: League) -> None:
+def _ahead_from_state(state: dict) -> tuple[RoundPlay, dict[str, float]] | None:
+    """The round an asynchronous run had played ahead when it saved its checkpoint (None: none)."""
+    ahead = state.get("ahead")
+    if not ahead:
+        return None
+    episodes = [Episode.model_validate(e) for e in ahead["episodes"]]
+    return RoundPlay(episodes, list(ahead["labels"])), {k: float(v) for k, v in ahead["metrics"].items()}
+
+
+def _save(
+    cfg: RunConfig,
+    result: RunResult,
+    done: int,
+    models: ModelPolicies,
+    baselines: dict,
+    league: League,
+    ahead: tuple[RoundPlay, dict[str, float]] | None = None,
+) -> None:
     state = {
         "run_id": result.run_id,
         "rounds_done": done,
@@ -329,6 +413,9 @@ def _save(cfg: RunConfig, result: RunResult, done: int, models: ModelPolicies, b
         "before": [e.model_dump(mode="json") for e in result.before],
         "config": cfg.model_dump(mode="json"),
         "league": league.state_dict(),
+        # an asynchronous run has played the next round already (with the weights before this
+        # checkpoint's): a resumed run learns from those episodes instead of playing them again
+        "ahead": ({"episodes": [e.model_dump(mode="json") for e in ahead[0].episodes], "labels": ahead[0].labels, "metrics": ahead[1]} if ahead else None),
     }
     directory = result.run_dir / "checkpoints" / f"round_{done:05d}"
     checkpoint.save(directory, state, models.learners, models.tokenizer)

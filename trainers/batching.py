@@ -23,6 +23,8 @@ class Sample:
     advantage: float
     episode_id: str = ""
     player: str = ""
+    #: per completion token, an importance weight (off-policy samples); None = 1
+    weights: list[float] | None = None
 
 
 @dataclass
@@ -37,6 +39,8 @@ class TokenBatch:
     mask: torch.Tensor
     old_logprobs: torch.Tensor
     advantages: torch.Tensor
+    #: [B, L-1] per-token importance weights where the samples carry them, else None
+    weights: torch.Tensor | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -58,6 +62,8 @@ def collate(samples: list[Sample], pad_id: int, max_len: int = 2048) -> TokenBat
     attention = torch.zeros((B, L), dtype=torch.long)
     mask = torch.zeros((B, L - 1), dtype=torch.float32)
     old = torch.zeros((B, L - 1), dtype=torch.float32)
+    weighted = any(s.weights is not None for s in samples)
+    weights = torch.zeros((B, L - 1), dtype=torch.float32) if weighted else None
     for i, (seq, start, s) in enumerate(zip(seqs, starts, samples)):
         n = len(seq)
         input_ids[i, :n] = torch.tensor(seq, dtype=torch.long)
@@ -65,6 +71,9 @@ def collate(samples: list[Sample], pad_id: int, max_len: int = 2048) -> TokenBat
         k = n - start  # completion tokens kept
         mask[i, start - 1 : n - 1] = 1.0
         old[i, start - 1 : n - 1] = torch.tensor(list(s.old_logprobs)[-k:] if k else [], dtype=torch.float32)
+        if weights is not None:
+            w = list(s.weights)[-k:] if s.weights is not None else [1.0] * len(s.completion_ids)
+            weights[i, start - 1 : n - 1] = torch.tensor(w[-k:] if k else [], dtype=torch.float32)
     return TokenBatch(
         input_ids=input_ids,
         attention_mask=attention,
@@ -72,6 +81,7 @@ def collate(samples: list[Sample], pad_id: int, max_len: int = 2048) -> TokenBat
         mask=mask,
         old_logprobs=old,
         advantages=torch.tensor([s.advantage for s in samples], dtype=torch.float32),
+        weights=weights,
     )
 
 

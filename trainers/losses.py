@@ -19,6 +19,7 @@ KL estimators are in :data:`KL_ESTIMATORS`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -39,6 +40,7 @@ __all__ = [
     "ppo_clip_loss",
     "reinforce_loss",
     "token_logprobs",
+    "truncated_importance_weights",
 ]
 
 Normalize = Literal["tokens", "sequences"]
@@ -141,8 +143,9 @@ def reinforce_loss(
     *,
     clip_eps: float = 0.2,
     normalize: Normalize = "tokens",
+    token_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """On-policy REINFORCE: ``-mean(A * log pi(token))`` over masked tokens.
+    """REINFORCE: ``-mean(w * A * log pi(token))`` over masked tokens (``w = 1`` on-policy).
 
     The gradient w.r.t. ``logprobs[b, t]`` is ``-A[b] * mask[b, t] / num_tokens``
     (``normalize="tokens"``). ``old_logprobs`` only feeds the stats (how far the
@@ -157,6 +160,9 @@ def reinforce_loss(
         clip_eps: unused.
         normalize: ``"tokens"`` (mean over all masked tokens of the batch) or
             ``"sequences"`` (per-sequence token mean, then mean over sequences).
+        token_weights: ``[B, T]`` per-token importance weights, constants of the
+            update (detached here): off-policy samples use
+            :func:`truncated_importance_weights`. None = all 1.
 
     Returns:
         ``(loss, stats)``: scalar loss and floats ``loss``, ``ratio_mean``,
@@ -164,6 +170,10 @@ def reinforce_loss(
     """
     _check_policy_inputs(logprobs, old_logprobs, advantages, mask)
     per_token = -advantages.detach().unsqueeze(-1) * logprobs
+    if token_weights is not None:
+        if token_weights.shape != logprobs.shape:
+            raise ValueError(f"token_weights shape {tuple(token_weights.shape)} must equal logprobs shape {tuple(logprobs.shape)}")
+        per_token = token_weights.detach() * per_token
     loss = _aggregate(per_token, mask, normalize)
     stats = {"loss": float(loss.detach()), **_sampler_stats(logprobs, old_logprobs, mask)}
     return loss, stats
@@ -214,6 +224,34 @@ def ppo_clip_loss(
         **_sampler_stats(logprobs, old_logprobs, mask),
     }
     return loss, stats
+
+
+@torch.no_grad()
+def truncated_importance_weights(learner_logprobs: Tensor, behaviour_logprobs: Tensor, mask: Tensor, cap: float = 2.0) -> Tensor:
+    """Truncated importance sampling (TIS) weights for tokens sampled by an older policy.
+
+    ``w = min(pi_learner(token) / pi_behaviour(token), cap)``, computed as
+    ``exp(min(learner - behaviour, log cap))`` so a huge ratio cannot overflow; 0 outside the mask.
+    ``learner_logprobs`` are the learner's log-probabilities before the update, ``behaviour_logprobs``
+    the sampler's (recorded on every turn). The cap bounds the variance an old sample can add; the
+    bias it leaves is what Yao et al. (2025, "Your efficient RL framework secretly brings you
+    off-policy RL training") accept for asynchronous and mismatched samplers.
+
+    Args:
+        learner_logprobs: ``[B, T]``.
+        behaviour_logprobs: ``[B, T]``.
+        mask: ``[B, T]``.
+        cap: the largest weight; must be > 0.
+
+    Returns:
+        ``[B, T]`` float32 weights, detached.
+    """
+    if not cap > 0:
+        raise ValueError(f"cap must be > 0, got {cap}")
+    if behaviour_logprobs.shape != learner_logprobs.shape or mask.shape != learner_logprobs.shape:
+        raise ValueError(f"shapes must match: learner {tuple(learner_logprobs.shape)}, behaviour {tuple(behaviour_logprobs.shape)}, mask {tuple(mask.shape)}")
+    log_ratio = (learner_logprobs.float() - behaviour_logprobs.float()).clamp(max=math.log(cap))
+    return torch.where(mask.bool(), log_ratio.exp(), torch.zeros_like(log_ratio))
 
 
 LOSSES: dict[str, Callable[..., tuple[Tensor, dict[str, float]]]] = {

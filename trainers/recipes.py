@@ -78,6 +78,9 @@ class Recipe:
     learner: type = Learner
     #: whether ``cluster.mode: ray`` can run it (its play goes through the runtime)
     runs_on_ray = True
+    #: whether it can learn from episodes played a round ahead (``trainer.max_staleness`` > 0):
+    #: its samples come from ``played.episodes`` alone, so stale episodes can be dropped
+    runs_async = True
 
     def play(self, ctx: RoundContext) -> RoundPlay:
         episodes = ctx.runtime.play(ctx.matchups, ctx.pools, ctx.episode_ids, ctx.console, ctx.title, step=ctx.round_index)
@@ -112,6 +115,7 @@ class TreeDPO(Recipe):
     name = "dpo"
     learner = DPOLearner
     runs_on_ray = False
+    runs_async = False
 
     def play(self, ctx: RoundContext) -> RoundPlay:
         from arena.trainers.trees import TreeConfig, grow_trees

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 from arena.records import Episode
 from arena.trainers.advantages import ADVANTAGES, RoleBaseline, seat_returns
 from arena.trainers.batching import Sample, collate, forward_logprobs
-from arena.trainers.losses import LOSSES, kl_penalty, masked_mean
+from arena.trainers.losses import LOSSES, kl_penalty, masked_mean, truncated_importance_weights
 
 
 @dataclass
@@ -129,13 +129,18 @@ class Learner:
         cfg, loss_fn = self.cfg, LOSSES[self.cfg.loss]
         stats = LearnStats()
         started, tokens = time.perf_counter(), 0
+        tis = cfg.max_staleness > 0 and cfg.loss == "reinforce"
+        if tis:  # samples from older weights: weigh each token by what the learner, before this round's steps, makes of it
+            samples, tis_stats = self.importance_weighted(samples)
+            stats.add(**tis_stats)
         self.model.train()
         for _ in range(cfg.epochs):
             order = torch.randperm(len(samples), generator=generator).tolist()
             for i in range(0, len(order), cfg.batch_size):
                 batch = collate([samples[j] for j in order[i : i + cfg.batch_size]], self.pad_id, self.max_len)
                 logp, ent = forward_logprobs(self.model, batch, with_entropy=True)
-                loss, parts = loss_fn(logp, batch.old_logprobs, batch.advantages, batch.mask, clip_eps=cfg.clip_eps)
+                extra = {"token_weights": batch.weights} if tis else {}
+                loss, parts = loss_fn(logp, batch.old_logprobs, batch.advantages, batch.mask, clip_eps=cfg.clip_eps, **extra)
                 kl = torch.zeros(())
                 if self.reference is not None:
                     with torch.no_grad():
@@ -155,3 +160,22 @@ class Learner:
         out = stats.means()
         out.update(train_tokens=float(tokens), train_tokens_per_s=tokens / seconds if seconds else 0.0, samples=float(len(samples)))
         return out
+
+    @torch.no_grad()
+    def importance_weighted(self, samples: list[Sample]) -> tuple[list[Sample], dict[str, float]]:
+        """The samples with truncated importance weights (:func:`truncated_importance_weights`): the
+        learner's current log-probabilities over the sampler's, capped at ``trainer.tis_cap``."""
+        self.model.eval()
+        out, weights = [], []
+        for i in range(0, len(samples), self.cfg.batch_size):
+            chunk = samples[i : i + self.cfg.batch_size]
+            batch = collate(chunk, self.pad_id, self.max_len)
+            logp, _ = forward_logprobs(self.model, batch)
+            w = truncated_importance_weights(logp, batch.old_logprobs, batch.mask, self.cfg.tis_cap)
+            for row, s in enumerate(chunk):
+                kept = w[row][batch.mask[row].bool()]
+                out.append(replace(s, weights=kept.tolist()))
+                weights.append(kept)
+        flat = torch.cat(weights) if weights else torch.zeros(0)
+        capped = float((flat >= self.cfg.tis_cap * (1 - 1e-6)).float().mean()) if flat.numel() else 0.0
+        return out, {"tis_weight_mean": float(flat.mean()) if flat.numel() else 1.0, "tis_capped_fraction": capped}
