@@ -10,6 +10,9 @@ repeats over seeds. Prints one JSON object per experiment with ``before``,
     python benchmarks/learning.py --experiments pd_vs_tit_for_tat --seeds 0 1 2
     python benchmarks/learning.py --quick              # a smoke run: few rounds, 1 seed
     python benchmarks/learning.py --runtime ray ...    # on Ray: 2 rollout workers, 2 engines, a 2-worker learner
+    python benchmarks/learning.py --experiments negotiation_seller_vs_fair_buyer --max-staleness 0 1
+                                                       # synchronous and asynchronous rollouts, same seeds;
+                                                       # then one line comparing their changes
 """
 
 from __future__ import annotations
@@ -249,11 +252,12 @@ def _ci95(values: list[float]) -> float:
 RAY_CLUSTER = {"mode": "ray", "rollout_workers": 2, "engines": 2, "learner_workers": 2}
 
 
-def run_experiment(name: str, seeds: list[int], rounds: int, workdir: Path, runtime: str = "local") -> dict[str, Any]:
+def run_experiment(name: str, seeds: list[int], rounds: int, workdir: Path, runtime: str = "local", max_staleness: int = 0) -> dict[str, Any]:
     build, measure, what = EXPERIMENTS[name]
     per_seed, minutes = [], []
     for seed in seeds:
         data = build(rounds)
+        data["trainer"]["max_staleness"] = max_staleness
         data.update(
             seed=seed,
             runs_dir=str(workdir / "runs"),
@@ -278,6 +282,7 @@ def run_experiment(name: str, seeds: list[int], rounds: int, workdir: Path, runt
         "ci95": round(_ci95(change), 4),
         "minutes": round(float(np.mean(minutes)), 2),
         "runtime": runtime,
+        "max_staleness": max_staleness,
         "per_seed": per_seed,
     }
     out["change_exceeds_ci95"] = bool(len(change) > 1 and out["change"] > out["ci95"])
@@ -295,12 +300,36 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--quick", action="store_true", help="3 rounds, 1 seed: checks the script, measures nothing")
     ap.add_argument("--runtime", choices=["local", "ray"], default="local", help="ray: rollout workers, engine actors and a Ray Train learner")
+    ap.add_argument(
+        "--max-staleness", nargs="*", type=int, default=[0], help="trainer.max_staleness: 0 = synchronous, 1 = round k+1 plays while round k learns"
+    )
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.rounds = args.seeds[:1], 3
     with tempfile.TemporaryDirectory(prefix="arena-learning-") as tmp:
         for name in args.experiments:
-            print(json.dumps(run_experiment(name, args.seeds, args.rounds, Path(tmp) / name, args.runtime)), flush=True)
+            results = []
+            for staleness in args.max_staleness:
+                results.append(run_experiment(name, args.seeds, args.rounds, Path(tmp) / f"{name}-staleness{staleness}", args.runtime, staleness))
+                print(json.dumps(results[-1]), flush=True)
+            if len(results) > 1:  # each asynchronous change against the synchronous one's interval
+                base = results[0]
+                for other in results[1:]:
+                    gap = other["change"] - base["change"]
+                    print(
+                        json.dumps(
+                            {
+                                "experiment": name,
+                                "compare": f"max_staleness {other['max_staleness']} vs {base['max_staleness']}",
+                                "change": [base["change"], other["change"]],
+                                "ci95": [base["ci95"], other["ci95"]],
+                                "difference": round(gap, 4),
+                                "within_base_ci95": bool(abs(gap) <= base["ci95"]),
+                                "per_seed_change": [[round(s["after"] - s["before"], 4) for s in r["per_seed"]] for r in (base, other)],
+                            }
+                        ),
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

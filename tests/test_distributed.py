@@ -284,3 +284,69 @@ def test_arena_run_on_ray_trains_and_logs_like_a_local_run(ray_cluster, tiny_mod
     assert not any(k.startswith("faults/") for k in m)
     params = client.get_run(ours.run_id).data.params
     assert params["cluster.mode"] == "ray" and params["cluster.learner_workers"] == "2"
+
+
+def test_an_async_ray_run_retries_a_dead_engines_episodes_and_heals_one_that_dies_in_a_sync(ray_cluster, tiny_model_dir, mlflow_store, tmp_path, monkeypatch):
+    """``trainer.max_staleness: 1`` on Ray: round 1 plays while round 0 learns (in the learner's thread);
+    an engine killed then has its episodes retried on the other, and one killed during the next
+    weight sync is restarted at the new version. Nothing is lost, and nothing staler than allowed is trained on."""
+    from arena import distributed
+
+    killed: dict[str, object] = {}
+    play, sync = RayRuntime.play, distributed.EngineGroup.sync
+
+    def play_and_kill(self, matchups, pools, ids, *args, **kwargs):
+        if ids and ids[0].startswith("train1-"):  # played ahead, while round 0 learns
+            victim = self.groups["main"].actors[0]
+
+            def kill(worker, episode):
+                if "play" not in killed:
+                    ray.kill(victim)
+                    killed["play"] = episode.episode_id
+
+            self.on_episode = kill
+        try:
+            return play(self, matchups, pools, ids, *args, **kwargs)
+        finally:
+            self.on_episode = None
+
+    def sync_and_kill(self, weights, version, expected):
+        if version == 2 and "sync" not in killed:
+            killed["sync"] = self.actors[1]
+            ray.kill(self.actors[1])
+        return sync(self, weights, version, expected)
+
+    monkeypatch.setattr(RayRuntime, "play", play_and_kill)
+    monkeypatch.setattr(distributed.EngineGroup, "sync", sync_and_kill)
+    training = {
+        "trainer": {"recipe": "pg", "rounds": 3, "group_size": 2, "groups_per_matchup": 2, "max_staleness": 1},
+        "runs_dir": str(tmp_path / "runs"),
+        "games": [{"id": NEG, "matchups": [{"seller": "main", "buyer": "scripted/fair_buyer"}]}],
+        "rollout": {"concurrency": 1},
+    }
+    result = run(config(tiny_model_dir, "ray", **training), QUIET)
+    assert result.rounds_done == 3 and set(killed) == {"play", "sync"}
+
+    client = MlflowClient()
+
+    def history(key: str) -> list[float]:
+        return [m.value for m in sorted(client.get_metric_history(result.run_id, key), key=lambda m: m.step)]
+
+    assert history("rollout/train/episodes_received") == history("rollout/train/episodes_expected") == [4.0, 4.0, 4.0]
+    assert history("rollout/train/engines_restarted")[1] >= 1, "the engine killed in round 1's play was replaced during it"
+    assert history("staleness/main/max") == [0.0, 1.0, 1.0] and sum(history("staleness/main/dropped_episodes")) == 0
+    assert history("sync/main/version") == [1.0, 2.0, 3.0] and max(history("sync/main/max_probe_diff")) < 1e-5
+    kinds = [(f["kind"], f["target"], f.get("during")) for f in result_faults(client, result.run_id)]
+    assert ("engine_died", "main/engine_0", None) in kinds and ("engine_died", "main/engine_1", "weight push") in kinds
+    # round 1's episodes were all played (at version 0, while round 0 learned) despite the dead engine
+    episodes = [json.loads(line)["episode"] for line in (result.run_dir / "episodes" / "train" / "round_00001.jsonl").read_text().splitlines()]
+    assert len(episodes) == 4 and {t["policy_version"] for e in episodes for t in e["turns"] if t["policy_id"] == "main"} == {0}
+
+
+def result_faults(client: MlflowClient, run_id: str) -> list[dict]:
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        path = client.download_artifacts(run_id, "faults.jsonl", d)
+        return [json.loads(line) for line in Path(path).read_text().splitlines()]

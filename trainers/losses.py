@@ -112,6 +112,14 @@ def _check_policy_inputs(logprobs: Tensor, old_logprobs: Tensor, advantages: Ten
         raise ValueError(f"advantages must be [B] = [{logprobs.shape[0]}], got shape {tuple(advantages.shape)}")
 
 
+def _weighted(per_token: Tensor, token_weights: Tensor | None) -> Tensor:
+    if token_weights is None:
+        return per_token
+    if token_weights.shape != per_token.shape:
+        raise ValueError(f"token_weights shape {tuple(token_weights.shape)} must equal logprobs shape {tuple(per_token.shape)}")
+    return token_weights.detach() * per_token
+
+
 @torch.no_grad()
 def _sampler_stats(logprobs: Tensor, old_logprobs: Tensor, mask: Tensor) -> dict[str, float]:
     """Drift between the trained policy and the sampler that produced the tokens.
@@ -169,11 +177,7 @@ def reinforce_loss(
         ``approx_kl_to_sampler``, ``num_tokens``.
     """
     _check_policy_inputs(logprobs, old_logprobs, advantages, mask)
-    per_token = -advantages.detach().unsqueeze(-1) * logprobs
-    if token_weights is not None:
-        if token_weights.shape != logprobs.shape:
-            raise ValueError(f"token_weights shape {tuple(token_weights.shape)} must equal logprobs shape {tuple(logprobs.shape)}")
-        per_token = token_weights.detach() * per_token
+    per_token = _weighted(-advantages.detach().unsqueeze(-1) * logprobs, token_weights)
     loss = _aggregate(per_token, mask, normalize)
     stats = {"loss": float(loss.detach()), **_sampler_stats(logprobs, old_logprobs, mask)}
     return loss, stats
@@ -187,6 +191,7 @@ def ppo_clip_loss(
     *,
     clip_eps: float = 0.2,
     normalize: Normalize = "tokens",
+    token_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """PPO's clipped surrogate: ``-mean(min(r*A, clip(r, 1-eps, 1+eps)*A))``, ``r = exp(logprobs - old_logprobs)``.
 
@@ -201,6 +206,8 @@ def ppo_clip_loss(
         mask: ``[B, T]``.
         clip_eps: half-width of the trust region around ratio 1; must be > 0.
         normalize: as in :func:`reinforce_loss`.
+        token_weights: ``[B, T]`` per-token weights on the surrogate (detached); None = all 1.
+            Off-policy samples need none: the ratio is against the sampler already.
 
     Returns:
         ``(loss, stats)``: stats hold ``loss``, ``clip_fraction`` (fraction of
@@ -216,6 +223,7 @@ def ppo_clip_loss(
     unclipped = ratio * adv
     clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * adv
     per_token = -torch.minimum(unclipped, clipped)
+    per_token = _weighted(per_token, token_weights)
     loss = _aggregate(per_token, mask, normalize)
     clip_active = (clipped < unclipped).to(logprobs.dtype)
     stats = {
@@ -232,10 +240,11 @@ def truncated_importance_weights(learner_logprobs: Tensor, behaviour_logprobs: T
 
     ``w = min(pi_learner(token) / pi_behaviour(token), cap)``, computed as
     ``exp(min(learner - behaviour, log cap))`` so a huge ratio cannot overflow; 0 outside the mask.
-    ``learner_logprobs`` are the learner's log-probabilities before the update, ``behaviour_logprobs``
-    the sampler's (recorded on every turn). The cap bounds the variance an old sample can add; the
-    bias it leaves is what Yao et al. (2025, "Your efficient RL framework secretly brings you
-    off-policy RL training") accept for asynchronous and mismatched samplers.
+    ``learner_logprobs`` are the learner's at the weights about to be stepped, ``behaviour_logprobs``
+    the sampler's (recorded on every turn): the policy gradient at those weights, from tokens an
+    older policy ``mu`` sampled, is ``E_mu[(pi/mu) A grad log pi]``. The cap bounds the variance an
+    old sample can add; the bias it leaves is what Yao et al. (2025, "Your efficient RL framework
+    secretly brings you off-policy RL training") accept for asynchronous and mismatched samplers.
 
     Args:
         learner_logprobs: ``[B, T]``.

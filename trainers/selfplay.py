@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -94,6 +94,14 @@ def rest_samples(seats: list[Seat], cfg: TrainerConfig) -> tuple[list[Sample], d
     return samples, {"rest_kept_seats": float(len(kept)), "rest_return_threshold": threshold}
 
 
+def importance_stats(weights: torch.Tensor, mask: torch.Tensor, cap: float) -> dict[str, float]:
+    """The mean truncated importance weight over a batch's tokens, and the fraction at the cap."""
+    kept = weights[mask.bool()]
+    if not kept.numel():
+        return {}
+    return {"tis_weight_mean": float(kept.mean()), "tis_capped_fraction": float((kept >= cap * (1 - 1e-6)).float().mean())}
+
+
 @dataclass
 class LearnStats:
     values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
@@ -129,17 +137,19 @@ class Learner:
         cfg, loss_fn = self.cfg, LOSSES[self.cfg.loss]
         stats = LearnStats()
         started, tokens = time.perf_counter(), 0
+        # samples from older weights (asynchronous rollouts): reinforce weighs each token by the
+        # learner's probability over the sampler's, truncated; ppo_clip's ratio is that already
         tis = cfg.max_staleness > 0 and cfg.loss == "reinforce"
-        if tis:  # samples from older weights: weigh each token by what the learner, before this round's steps, makes of it
-            samples, tis_stats = self.importance_weighted(samples)
-            stats.add(**tis_stats)
         self.model.train()
         for _ in range(cfg.epochs):
             order = torch.randperm(len(samples), generator=generator).tolist()
             for i in range(0, len(order), cfg.batch_size):
                 batch = collate([samples[j] for j in order[i : i + cfg.batch_size]], self.pad_id, self.max_len)
                 logp, ent = forward_logprobs(self.model, batch, with_entropy=True)
-                extra = {"token_weights": batch.weights} if tis else {}
+                extra: dict[str, torch.Tensor] = {}
+                if tis:
+                    extra["token_weights"] = w = truncated_importance_weights(logp.detach(), batch.old_logprobs, batch.mask, cfg.tis_cap)
+                    stats.add(**importance_stats(w, batch.mask, cfg.tis_cap))
                 loss, parts = loss_fn(logp, batch.old_logprobs, batch.advantages, batch.mask, clip_eps=cfg.clip_eps, **extra)
                 kl = torch.zeros(())
                 if self.reference is not None:
@@ -160,22 +170,3 @@ class Learner:
         out = stats.means()
         out.update(train_tokens=float(tokens), train_tokens_per_s=tokens / seconds if seconds else 0.0, samples=float(len(samples)))
         return out
-
-    @torch.no_grad()
-    def importance_weighted(self, samples: list[Sample]) -> tuple[list[Sample], dict[str, float]]:
-        """The samples with truncated importance weights (:func:`truncated_importance_weights`): the
-        learner's current log-probabilities over the sampler's, capped at ``trainer.tis_cap``."""
-        self.model.eval()
-        out, weights = [], []
-        for i in range(0, len(samples), self.cfg.batch_size):
-            chunk = samples[i : i + self.cfg.batch_size]
-            batch = collate(chunk, self.pad_id, self.max_len)
-            logp, _ = forward_logprobs(self.model, batch)
-            w = truncated_importance_weights(logp, batch.old_logprobs, batch.mask, self.cfg.tis_cap)
-            for row, s in enumerate(chunk):
-                kept = w[row][batch.mask[row].bool()]
-                out.append(replace(s, weights=kept.tolist()))
-                weights.append(kept)
-        flat = torch.cat(weights) if weights else torch.zeros(0)
-        capped = float((flat >= self.cfg.tis_cap * (1 - 1e-6)).float().mean()) if flat.numel() else 0.0
-        return out, {"tis_weight_mean": float(flat.mean()) if flat.numel() else 1.0, "tis_capped_fraction": capped}
