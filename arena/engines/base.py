@@ -69,6 +69,8 @@ class _Request:
     params: SamplingParams
     seed: int
     future: asyncio.Future
+    #: the adapter this request is for (a multi-adapter engine); None = the engine's own weights
+    adapter: str | None = None
 
 
 class Engine(ABC):
@@ -87,12 +89,15 @@ class Engine(ABC):
         ``seeds[i]`` fixes row ``i``'s sampling, whatever else is in the batch.
         """
 
-    async def generate(self, prompt_ids: list[int], params: SamplingParams, seed: int) -> Completion:
+    async def generate(self, prompt_ids: list[int], params: SamplingParams, seed: int, adapter: str | None = None) -> Completion:
+        """One completion; concurrent calls are batched. ``adapter``: which adapter of a
+        multi-adapter engine (:mod:`arena.adapters`) serves it; requests for different adapters
+        share a batch."""
         loop = asyncio.get_running_loop()
         if getattr(self, "_loop", None) is not loop:
             self._start_batcher(loop)
         fut = loop.create_future()
-        self._queue.append(_Request(list(prompt_ids), params, int(seed), fut))
+        self._queue.append(_Request(list(prompt_ids), params, int(seed), fut, adapter))
         self._wakeup.set()
         return await fut
 
@@ -102,9 +107,11 @@ class Engine(ABC):
             self._stats = EngineStats()
         return self._stats
 
-    def timed_generate_batch(self, prompts: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[Completion]:
+    def timed_generate_batch(
+        self, prompts: list[list[int]], params: SamplingParams, seeds: list[int], adapters: list[str | None] | None = None
+    ) -> list[Completion]:
         t0 = time.perf_counter()
-        out = self.generate_batch(prompts, params, seeds)
+        out = self.generate_batch(prompts, params, seeds) if adapters is None else self.generate_batch(prompts, params, seeds, adapters=adapters)
         st = self.stats
         st.generate_s += time.perf_counter() - t0
         st.requests += len(prompts)
@@ -155,6 +162,7 @@ class Engine(ABC):
                 batch = [r for r in self._queue if r.params == params][: self.max_batch_size]
                 taken = set(map(id, batch))
                 self._queue = [r for r in self._queue if id(r) not in taken]
+                adapters = [r.adapter for r in batch] if any(r.adapter is not None for r in batch) else None
                 try:
                     results = await loop.run_in_executor(
                         self._executor,
@@ -162,6 +170,7 @@ class Engine(ABC):
                         [r.prompt_ids for r in batch],
                         params,
                         [r.seed for r in batch],
+                        adapters,
                     )
                 except Exception as e:  # hand the failure to every waiting caller
                     for r in batch:

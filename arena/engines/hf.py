@@ -57,6 +57,8 @@ class HFEngine(Engine):
             pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
         self.pad_token_id = int(pad)
         self.eos_token_ids = self._default_stop_ids()
+        #: LoRA adapter name -> the version of its weights (empty: the engine serves its model alone)
+        self.adapter_versions: dict[str, int] = {}
 
     def _default_stop_ids(self) -> tuple[int, ...]:
         """The tokenizer's eos, its ``<|end|>`` token if it has one, and the model's generation eos."""
@@ -72,9 +74,17 @@ class HFEngine(Engine):
         return tuple(sorted(ids))
 
     # ----- generation -----------------------------------------------------------------------
-    def generate_batch(self, prompts: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[Completion]:
+    def generate_batch(self, prompts: list[list[int]], params: SamplingParams, seeds: list[int], adapters: list[str | None] | None = None) -> list[Completion]:
+        """``adapters[i]`` names the LoRA adapter that serves row ``i`` (None: the base model); rows of
+        different adapters share every forward pass (:meth:`add_adapters`)."""
         if len(prompts) != len(seeds):
             raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
+        if adapters is not None:
+            if len(adapters) != len(prompts):
+                raise ValueError(f"got {len(prompts)} prompts but {len(adapters)} adapter names")
+            unknown = sorted({a for a in adapters if a is not None} - set(self.adapter_versions))
+            if unknown:
+                raise KeyError(f"the engine serves no adapter {unknown[0]!r}; it has {sorted(self.adapter_versions) or 'none'}")
         if any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
         if params.temperature < 0:
@@ -86,14 +96,28 @@ class HFEngine(Engine):
         n_new = params.max_new_tokens
         if n_new <= 0:
             return [Completion([], [], "", "length") for _ in prompts]
-        tokens, logprobs = self._decode(prompts, params, seeds)
+        tokens, logprobs = self._decode(prompts, params, seeds, self._routing(adapters, len(prompts)))
         stop_ids = set(self.eos_token_ids) | set(params.stop_token_ids)
         return [self._completion(t, lp, stop_ids) for t, lp in zip(tokens, logprobs)]
 
+    def _routing(self, adapters: list[str | None] | None, rows: int) -> dict[str, Any]:
+        """The forward's keyword that sends each row to its adapter, or to the base model (peft's
+        mixed batches); nothing for an engine without adapters."""
+        from arena.adapters import BASE
+
+        if not self.adapter_versions:
+            if adapters is not None and any(a is not None for a in adapters):
+                raise KeyError("the engine serves no adapters (add_adapters first)")
+            return {}
+        return {"adapter_names": [BASE if a is None else a for a in (adapters or [None] * rows)]}
+
     @torch.inference_mode()
-    def _decode(self, prompts: list[list[int]], params: SamplingParams, seeds: list[int]) -> tuple[list[list[int]], list[list[float]]]:
+    def _decode(
+        self, prompts: list[list[int]], params: SamplingParams, seeds: list[int], routing: dict[str, Any] | None = None
+    ) -> tuple[list[list[int]], list[list[float]]]:
         """Sample up to ``max_new_tokens`` per row; rows keep (ignored) tokens after they stop."""
         dev, B, n_new = self.device, len(prompts), params.max_new_tokens
+        routing = routing or {}
         greedy = params.temperature == 0
         temp = 1.0 if greedy else params.temperature
 
@@ -127,6 +151,7 @@ class HFEngine(Engine):
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
+            **routing,
         ).logits[:, -1, :]
         next_pos = position_ids[:, -1:] + 1
         steps = 0
@@ -150,6 +175,7 @@ class HFEngine(Engine):
                 position_ids=next_pos,
                 past_key_values=cache,
                 use_cache=True,
+                **routing,
             ).logits[:, -1, :]
             next_pos = next_pos + 1
         return out_tokens[:, :steps].tolist(), out_logprobs[:, :steps].tolist()
@@ -166,13 +192,31 @@ class HFEngine(Engine):
     # ----- weights and scoring ----------------------------------------------------------------
     def update_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None:
         """Load new weights in place (strict: every key must match) and record their version."""
+        if self.adapter_versions:
+            raise RuntimeError("this engine serves LoRA adapters on a frozen base: update one with update_adapter(name, state, version)")
         with torch.no_grad():
             self.model.load_state_dict(state_dict, strict=True)
         self.version = int(version)
 
+    def add_adapters(self, spec: Any, names: list[str], *, random_init: bool = False) -> None:
+        """Serve LoRA adapters ``names`` (shape :class:`arena.adapters.LoraSpec`) on this engine's
+        model, each at version 0; a new adapter is the base model until its weights are loaded."""
+        from arena.adapters import add_adapters
+
+        self.model = add_adapters(self.model, spec, names, random_init=random_init).eval()
+        self.adapter_versions.update(dict.fromkeys(names, 0))
+
+    def update_adapter(self, name: str, state: dict[str, torch.Tensor], version: int) -> None:
+        """Load one adapter's tensors (:func:`arena.adapters.adapter_state`) and record their version."""
+        from arena.adapters import load_adapter_state
+
+        load_adapter_state(self.model, name, state)
+        self.adapter_versions[name] = int(version)
+
     @torch.inference_mode()
-    def score(self, prompt_ids: list[int], continuation_ids: list[int], temperature: float = 1.0) -> list[float]:
-        """Log-probabilities of ``continuation_ids`` after ``prompt_ids`` under the current weights.
+    def score(self, prompt_ids: list[int], continuation_ids: list[int], temperature: float = 1.0, adapter: str | None = None) -> list[float]:
+        """Log-probabilities of ``continuation_ids`` after ``prompt_ids`` under the current weights
+        (of ``adapter``, on a multi-adapter engine; None: the base model).
 
         ``temperature`` scales the logits as sampling did (0 is treated as 1, as for greedy).
         """
@@ -183,7 +227,7 @@ class HFEngine(Engine):
         temp = 1.0 if temperature == 0 else temperature
         ids = torch.tensor([list(prompt_ids) + list(continuation_ids)], dtype=torch.long, device=self.device)
         n = len(continuation_ids)
-        logits = self.model(input_ids=ids, use_cache=False, logits_to_keep=n + 1).logits[0, :-1].float()
+        logits = self.model(input_ids=ids, use_cache=False, logits_to_keep=n + 1, **self._routing([adapter], 1)).logits[0, :-1].float()
         logp = torch.log_softmax(logits / temp, dim=-1)
         target = ids[0, -n:]
         return logp.gather(-1, target[:, None]).squeeze(-1).tolist()
