@@ -123,12 +123,21 @@ class Learner:
         self.pad_id = pad_id
         self.max_len = max_len
         self.version = 0
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        #: what the optimizer steps (and the gradient norm is clipped over)
+        self.trainable = list(model.parameters())
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.reference = None
         if cfg.kl_coef > 0:
             self.reference = copy.deepcopy(model).eval()
             for p in self.reference.parameters():
                 p.requires_grad_(False)
+
+    def reference_logprobs(self, batch) -> torch.Tensor | None:
+        """The KL reference's log-probabilities of the batch's targets (None: no KL term)."""
+        if self.reference is None:
+            return None
+        with torch.no_grad():
+            return forward_logprobs(self.reference, batch)[0]
 
     def learn(self, samples: list[Sample], generator: torch.Generator) -> dict[str, float]:
         """One round of updates on ``samples``; bumps ``version`` when the weights changed."""
@@ -152,14 +161,13 @@ class Learner:
                     stats.add(**importance_stats(w, batch.mask, cfg.tis_cap))
                 loss, parts = loss_fn(logp, batch.old_logprobs, batch.advantages, batch.mask, clip_eps=cfg.clip_eps, **extra)
                 kl = torch.zeros(())
-                if self.reference is not None:
-                    with torch.no_grad():
-                        ref_logp, _ = forward_logprobs(self.reference, batch)
+                ref_logp = self.reference_logprobs(batch)
+                if ref_logp is not None:
                     kl = masked_mean(kl_penalty(logp, ref_logp, batch.mask, kind=cfg.kl_estimator), batch.mask)
                     loss = loss + cfg.kl_coef * kl
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
                 self.optimizer.step()
                 tokens += batch.num_tokens
                 parts["pg_loss"] = parts.pop("loss")
