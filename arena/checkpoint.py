@@ -42,6 +42,10 @@ def save(directory: Path, state: dict[str, Any], learners: dict[str, Any], token
     try:
         for pid, learner in learners.items():
             d = tmp / "policies" / policy_dirname(pid)
+            if hasattr(learner, "save"):  # a LoRA adapter: peft's format, the adapter alone
+                learner.save(d)
+                tokenizer.save_pretrained(d)
+                continue
             learner.model.save_pretrained(d)
             tokenizer.save_pretrained(d)
             torch.save(learner.optimizer.state_dict(), d / "optimizer.pt")
@@ -71,6 +75,9 @@ def load_policy(directory: Path, policy_id: str, learner: Any) -> None:
     from safetensors.torch import load_file
 
     d = directory / "policies" / policy_dirname(policy_id)
+    if hasattr(learner, "load"):
+        learner.load(d)
+        return
     weights = load_file(str(d / "model.safetensors"))
     missing, unexpected = learner.model.load_state_dict(weights, strict=False)
     # Tied embeddings are saved once; anything else missing is a real mismatch.

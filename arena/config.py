@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
+from arena.adapters import LoraSpec
 from arena.registry import import_modules
 from arena.tiny import TinyModelConfig
 
@@ -41,6 +42,11 @@ class ModelConfig(Section):
     games: list[str] | None = None
     device: Literal["cpu", "cuda"] = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    #: how a trained policy holds its weights. "full": a whole copy of the model (and a whole KL
+    #: reference copy) per policy. "lora": a LoRA adapter (``lora``) per policy on one frozen base,
+    #: which one engine serves for every policy in shared batches; the KL reference is the base
+    adapter: Literal["full", "lora"] = "full"
+    lora: LoraSpec = LoraSpec()
 
     @field_validator("games")
     @classmethod
@@ -414,6 +420,24 @@ class RunConfig(Section):
                 raise ValueError(f"cluster.mode=ray does not run trainer.recipe={self.trainer.recipe}: use cluster.mode=local")
             if self.critic is not None:
                 raise ValueError("cluster.mode=ray plays and trains on a cluster; the critic loop runs with cluster.mode=local")
+        return self
+
+    @model_validator(mode="after")
+    def _lora_runs_what_it_supports(self) -> RunConfig:
+        if self.model.adapter != "lora":
+            return self
+        seats = {pid for g in self.games for s in g.matchups for pid in s.values()}
+        unsupported = [
+            (self.cluster.mode != "local", "cluster.mode=ray"),
+            (bool(seats & {SNAPSHOT, LEAGUE}), "snapshot and league seats"),
+            (self.critic is not None, "the critic loop"),
+            (self.trainer.training and self.trainer.recipe not in ("pg", "rest"), f"trainer.recipe={self.trainer.recipe}"),
+        ]
+        named = [what for bad, what in unsupported if bad]
+        if named:
+            raise ValueError(
+                f"model.adapter=lora runs with cluster.mode=local and the pg or rest recipe, without snapshot, league or critic seats; not yet with {', '.join(named)}"
+            )
         return self
 
     @model_validator(mode="after")

@@ -327,7 +327,10 @@ def _train_round(
 
 
 def _completion_tokens(models: ModelPolicies | None) -> int:
-    return sum(a.engine.stats.completion_tokens for a in models.agents.values()) if models else 0
+    """Tokens the model policies' engines generated so far (an engine that serves several policies' adapters counts once)."""
+    if not models:
+        return 0
+    return sum(st.completion_tokens for st in {id(a.engine.stats): a.engine.stats for a in models.agents.values()}.values())
 
 
 def game_reports(cfg: RunConfig, result: RunResult) -> list[Any]:
@@ -428,7 +431,8 @@ def _restore(state: dict, ckpt: Path, models: ModelPolicies, baselines: dict) ->
     for pid, learner in models.learners.items():
         checkpoint.load_policy(ckpt, pid, learner)
         learner.version = int(state["versions"][pid])
-        models.agents[pid].engine.update_weights(learner.model.state_dict(), learner.version)
+        weights = learner.engine_weights() if hasattr(learner, "engine_weights") else learner.model.state_dict()
+        models.agents[pid].engine.update_weights(weights, learner.version)
     for pid, b in baselines.items():
         b.load_state_dict(state["baselines"].get(pid, {}))
     pool_file = ckpt.parent / "snapshot_pool.pt"

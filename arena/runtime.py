@@ -103,12 +103,13 @@ class LocalRuntime:
         from arena.weight_sync import make_probe, probe_logprobs, sync_local
 
         probe = self.probes.setdefault(policy_id, make_probe(engine.tokenizer))
+        own = hasattr(learner, "engine_weights")  # a Learner says what its engines load (a LoRA adapter: its tensors)
         report = sync_local(
             {policy_id: engine},
-            learner.model.state_dict(),
+            learner.engine_weights() if own else learner.model.state_dict(),
             learner.version,
             probe,
-            probe_logprobs(learner.model, probe),
+            learner.probe_logprobs(probe) if own else probe_logprobs(learner.model, probe),
             tolerance=self.cluster.probe_tolerance,
         )
         return report.metrics(f"sync/{policy_id}")
@@ -149,6 +150,8 @@ def load_model_policies(cfg: RunConfig, console: Console, runtime: Any = None) -
         engine = runtime.engine(policy_id, model_path or path)
         return LLMAgent(engine, policy_id, sampling=sampling, history_turns=cfg.agent.history_turns, max_prompt_tokens=cfg.agent.max_prompt_tokens)
 
+    if cfg.model.adapter == "lora":
+        return _lora_policies(cfg, ids, path, tokenizer, sampling, runtime)
     agents = {pid: agent(pid) for pid in ids}
     learners = {}
     if cfg.trainer.training:
@@ -163,6 +166,29 @@ def load_model_policies(cfg: RunConfig, console: Console, runtime: Any = None) -
         policies.snapshot = agent("main@0")
         policies.pool[0] = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(cfg.model.dtype)).state_dict()
     return policies
+
+
+def _lora_policies(cfg: RunConfig, ids: list[str], path: str, tokenizer: Any, sampling: SamplingParams, runtime: Any) -> ModelPolicies:
+    """Every model policy a LoRA adapter of one base: one engine serves them all (each agent through
+    an :class:`~arena.adapters.AdapterView`), and their learners share one base model."""
+    from transformers import AutoModelForCausalLM
+
+    from arena.adapters import AdapterView, add_adapters
+    from arena.trainers.lora import AdapterLearner
+
+    engine = runtime.engine("lora", path)
+    engine.add_adapters(cfg.model.lora, ids)
+    agents = {
+        pid: LLMAgent(AdapterView(engine, pid), pid, sampling=sampling, history_turns=cfg.agent.history_turns, max_prompt_tokens=cfg.agent.max_prompt_tokens)
+        for pid in ids
+    }
+    learners = {}
+    if cfg.trainer.training:
+        base = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(cfg.model.dtype)).to(cfg.model.device)
+        shared = add_adapters(base, cfg.model.lora, ids)
+        max_len = cfg.agent.max_prompt_tokens + cfg.sampling.max_new_tokens
+        learners = {pid: AdapterLearner(shared, pid, cfg.trainer, pad_id=tokenizer.pad_token_id, max_len=max_len) for pid in ids}
+    return ModelPolicies(agents=agents, learners=learners, tokenizer=tokenizer)
 
 
 def _dtype(name: str) -> torch.dtype:

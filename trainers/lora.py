@@ -7,11 +7,13 @@ optimizer holds the adapter's tensors alone, and what a sync sends is :func:`are
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
-from arena.adapters import adapter_names, adapter_state
+from arena.adapters import adapter_names, adapter_state, load_adapter_state
 from arena.trainers.batching import forward_logprobs
 from arena.trainers.selfplay import Learner
 
@@ -54,3 +56,24 @@ class AdapterLearner(Learner):
     def weights(self) -> dict[str, torch.Tensor]:
         """The adapter's tensors: what its engines load."""
         return adapter_state(self.model, self.name)
+
+    def engine_weights(self) -> dict[str, torch.Tensor]:
+        return self.weights
+
+    def probe_logprobs(self, probe) -> list[float]:
+        from arena.weight_sync import probe_logprobs
+
+        self.model.set_adapter(self.name)
+        return probe_logprobs(self.model, probe)
+
+    def save(self, directory: Path) -> None:
+        """The adapter in peft's format (``adapter_config.json``, ``adapter_model.safetensors``) and the optimizer."""
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file(self.weights, str(directory / "adapter_model.safetensors"))
+        self.model.peft_config[self.name].save_pretrained(str(directory))
+        torch.save(self.optimizer.state_dict(), directory / "optimizer.pt")
+
+    def load(self, directory: Path) -> None:
+        """Load what :meth:`save` wrote."""
+        load_adapter_state(self.model, self.name, load_file(str(directory / "adapter_model.safetensors")))
+        self.optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=True))

@@ -132,6 +132,16 @@ class Learner:
             for p in self.reference.parameters():
                 p.requires_grad_(False)
 
+    def engine_weights(self) -> dict[str, torch.Tensor]:
+        """What this policy's engines load after an update: the model's state dict."""
+        return self.model.state_dict()
+
+    def probe_logprobs(self, probe) -> list[float]:
+        """This policy's log-probabilities of a sync probe's continuation."""
+        from arena.weight_sync import probe_logprobs
+
+        return probe_logprobs(self.model, probe)
+
     def reference_logprobs(self, batch) -> torch.Tensor | None:
         """The KL reference's log-probabilities of the batch's targets (None: no KL term)."""
         if self.reference is None:

@@ -1,0 +1,72 @@
+"""Trained policies as LoRA adapters in a run (``model.adapter: lora``): one engine and one base for
+every policy, each learning in its own adapter, synced and checkpointed as adapters, resumed exactly."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from rich.console import Console
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from arena.config import RunConfig
+from arena.experiment import run
+
+QUIET = Console(quiet=True)
+
+
+def config(model_dir, tmp_path, **model) -> RunConfig:
+    return RunConfig.model_validate(
+        {
+            "name": "lora_check",
+            "seed": 2,
+            "episodes_per_matchup": 2,
+            "games": [
+                {
+                    "id": "negotiation-v0",
+                    "matchups": [{"seller": "main/seller", "buyer": "scripted/fair_buyer"}, {"seller": "scripted/fair_seller", "buyer": "main/buyer"}],
+                }
+            ],
+            "model": {"path": str(model_dir), "warm_start": None, "adapter": "lora", "lora": {"rank": 4, "alpha": 8}, **model},
+            "sampling": {"max_new_tokens": 8},
+            "trainer": {"recipe": "pg", "rounds": 2, "group_size": 2, "groups_per_matchup": 2, "checkpoint_every": 1, "lr": 5e-3},
+            "tracking": {"traces_per_round": 0, "trace_extremes": False, "trace_illegal": False},
+            "runs_dir": str(tmp_path / "runs"),
+        }
+    )
+
+
+def test_two_policies_learn_as_adapters_of_one_base_and_resume_exactly(tiny_model_dir, mlflow_store, tmp_path):
+    cfg = config(tiny_model_dir, tmp_path)
+    result = run(cfg, QUIET)
+    final = result.run_dir / "checkpoints" / "round_00002" / "policies"
+    adapters = {pid: load_file(str(final / pid / "adapter_model.safetensors")) for pid in ("main__seller", "main__buyer")}
+    assert adapters["main__seller"] and all("lora_" in k for a in adapters.values() for k in a)
+    assert not list(final.rglob("model.safetensors")), "no full copy of the model is saved per policy"
+    assert (final / "main__seller" / "adapter_config.json").is_file()
+    assert any(not torch.equal(adapters["main__seller"][k], adapters["main__buyer"][k]) for k in adapters["main__seller"])
+
+    metrics = MlflowClient().get_run(result.run_id).data.metrics
+    for pid in ("main/seller", "main/buyer"):
+        assert metrics[f"sync/{pid}/version"] == 2 and metrics[f"sync/{pid}/max_probe_diff"] < 1e-4
+        assert metrics[f"learn/{pid}/samples"] > 0
+    trained = sum(v.numel() for v in adapters["main__seller"].values())
+    assert trained < 0.1 * sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny_model_dir).parameters())
+
+    # a run killed after round 1 resumes from its adapters and ends where the uninterrupted run ended
+    shutil.rmtree(result.run_dir / "checkpoints" / "round_00002")
+    resumed = run(cfg, QUIET, resume=True)
+    again = {pid: load_file(str(resumed.run_dir / "checkpoints" / "round_00002" / "policies" / pid / "adapter_model.safetensors")) for pid in adapters}
+    for pid, tensors in adapters.items():
+        for k, v in tensors.items():
+            assert torch.equal(v, again[pid][k]), f"{pid} {k} differs after resume"
+
+
+def test_lora_refuses_what_it_does_not_run_yet(tiny_model_dir, tmp_path):
+    data = config(tiny_model_dir, tmp_path).model_dump(mode="json")
+    data["cluster"] = {"mode": "ray"}
+    with pytest.raises(ValueError, match="model.adapter=lora .* not yet with cluster.mode=ray"):
+        RunConfig.model_validate(data)
