@@ -323,6 +323,7 @@ def test_an_async_ray_run_retries_a_dead_engines_episodes_and_heals_one_that_die
         "runs_dir": str(tmp_path / "runs"),
         "games": [{"id": NEG, "matchups": [{"seller": "main", "buyer": "scripted/fair_buyer"}]}],
         "rollout": {"concurrency": 1},
+        "cluster": {"learner_workers": 1},
     }
     result = run(config(tiny_model_dir, "ray", **training), QUIET)
     assert result.rounds_done == 2 and set(killed) == {"play", "sync"}
