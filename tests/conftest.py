@@ -112,13 +112,3 @@ def qa_model_dir(tiny_model_dir: Path, qa_knowledge, qa_tiny) -> Path:
     from arena.models import resolve_model_path
 
     return Path(resolve_model_path(None, qa_tiny, cache_dir=tiny_model_dir.parent.parent, warm_start=qa_knowledge))
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Under ``--dist loadgroup`` (``make test``), a module's tests stay on one worker unless the module
-    names its group: a module-scoped fixture (a model or warm start built for its tests) is then built
-    once, not once per worker."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__ if item.module else item.nodeid.split("::")[0]))
