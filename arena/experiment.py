@@ -41,7 +41,7 @@ from arena.league import League
 from arena.records import Episode, Matchup
 from arena.registry import ReportInput, spec
 from arena.reporting import RunResult, before_after_table, log_reward_curve, log_traces, ratings_table, round_metrics, summary_table
-from arena.runtime import ModelPolicies, choose_snapshot, load_model_policies, make_runtime, policy_pools
+from arena.runtime import ModelPolicies, choose_snapshot, engine_weights, load_model_policies, make_runtime, policy_pools
 from arena.seeds import EVAL, TRAIN, derive_seed
 from arena.trainers.advantages import RoleBaseline
 from arena.trainers.recipes import RECIPES, RoundContext, RoundPlay
@@ -431,8 +431,7 @@ def _restore(state: dict, ckpt: Path, models: ModelPolicies, baselines: dict) ->
     for pid, learner in models.learners.items():
         checkpoint.load_policy(ckpt, pid, learner)
         learner.version = int(state["versions"][pid])
-        weights = learner.engine_weights() if hasattr(learner, "engine_weights") else learner.model.state_dict()
-        models.agents[pid].engine.update_weights(weights, learner.version)
+        models.agents[pid].engine.update_weights(engine_weights(learner), learner.version)
     for pid, b in baselines.items():
         b.load_state_dict(state["baselines"].get(pid, {}))
     pool_file = ckpt.parent / "snapshot_pool.pt"

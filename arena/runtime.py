@@ -103,16 +103,21 @@ class LocalRuntime:
         from arena.weight_sync import make_probe, probe_logprobs, sync_local
 
         probe = self.probes.setdefault(policy_id, make_probe(engine.tokenizer))
-        own = hasattr(learner, "engine_weights")  # a Learner says what its engines load (a LoRA adapter: its tensors)
+        own = hasattr(learner, "probe_logprobs")
         report = sync_local(
             {policy_id: engine},
-            learner.engine_weights() if own else learner.model.state_dict(),
+            engine_weights(learner),
             learner.version,
             probe,
             learner.probe_logprobs(probe) if own else probe_logprobs(learner.model, probe),
             tolerance=self.cluster.probe_tolerance,
         )
         return report.metrics(f"sync/{policy_id}")
+
+
+def engine_weights(learner: Any) -> dict[str, torch.Tensor]:
+    """What a learner's engines load after an update: what it says (a LoRA adapter: its tensors), else its model's state dict."""
+    return learner.engine_weights() if hasattr(learner, "engine_weights") else learner.model.state_dict()
 
 
 def make_runtime(cfg: RunConfig) -> Any:
