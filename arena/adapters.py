@@ -17,7 +17,9 @@ row; Arena adds only the engine's bookkeeping (which adapter a request is for, i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import zlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -57,9 +59,13 @@ def lora_config(spec: LoraSpec, *, random_init: bool = False) -> Any:
     )
 
 
-def add_adapters(model: Any, spec: LoraSpec, names: Sequence[str], *, random_init: bool = False) -> Any:
+def add_adapters(model: Any, spec: LoraSpec, names: Sequence[str], *, random_init: bool = False, seed: int = 0) -> Any:
     """Attach one LoRA adapter per name to ``model`` (a transformers model, or a peft model that has
-    some already); returns the peft model. The base weights are frozen; each adapter's are trainable."""
+    some already); returns the peft model. The base weights are frozen; each adapter's are trainable.
+
+    An adapter's initial tensors are a function of ``(seed, name)`` alone, drawn from a generator of
+    their own (the global ones are left as they were): two runs of one config, or a learner and an
+    engine, start every adapter from the same tensors."""
     from peft import PeftModel, get_peft_model
 
     names = list(names)
@@ -68,14 +74,24 @@ def add_adapters(model: Any, spec: LoraSpec, names: Sequence[str], *, random_ini
     if BASE in names:
         raise ValueError(f"{BASE!r} names the base model; choose another adapter name")
     config = lora_config(spec, random_init=random_init)
-    if not isinstance(model, PeftModel):
-        model = get_peft_model(model, config, adapter_name=names[0])
-        names = names[1:]
     for name in names:
-        if name in model.peft_config:
+        if isinstance(model, PeftModel) and name in model.peft_config:
             raise ValueError(f"adapter {name!r} exists already")
-        model.add_adapter(name, config)
+        with _seeded(seed, name):
+            if isinstance(model, PeftModel):
+                model.add_adapter(name, config)
+            else:
+                model = get_peft_model(model, config, adapter_name=name)
     return model
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, name: str) -> Iterator[None]:
+    """Torch's generators seeded from ``(seed, name)`` inside, restored after."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed((int(seed) * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
+        yield
 
 
 def adapter_names(model: Any) -> list[str]:
@@ -136,6 +152,10 @@ class AdapterView(Engine):
 
     def update_weights(self, state: dict[str, torch.Tensor], version: int) -> None:
         self.engine.update_adapter(self.name, state, version)
+
+    def close(self) -> None:
+        """Stop serving this adapter (its engine frees the tensors); the view is unusable afterwards."""
+        self.engine.remove_adapter(self.name)
 
     @property
     def stats(self):  # the engine's: one batcher, one set of totals

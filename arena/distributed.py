@@ -25,6 +25,17 @@ The pieces, each a plain class with typed methods:
 * :class:`EpisodeLedger` — a round's episode ids: each expected id received
   exactly once, or the round fails.
 
+LoRA policies (``model.adapter: lora``). Every policy is an adapter of one
+frozen base, so one engine group serves them all: each engine actor holds the
+base once and every policy's adapter, and a request names its adapter (a
+policy's agent plays through an :class:`~arena.adapters.AdapterView` of the
+group; in the rollout workers, through a :class:`RoutedEngine` that carries the
+adapter's name). One Ray Train worker group trains every adapter
+(:class:`~arena.trainers.ray_learner.RayAdapterLearners`). A sync sends one
+adapter's tensors and checks each engine on the probe scored through that
+adapter; an engine that dies comes back with every adapter at its current
+version.
+
 Faults. A rollout worker that dies mid-round loses only its unfinished
 episodes: the ones it already streamed back are kept, the rest are played
 again on another worker (same matchups, seeds and weights, so the same
@@ -54,6 +65,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from arena import tracking
+from arena.adapters import AdapterView
 from arena.agents.base import Policy
 from arena.agents.catalog import make_fixed_policy
 from arena.agents.llm import LLMAgent
@@ -85,24 +97,27 @@ def least_loaded(in_flight: Sequence[int], alive: Sequence[bool], assigned: Sequ
 
 
 class RoutedEngine(Engine):
-    """One episode's handle on an :class:`EngineRouter`: every request it makes goes to one engine."""
+    """One episode's handle on an :class:`EngineRouter`: every request it makes goes to one engine,
+    and names ``adapter`` (a LoRA policy of a group that serves several; None: the group's weights)."""
 
-    def __init__(self, router: EngineRouter) -> None:
+    def __init__(self, router: EngineRouter, adapter: str | None = None) -> None:
         self.router = router
+        self.adapter = adapter
         self.tokenizer = router.tokenizer
         #: the engine serving this episode (None until its first request)
         self.engine_index: int | None = None
 
     @property
     def version(self) -> int:  # type: ignore[override]
-        return self.router.version
+        return self.router.version if self.adapter is None else self.router.adapter_versions[self.adapter]
 
     async def generate(self, prompt_ids: list[int], params: SamplingParams, seed: int) -> Completion:
-        return await self.router.generate(self, prompt_ids, params, seed)
+        return await self.router.generate(self, prompt_ids, params, seed, self.adapter)
 
     def generate_batch(self, prompts: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[Completion]:
         i = least_loaded(self.router.in_flight, self.router.alive, self.router.assigned)
-        return ray.get(self.router.actors[i].generate_batch.remote(prompts, params, seeds))
+        adapters = None if self.adapter is None else [self.adapter] * len(prompts)
+        return ray.get(self.router.actors[i].generate_batch.remote(prompts, params, seeds, adapters))
 
 
 class EngineRouter:
@@ -110,13 +125,16 @@ class EngineRouter:
 
     ``actors`` are :class:`~arena.engines.actor.EngineActor` handles. ``version``
     is the weights version they serve, set by the driver before each round (it
-    is what turns record as ``policy_version``).
+    is what turns record as ``policy_version``); ``adapter_versions`` the same
+    for each LoRA adapter they serve.
     """
 
     def __init__(self, actors: Sequence[Any], tokenizer: Any, *, version: int = 0, offset: int = 0, wait_s: float = NO_ENGINE_WAIT_S) -> None:
         self.actors = list(actors)
         self.tokenizer = tokenizer
         self.version = version
+        #: LoRA adapter name -> the version its engines serve (a group that serves adapters)
+        self.adapter_versions: dict[str, int] = {}
         self.offset = offset
         self.wait_s = wait_s
         self.alive = [True] * len(self.actors)
@@ -128,23 +146,24 @@ class EngineRouter:
         #: episodes moved to another engine because theirs died
         self.moved = 0
 
-    def view(self) -> RoutedEngine:
-        """A handle for one episode (its requests stay on one engine)."""
-        return RoutedEngine(self)
+    def view(self, adapter: str | None = None) -> RoutedEngine:
+        """A handle for one episode (its requests stay on one engine), of LoRA adapter ``adapter`` if given."""
+        return RoutedEngine(self, adapter)
 
     def replace(self, index: int, actor: Any) -> None:
         """Engine ``index`` is now ``actor`` (a restarted engine, already serving the current weights)."""
         self.actors[index] = actor
         self.alive[index] = True
 
-    async def generate(self, view: RoutedEngine | None, prompt_ids: list[int], params: SamplingParams, seed: int) -> Completion:
-        """A completion from ``view``'s engine (the least loaded one for ``view=None``), failing over if it died."""
+    async def generate(self, view: RoutedEngine | None, prompt_ids: list[int], params: SamplingParams, seed: int, adapter: str | None = None) -> Completion:
+        """A completion from ``view``'s engine (the least loaded one for ``view=None``), failing over if
+        it died; ``adapter`` names the LoRA adapter that serves it (None: the engine's weights)."""
         while True:
             i = await self._engine_for(view)
             actor = self.actors[i]
             self.in_flight[i] += 1
             try:
-                return await actor.generate.remote(list(prompt_ids), params, int(seed))
+                return await actor.generate.remote(list(prompt_ids), params, int(seed), adapter)
             except RayActorError:
                 if self.actors[i] is actor:  # not already replaced by a restarted engine
                     self.alive[i] = False
@@ -176,7 +195,7 @@ class EngineRouter:
 # ----- who sits where, as data a rollout worker can rebuild ------------------------------------------
 @dataclass(frozen=True)
 class ModelSeat:
-    """A seat played by an LLM agent on an engine group."""
+    """A seat played by an LLM agent on an engine group (through one of its LoRA adapters, if ``adapter``)."""
 
     group: str
     policy_id: str
@@ -184,6 +203,7 @@ class ModelSeat:
     history_turns: int
     max_prompt_tokens: int
     system_prompt: str
+    adapter: str | None = None
 
 
 @dataclass(frozen=True)
@@ -200,8 +220,9 @@ def seat_specs(pools: Mapping[str, Mapping[str, Policy]], matchups: Sequence[Mat
     """Per game id, per seated policy id: how a rollout worker rebuilds that policy.
 
     ``pools`` maps game id -> policy id -> policy, as the experiment builds them:
-    LLM agents on :class:`EngineGroup` engines become :class:`ModelSeat`, anything
-    else a :class:`FixedSeat` made again with ``make_fixed_policy``.
+    LLM agents on :class:`EngineGroup` engines (or on an :class:`~arena.adapters.AdapterView`
+    of one: a LoRA policy) become :class:`ModelSeat`, anything else a :class:`FixedSeat` made
+    again with ``make_fixed_policy``.
     """
     specs: dict[str, dict[str, SeatSpec]] = {}
     for m in matchups:
@@ -211,10 +232,12 @@ def seat_specs(pools: Mapping[str, Mapping[str, Policy]], matchups: Sequence[Mat
                 continue
             policy = pools[m.game][pid]
             if isinstance(policy, LLMAgent):
-                if not isinstance(policy.engine, EngineGroup):
-                    raise TypeError(f"policy {pid!r} plays on {type(policy.engine).__name__}: on Ray, model policies need an EngineGroup (RayRuntime.engine)")
-                e = policy.engine
-                game[pid] = ModelSeat(e.name, policy.policy_id, policy.sampling, policy.history_turns, policy.max_prompt_tokens, policy.system_prompt)
+                e, adapter = policy.engine, None
+                if isinstance(e, AdapterView):  # a LoRA policy: its requests name its adapter
+                    e, adapter = e.engine, e.name
+                if not isinstance(e, EngineGroup):
+                    raise TypeError(f"policy {pid!r} plays on {type(e).__name__}: on Ray, model policies need an EngineGroup (RayRuntime.engine)")
+                game[pid] = ModelSeat(e.name, policy.policy_id, policy.sampling, policy.history_turns, policy.max_prompt_tokens, policy.system_prompt, adapter)
             else:
                 game[pid] = FixedSeat(pid)
     return specs
@@ -260,10 +283,16 @@ class RolloutWorker:
         versions: dict[str, int],
         concurrency: int,
         max_steps: int,
+        adapter_versions: dict[str, dict[str, int]] | None = None,
     ):
-        """Play ``(episode id, matchup)`` tasks, up to ``concurrency`` at once; yields each episode when it ends."""
+        """Play ``(episode id, matchup)`` tasks, up to ``concurrency`` at once; yields each episode when it ends.
+
+        ``versions``: per engine group, the weights version its engines serve; ``adapter_versions``:
+        per group that serves LoRA adapters, each adapter's."""
         for group, version in versions.items():
             self.routers[group].version = version
+        for group, adapters in (adapter_versions or {}).items():
+            self.routers[group].adapter_versions = dict(adapters)
         finished: asyncio.Queue[Episode] = asyncio.Queue()
         runner = asyncio.ensure_future(
             play_many(
@@ -291,7 +320,7 @@ class RolloutWorker:
             spec = seats[pid]
             if isinstance(spec, ModelSeat):
                 out[pid] = LLMAgent(
-                    self.routers[spec.group].view(),
+                    self.routers[spec.group].view(spec.adapter),
                     spec.policy_id,
                     sampling=spec.sampling,
                     history_turns=spec.history_turns,
@@ -357,14 +386,36 @@ class EpisodeLedger:
 
 
 # ----- engines ---------------------------------------------------------------------------------------------
+class AdapterActor:
+    """One LoRA adapter of an :class:`~arena.engines.actor.EngineActor`, with the two methods
+    :func:`arena.weight_sync.sync_actors` calls on an actor: ``update_weights.remote(weights, version)``
+    loads the adapter's tensors, ``score.remote(...)`` scores the probe through the adapter. So an
+    adapter's sync is the full-weights sync: versioned, bounded in time, probe-checked."""
+
+    def __init__(self, actor: Any, adapter: str) -> None:
+        self.actor, self.adapter = actor, adapter
+        self.update_weights = _Remote(lambda weights, version: actor.update_adapter.remote(adapter, weights, version))
+        self.score = _Remote(lambda prompt_ids, continuation_ids, temperature=1.0: actor.score.remote(prompt_ids, continuation_ids, temperature, adapter))
+
+
+class _Remote:
+    """An actor method's ``.remote`` with arguments of its own added (see :class:`AdapterActor`)."""
+
+    def __init__(self, call: Callable[..., Any]) -> None:
+        self.remote = call
+
+
 class EngineGroup(Engine):
-    """One model policy's engine actors, all serving the same weights version.
+    """One model policy's engine actors, all serving the same weights version; or, with LoRA
+    (:meth:`add_adapters`), every LoRA policy's adapter on one frozen base, each adapter at its own version.
 
     For code in the driver it is an :class:`~arena.engines.base.Engine`
     (requests go to the least loaded engine); ``update_weights`` pushes a state
     dict to every engine and checks that they agree on the probe; :meth:`sync`
     pushes a learner's weights and checks every engine against the learner's
-    probe log-probabilities.
+    probe log-probabilities. For adapters, :meth:`update_adapter` and
+    :meth:`sync_adapter` do the same with one adapter's tensors (an
+    :class:`~arena.adapters.AdapterView` of the group is one LoRA policy's engine).
     """
 
     def __init__(
@@ -387,6 +438,12 @@ class EngineGroup(Engine):
         self.num_cpus, self.num_gpus = num_cpus, num_gpus
         self.options = dict(options or {})
         self.timeout_s, self.tolerance = timeout_s, tolerance
+        #: LoRA: the adapters' shape (an arena.adapters.LoraSpec), and adapter name -> the version every engine serves
+        self.lora: Any = None
+        self.adapter_versions: dict[str, int] = {}
+        #: adapter name -> (its tensors as an ObjectRef, the probe logprobs through it every engine must match);
+        #: an adapter not here serves its start (B = 0: the base model)
+        self._adapters: dict[str, tuple[Any, list[float] | None]] = {}
         self.actors = [self._start() for _ in range(engines)]
         _wait_started([a.version.remote() for a in self.actors], f"{name}: {engines} {kind} engine actors ({num_cpus} CPU each)", start_timeout_s)
         self.tokenizer = ray.get(self.actors[0].tokenizer.remote())
@@ -408,21 +465,24 @@ class EngineGroup(Engine):
         return f"{self.name}/engine_{index}"
 
     def _start(self) -> Any:
-        return EngineActor.options(num_cpus=self.num_cpus, num_gpus=self.num_gpus).remote(self.kind, self.model_path, self.options)
+        """A new engine actor; in a LoRA group it serves every adapter of the group (at their start, until synced)."""
+        return EngineActor.options(num_cpus=self.num_cpus, num_gpus=self.num_gpus).remote(
+            self.kind, self.model_path, self.options, self.lora, list(self.adapter_versions)
+        )
 
     # ----- the Engine interface, for code in the driver ------------------------------------------------------
-    async def generate(self, prompt_ids: list[int], params: SamplingParams, seed: int) -> Completion:
+    async def generate(self, prompt_ids: list[int], params: SamplingParams, seed: int, adapter: str | None = None) -> Completion:
         self.router.version = self.version
-        out = await self.router.generate(None, prompt_ids, params, seed)
+        out = await self.router.generate(None, prompt_ids, params, seed, adapter)
         self.stats.requests += 1
         self.stats.completion_tokens += len(out.token_ids)
         return out
 
-    def generate_batch(self, prompts: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[Completion]:
-        return ray.get(self._live_actor().generate_batch.remote(prompts, params, seeds))
+    def generate_batch(self, prompts: list[list[int]], params: SamplingParams, seeds: list[int], adapters: list[str | None] | None = None) -> list[Completion]:
+        return ray.get(self._live_actor().generate_batch.remote(prompts, params, seeds, adapters))
 
-    def score(self, prompt_ids: list[int], continuation_ids: list[int], temperature: float = 1.0) -> list[float]:
-        return ray.get(self._live_actor().score.remote(list(prompt_ids), list(continuation_ids), temperature))
+    def score(self, prompt_ids: list[int], continuation_ids: list[int], temperature: float = 1.0, adapter: str | None = None) -> list[float]:
+        return ray.get(self._live_actor().score.remote(list(prompt_ids), list(continuation_ids), temperature, adapter))
 
     def update_weights(self, weights: Any, version: int) -> None:
         """Serve ``weights`` (a state dict or an ObjectRef to one) as ``version`` on every engine;
@@ -432,6 +492,33 @@ class EngineGroup(Engine):
     def sync(self, weights: Any, version: int, learner_logprobs: Sequence[float]) -> SyncReport:
         """Serve a learner's ``weights`` as ``version``: every engine must match ``learner_logprobs`` on :attr:`probe`."""
         return self._push(weights, version, list(learner_logprobs))
+
+    # ----- LoRA adapters ---------------------------------------------------------------------------------------
+    def add_adapters(self, lora: Any, names: Sequence[str]) -> None:
+        """Serve LoRA adapters ``names`` (shape ``lora``, an :class:`arena.adapters.LoraSpec`) on every
+        engine, each at version 0 (the base model until its tensors are pushed); an engine restarted
+        later starts with them and is brought to each adapter's current version."""
+        names = list(names)
+        ray.get([a.add_adapters.remote(lora, names) for a in self.actors])
+        self.lora = lora
+        self.adapter_versions.update(dict.fromkeys(names, 0))
+        self.router.adapter_versions = dict(self.adapter_versions)
+
+    def remove_adapter(self, name: str) -> None:
+        """Stop serving adapter ``name`` on every engine (a snapshot dropped from a pool)."""
+        ray.get([a.remove_adapter.remote(name) for a in self.actors])
+        del self.adapter_versions[name]
+        self._adapters.pop(name, None)
+
+    def update_adapter(self, name: str, state: Any, version: int) -> None:
+        """Serve ``state`` (adapter tensors, or an ObjectRef to them) as adapter ``name``'s ``version``
+        on every engine; the engines must then agree with each other on the probe through it."""
+        self._push_adapter(name, state if isinstance(state, ray.ObjectRef) else ray.put(dict(state)), version, None)
+
+    def sync_adapter(self, name: str, weights: Any, version: int, learner_logprobs: Sequence[float]) -> SyncReport:
+        """Serve a learner's adapter tensors ``weights`` as adapter ``name``'s ``version``: every engine,
+        scoring :attr:`probe` through that adapter, must match ``learner_logprobs``."""
+        return self._push_adapter(name, weights, version, list(learner_logprobs))
 
     # ----- faults ----------------------------------------------------------------------------------------------
     def dead_engines(self, timeout_s: float = 10.0) -> list[int]:
@@ -455,12 +542,36 @@ class EngineGroup(Engine):
             sync_actors({name: actor}, self._weights, self.version, self.probe, self._expected, tolerance=self.tolerance, timeout_s=self.timeout_s)
         elif self._expected is not None:  # it loaded the model's own files, as the others did: check the probe alone
             check_probe(name, self.version, ray.get(self._score_ref(actor)), self._expected, self.tolerance)
+        for adapter, (weights, expected) in self._adapters.items():  # each adapter at the version the others serve
+            version = self.adapter_versions[adapter]
+            sync_actors({name: AdapterActor(actor, adapter)}, weights, version, self.probe, expected, tolerance=self.tolerance, timeout_s=self.timeout_s)
         self.actors[index] = actor
         self.router.replace(index, actor)
         self.restarts += 1
         return actor
 
     # ----- internals -------------------------------------------------------------------------------------------
+    def _push_adapter(self, name: str, weights: Any, version: int, expected: list[float] | None) -> SyncReport:
+        """:meth:`_push` for one adapter: load its tensors as ``version`` everywhere, restarting an engine that dies meanwhile."""
+        if name not in self.adapter_versions:
+            raise KeyError(f"{self.name}: no adapter {name!r}; the engines serve {sorted(self.adapter_versions) or 'none'}")
+        # a restart meanwhile brings the new engine to this (expected None: checked against itself, then the group)
+        self._adapters[name], self.adapter_versions[name] = (weights, expected), int(version)
+        for _ in range(len(self.actors) + 1):
+            named = {self.engine_name(i): AdapterActor(a, name) for i, a in enumerate(self.actors)}
+            try:
+                report = sync_actors(named, weights, version, self.probe, expected, tolerance=self.tolerance, timeout_s=self.timeout_s)
+            except EngineDied as e:
+                logger.warning("%s died during the sync of adapter %s; restarting it", e.engine, name)
+                index = int(e.engine.rsplit("_", 1)[1])
+                self.restart(index)
+                self.unannounced.append(index)
+                continue
+            self._adapters[name] = (weights, report.reference)
+            self.router.adapter_versions = dict(self.adapter_versions)
+            return report
+        raise RuntimeError(f"{self.name}: engines kept dying during the sync of adapter {name} to version {version}")
+
     def _push(self, weights: Any, version: int, expected: list[float] | None) -> SyncReport:
         """Load ``weights`` as ``version`` everywhere; an engine that dies meanwhile is restarted with them."""
         # a restart meanwhile checks against this (None: against itself; the whole group is compared next)
@@ -495,7 +606,8 @@ class EngineGroup(Engine):
             ray.kill(a)
 
     def __repr__(self) -> str:
-        return f"<EngineGroup {self.name}: {len(self.actors)} {self.kind} engines @{self.version}>"
+        adapters = f", adapters {self.adapter_versions}" if self.adapter_versions else ""
+        return f"<EngineGroup {self.name}: {len(self.actors)} {self.kind} engines @{self.version}{adapters}>"
 
 
 # ----- the runtime -------------------------------------------------------------------------------------------
@@ -540,6 +652,8 @@ class RayRuntime:
         options: dict[str, Any] = {"dtype": self.cfg.model.dtype, "max_batch_size": self.cfg.engine.max_batch_size}
         if c.engine_kind == "hf":
             options["device"] = "cuda" if c.gpus_per_engine > 0 else "cpu"
+        elif self.cfg.model.adapter == "lora":  # vLLM sizes its LoRA buffers when it starts
+            options.update(enable_lora=True, max_lora_rank=self.cfg.model.lora.rank)
         group = EngineGroup(
             name,
             c.engine_kind,
@@ -573,6 +687,27 @@ class RayRuntime:
         )
         self.learners.append(learner)
         return learner
+
+    def adapter_learners(self, model: Any, names: Sequence[str], *, pad_id: int, max_len: int) -> dict[str, Any]:
+        """LoRA policies: one group of ``cluster.learner_workers`` Ray Train workers holds the peft
+        ``model`` (one frozen base, an adapter per name) and trains every adapter; returns a learner
+        per name (:class:`~arena.trainers.ray_learner.RayAdapterLearner`)."""
+        self._ensure_ray()
+        from arena.trainers.ray_learner import RayAdapterLearners
+
+        c = self.cluster
+        group = RayAdapterLearners(
+            model,
+            names,
+            self.cfg.trainer,
+            pad_id=pad_id,
+            max_len=max_len,
+            workers=c.learner_workers,
+            cpus_per_worker=c.learner_worker_cpus,
+            use_gpu=self.cfg.model.device == "cuda",
+        )
+        self.learners.append(group)
+        return dict(group.learners)
 
     def _ensure_ray(self) -> None:
         if ray.is_initialized():
@@ -659,10 +794,11 @@ class RayRuntime:
 
     async def _play(self, tasks: list[tuple[str, Matchup]], seats: dict, ledger: EpisodeLedger, advance: Callable[[], None], step: int | None) -> None:
         versions = {g: group.version for g, group in self.groups.items()}
+        adapters = {g: dict(group.adapter_versions) for g, group in self.groups.items() if group.adapter_versions}
         running: dict[asyncio.Task, tuple[str, list[tuple[str, Matchup]]]] = {}
 
         def launch(worker: str, share: list[tuple[str, Matchup]]) -> None:
-            running[asyncio.ensure_future(self._drain(worker, share, seats, versions, ledger, advance))] = (worker, share)
+            running[asyncio.ensure_future(self._drain(worker, share, seats, versions, adapters, ledger, advance))] = (worker, share)
 
         for worker, share in zip(list(self.workers), _split(tasks, len(self.workers))):
             if share:
@@ -704,11 +840,18 @@ class RayRuntime:
             watcher.cancel()
 
     async def _drain(
-        self, worker: str, share: list[tuple[str, Matchup]], seats: dict, versions: dict[str, int], ledger: EpisodeLedger, advance: Callable[[], None]
+        self,
+        worker: str,
+        share: list[tuple[str, Matchup]],
+        seats: dict,
+        versions: dict[str, int],
+        adapters: dict[str, dict[str, int]],
+        ledger: EpisodeLedger,
+        advance: Callable[[], None],
     ) -> None:
         """Collect a worker's episodes as they finish (a dead worker raises RayActorError here)."""
         actor = self.workers[worker]
-        stream = actor.play.remote(share, seats, versions, self.cfg.rollout.concurrency, self.cfg.rollout.max_steps)
+        stream = actor.play.remote(share, seats, versions, self.cfg.rollout.concurrency, self.cfg.rollout.max_steps, adapters)
         async for ref in stream:
             episode = await ref
             if ledger.receive(episode):
@@ -750,14 +893,28 @@ class RayRuntime:
                 ray.get(worker.replace_engine.remote(group.name, index, group.actors[index]))
             except RayActorError:
                 pass  # a dead worker is replaced with the current engines when its stream fails
+        if group.adapter_versions:
+            detail["adapter_versions"] = dict(group.adapter_versions)
         self._fault("engine_died", group.engine_name(index), step, version=group.version, **detail)
 
     # ----- weights --------------------------------------------------------------------------------------------
-    def sync(self, policy_id: str, engine: EngineGroup, learner: Any) -> dict[str, float]:
-        """Push ``learner``'s weights to ``engine``'s actors through the object store and check each on the probe."""
-        report = engine.sync(learner.weights, learner.version, learner.probe_logprobs(engine.probe))
+    def sync(self, policy_id: str, engine: EngineGroup | AdapterView, learner: Any) -> dict[str, float]:
+        """Push ``learner``'s weights to ``engine``'s actors through the object store and check each on the probe.
+
+        A LoRA policy's engine is an :class:`~arena.adapters.AdapterView` of the shared group: only its
+        adapter's tensors travel, and each engine scores the probe through that adapter. ``bytes`` and
+        ``tensors`` in the metrics are what one engine received."""
+        if isinstance(engine, AdapterView):
+            group = engine.engine
+            report = group.sync_adapter(engine.name, learner.weights, learner.version, learner.probe_logprobs(group.probe))
+        else:
+            report = engine.sync(learner.weights, learner.version, learner.probe_logprobs(engine.probe))
         self._announce_pending()
-        return report.metrics(f"sync/{policy_id}")
+        metrics = report.metrics(f"sync/{policy_id}")
+        sent = getattr(learner, "weights_size", None)
+        if sent is not None:
+            metrics[f"sync/{policy_id}/tensors"], metrics[f"sync/{policy_id}/bytes"] = float(sent[0]), float(sent[1])
+        return metrics
 
     # ----- bookkeeping ----------------------------------------------------------------------------------------
     def _fault(self, kind: str, target: str, step: int | None, **detail: Any) -> None:
@@ -810,18 +967,22 @@ class RayRuntime:
 
 
 def cpu_budget(cfg: Any) -> float:
-    """The CPUs a run's actors ask Ray for: engines per model policy (and snapshot seat), rollout workers, learners."""
+    """The CPUs a run's actors ask Ray for: engines per model policy (and snapshot seat), rollout workers, learners.
+    LoRA policies share one engine group and one learner worker group."""
     from arena.config import SNAPSHOT, is_model_policy
 
     c = cfg.cluster
     seats = [pid for g in cfg.games for s in g.matchups for pid in s.values()]
     policies = len({pid for pid in seats if is_model_policy(pid)})
     groups = policies + (1 if SNAPSHOT in seats else 0)
+    learner_groups = policies
+    if cfg.model.adapter == "lora":
+        groups, learner_groups = 1, min(policies, 1)
     training = cfg.trainer.recipe != "none" and cfg.trainer.rounds > 0
     return (
         groups * c.engines * c.engine_cpus
         + c.rollout_workers * c.rollout_worker_cpus
-        + (policies * c.learner_workers * c.learner_worker_cpus if training else 0.0)
+        + (learner_groups * c.learner_workers * c.learner_worker_cpus if training else 0.0)
     )
 
 

@@ -272,7 +272,7 @@ def _sync_round(cfg: RunConfig, r: int, runtime: Any, models: ModelPolicies, pla
     for pid, learner in models.learners.items():
         metrics.update(runtime.sync(pid, models.agents[pid].engine, learner))
     if models.snapshot is not None and (r + 1) % cfg.trainer.snapshot_every == 0 and "main" in models.learners:
-        models.pool[models.learners["main"].version] = {k: v.detach().clone() for k, v in models.learners["main"].model.state_dict().items()}
+        models.pool[models.learners["main"].version] = {k: v.detach().clone() for k, v in engine_weights(models.learners["main"]).items()}
     league.record(played.episodes)
     league.snapshot(r + 1, models.learners)
     metrics["time/sync_s"] = time.perf_counter() - tick

@@ -32,6 +32,7 @@ import torch
 from arena.config import LEAGUE, LeagueConfig, RunConfig, is_model_policy
 from arena.ratings import Ratings, seat_keys
 from arena.records import Episode, Matchup
+from arena.runtime import engine_weights
 from arena.seeds import TRAIN
 
 POOL_FILE = "league_pool.pt"
@@ -62,7 +63,7 @@ class League:
         self._make_agent: Callable[[str], Any] | None = None
         if self.config is not None:
             for pid, learner in (learners or {}).items():
-                self.pools[pid] = {learner.version: _clone(learner.model.state_dict())}
+                self.pools[pid] = {learner.version: _clone(engine_weights(learner))}
 
     @property
     def active(self) -> bool:
@@ -164,7 +165,8 @@ class League:
         return out
 
     def _snapshot_agent(self, key: str, pid: str, version: int, make_agent: Callable[[str, str | None], Any]) -> Any:
-        """One engine per snapshot in the pool (a snapshot's weights never change), made on first use."""
+        """One engine per snapshot in the pool (a snapshot's weights never change), made on first use; with
+        ``model.adapter: lora``, one adapter of the run's engine."""
         agent = self._agents.get(key)
         if agent is None:
             agent = self._agents[key] = make_agent(key, None)
@@ -189,11 +191,11 @@ class League:
             return
         for pid, learner in learners.items():
             pool = self.pools.setdefault(pid, {})
-            pool[learner.version] = _clone(learner.model.state_dict())
+            pool[learner.version] = _clone(engine_weights(learner))
             while len(pool) > self.config.max_snapshots:
                 del pool[sorted(pool)[1]]  # keep round 0's
             for key in [k for k in self._agents if split_key(k)[0] == pid and split_key(k)[1] not in pool]:
-                del self._agents[key]
+                _release(self._agents.pop(key))
 
     def rate(self, episodes: list[Episode], step: int) -> dict[str, float]:
         """Update the ratings with these episodes; the metrics of every policy version that played."""
@@ -233,6 +235,8 @@ class League:
         if pool_file.is_file():
             saved = torch.load(pool_file, weights_only=True)
             self.pools = {pid: {int(v): saved[pid][v] for v in versions} for pid, versions in state.get("pool_versions", {}).items()}
+        for agent in self._agents.values():
+            _release(agent)
         self._agents.clear()
 
     # ----- reporting ---------------------------------------------------------------------------
@@ -268,6 +272,13 @@ class League:
         fig.tight_layout()
         mlflow.log_figure(fig, "rating_curve.png")
         plt.close(fig)
+
+
+def _release(agent: Any) -> None:
+    """A snapshot agent leaves the pool: an adapter is removed from its engine (a full engine is freed with the agent)."""
+    close = getattr(agent.engine, "close", None)
+    if close is not None:
+        close()
 
 
 def _clone(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

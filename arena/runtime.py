@@ -78,12 +78,26 @@ class LocalRuntime:
         pass
 
     def engine(self, name: str, model_path: str) -> Any:
+        if self.engine_cfg.kind == "vllm":
+            from arena.engines.vllm import VLLMEngine
+
+            # LoRA policies are adapters of one vLLM engine, sized for their rank when it starts
+            lora = self.model.adapter == "lora"
+            return VLLMEngine(
+                model_path, dtype=self.model.dtype, max_batch_size=self.engine_cfg.max_batch_size, enable_lora=lora, max_lora_rank=self.model.lora.rank
+            )
         from arena.engines.hf import HFEngine
 
         return HFEngine(model_path, device=self.model.device, dtype=self.model.dtype, max_batch_size=self.engine_cfg.max_batch_size)
 
     def learner(self, learner_class: type, model: Any, *, pad_id: int, max_len: int, name: str = "learner") -> Any:
         return learner_class(model, self.trainer, pad_id=pad_id, max_len=max_len)
+
+    def adapter_learners(self, model: Any, names: list[str], *, pad_id: int, max_len: int) -> dict[str, Any]:
+        """LoRA policies: a learner per adapter of the peft ``model``, all sharing its one base."""
+        from arena.trainers.lora import AdapterLearner
+
+        return {name: AdapterLearner(model, name, self.trainer, pad_id=pad_id, max_len=max_len) for name in names}
 
     def play(
         self,
@@ -175,25 +189,42 @@ def load_model_policies(cfg: RunConfig, console: Console, runtime: Any = None) -
 
 def _lora_policies(cfg: RunConfig, ids: list[str], path: str, tokenizer: Any, sampling: SamplingParams, runtime: Any) -> ModelPolicies:
     """Every model policy a LoRA adapter of one base: one engine serves them all (each agent through
-    an :class:`~arena.adapters.AdapterView`), and their learners share one base model."""
+    an :class:`~arena.adapters.AdapterView`), and their learners share one base model. Past versions
+    (the ``snapshot`` seat's pool, a league's snapshots) are adapters of the same engine too, so a pool
+    of 32 versions costs 32 adapters, not 32 models."""
     from transformers import AutoModelForCausalLM
 
     from arena.adapters import AdapterView, add_adapters
-    from arena.trainers.lora import AdapterLearner
 
     engine = runtime.engine("lora", path)
     engine.add_adapters(cfg.model.lora, ids)
-    agents = {
-        pid: LLMAgent(AdapterView(engine, pid), pid, sampling=sampling, history_turns=cfg.agent.history_turns, max_prompt_tokens=cfg.agent.max_prompt_tokens)
-        for pid in ids
-    }
+
+    def agent(policy_id: str, model_path: str | None = None, adapter: str | None = None) -> LLMAgent:
+        """An agent on adapter ``adapter`` (default: one named ``policy_id``, added on first use);
+        a model directory (another run's checkpoint) gets an engine of its own."""
+        if model_path is not None:
+            view: Any = runtime.engine(policy_id, model_path)
+        else:
+            name = adapter or policy_id
+            if name not in engine.adapter_versions:
+                engine.add_adapters(cfg.model.lora, [name])
+            view = AdapterView(engine, name)
+        return LLMAgent(view, policy_id, sampling=sampling, history_turns=cfg.agent.history_turns, max_prompt_tokens=cfg.agent.max_prompt_tokens)
+
+    agents = {pid: agent(pid) for pid in ids}
     learners = {}
     if cfg.trainer.training:
         base = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(cfg.model.dtype)).to(cfg.model.device)
-        shared = add_adapters(base, cfg.model.lora, ids)
+        shared = add_adapters(base, cfg.model.lora, ids, seed=cfg.seed)
         max_len = cfg.agent.max_prompt_tokens + cfg.sampling.max_new_tokens
-        learners = {pid: AdapterLearner(shared, pid, cfg.trainer, pad_id=tokenizer.pad_token_id, max_len=max_len) for pid in ids}
-    return ModelPolicies(agents=agents, learners=learners, tokenizer=tokenizer)
+        learners = runtime.adapter_learners(shared, ids, pad_id=tokenizer.pad_token_id, max_len=max_len)
+    policies = ModelPolicies(agents=agents, learners=learners, tokenizer=tokenizer, make_agent=agent)
+    if any(pid == SNAPSHOT for g in cfg.games for seats in g.matchups for pid in seats.values()):
+        # one adapter slot into which choose_snapshot loads the drawn version; version 0 is main's start
+        policies.snapshot = agent("main@0", adapter=SNAPSHOT)
+        start = learners["main"] if "main" in learners else None
+        policies.pool[0] = engine_weights(start) if start is not None else engine.adapter_state("main")
+    return policies
 
 
 def _dtype(name: str) -> torch.dtype:

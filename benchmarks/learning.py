@@ -13,6 +13,9 @@ repeats over seeds. Prints one JSON object per experiment with ``before``,
     python benchmarks/learning.py --experiments negotiation_seller_vs_fair_buyer --max-staleness 0 1
                                                        # synchronous and asynchronous rollouts, same seeds;
                                                        # then one line comparing their changes
+    python benchmarks/learning.py --experiments negotiation_seller_vs_fair_buyer --adapter full lora
+                                                       # full fine-tuning and a LoRA adapter (model.adapter),
+                                                       # same seeds; then one line comparing their changes
 """
 
 from __future__ import annotations
@@ -50,6 +53,19 @@ def negotiation_seller(rounds: int) -> dict[str, Any]:
         "name": "negotiation_seller_vs_fair_buyer",
         "episodes_per_matchup": 32,
         "games": [{"id": NEG, "matchups": [{"seller": "main", "buyer": "scripted/fair_buyer"}]}],
+        "trainer": {"recipe": "pg", "rounds": rounds, "group_size": 4, "groups_per_matchup": 8, "advantage": "group_mean", "lr": 1e-3, "kl_coef": 0.02},
+    }
+
+
+def negotiation_seller_and_buyer(rounds: int) -> dict[str, Any]:
+    """Two trained policies in one run, a seller and a buyer, each against the other role's fair bot
+    (with ``--adapter lora``: two adapters of one base, served by one engine)."""
+    return {
+        "name": "negotiation_seller_and_buyer",
+        "episodes_per_matchup": 32,
+        "games": [
+            {"id": NEG, "matchups": [{"seller": "main/seller", "buyer": "scripted/fair_buyer"}, {"seller": "scripted/fair_seller", "buyer": "main/buyer"}]}
+        ],
         "trainer": {"recipe": "pg", "rounds": rounds, "group_size": 4, "groups_per_matchup": 8, "advantage": "group_mean", "lr": 1e-3, "kl_coef": 0.02},
     }
 
@@ -104,6 +120,17 @@ def measure_seller(res: RunResult) -> dict[str, float]:
         "deal_rate_before": seat_mean(res.before, "seller", deal),
         "deal_rate_after": seat_mean(res.after, "seller", deal),
     }
+
+
+def measure_two_roles(res: RunResult) -> dict[str, float]:
+    """Each trained role's return against the other role's bot; the headline is their mean."""
+    out = {}
+    for role in ("seller", "buyer"):
+        for when, eps in (("before", res.before), ("after", res.after)):
+            out[f"{role}_{when}"] = seat_mean(eps, role, lambda ep, r=role: ep.returns[r])
+    out["before"] = (out["seller_before"] + out["buyer_before"]) / 2
+    out["after"] = (out["seller_after"] + out["buyer_after"]) / 2
+    return out
 
 
 def measure_selfplay(res: RunResult) -> dict[str, float]:
@@ -221,6 +248,11 @@ def measure_debate(res: RunResult) -> dict[str, float]:
 EXPERIMENTS: dict[str, tuple[Callable[[int], dict], Callable[[RunResult], dict], str]] = {
     "pd_vs_tit_for_tat": (pd_vs_tit_for_tat, measure_pd, "mean payoff per round of the trained player vs tit-for-tat"),
     "negotiation_seller_vs_fair_buyer": (negotiation_seller, measure_seller, "mean deal price of the trained seller vs a fair buyer"),
+    "negotiation_seller_and_buyer": (
+        negotiation_seller_and_buyer,
+        measure_two_roles,
+        "two trained policies in one run (seller, buyer), each vs the other role's fair bot: mean return of both (each role's change alongside)",
+    ),
     "negotiation_selfplay_role_baseline_off": (
         lambda r: negotiation_selfplay(r, False),
         measure_selfplay,
@@ -252,12 +284,29 @@ def _ci95(values: list[float]) -> float:
 RAY_CLUSTER = {"mode": "ray", "rollout_workers": 2, "engines": 2, "learner_workers": 2}
 
 
-def run_experiment(name: str, seeds: list[int], rounds: int, workdir: Path, runtime: str = "local", max_staleness: int = 0) -> dict[str, Any]:
+#: model.lora of ``--adapter lora`` (the config's default shape)
+LORA = {"rank": 8, "alpha": 16}
+
+
+def run_experiment(
+    name: str,
+    seeds: list[int],
+    rounds: int,
+    workdir: Path,
+    runtime: str = "local",
+    max_staleness: int = 0,
+    adapter: str = "full",
+    lora_lr: float | None = None,
+) -> dict[str, Any]:
     build, measure, what = EXPERIMENTS[name]
     per_seed, minutes = [], []
     for seed in seeds:
         data = build(rounds)
         data["trainer"]["max_staleness"] = max_staleness
+        if adapter == "lora":  # every trained policy a LoRA adapter of the frozen base
+            data["model"] = {**data.get("model", {}), "adapter": "lora", "lora": dict(LORA)}
+            if lora_lr is not None:
+                data["trainer"]["lr"] = lora_lr
         data.update(
             seed=seed,
             runs_dir=str(workdir / "runs"),
@@ -283,8 +332,13 @@ def run_experiment(name: str, seeds: list[int], rounds: int, workdir: Path, runt
         "minutes": round(float(np.mean(minutes)), 2),
         "runtime": runtime,
         "max_staleness": max_staleness,
+        "adapter": adapter,
+        "lr": data["trainer"]["lr"],
         "per_seed": per_seed,
     }
+    for key in sorted(k[: -len("_before")] for k in per_seed[0] if k.endswith("_before") and f"{k[: -len('_before')]}_after" in per_seed[0]):
+        parts = [s[f"{key}_after"] - s[f"{key}_before"] for s in per_seed]  # each part of the headline, its own interval
+        out[f"{key}_change"], out[f"{key}_ci95"] = round(float(np.mean(parts)), 4), round(_ci95(parts), 4)
     out["change_exceeds_ci95"] = bool(len(change) > 1 and out["change"] > out["ci95"])
     if name == "negotiation_seller_vs_fair_buyer":
         b = np.mean([s["deal_rate_before"] for s in per_seed])
@@ -303,33 +357,37 @@ def main() -> None:
     ap.add_argument(
         "--max-staleness", nargs="*", type=int, default=[0], help="trainer.max_staleness: 0 = synchronous, 1 = round k+1 plays while round k learns"
     )
+    ap.add_argument("--adapter", nargs="*", choices=["full", "lora"], default=["full"], help="model.adapter: full fine-tuning, or a LoRA adapter per policy")
+    ap.add_argument("--lora-lr", type=float, default=5e-3, help="trainer.lr of --adapter lora runs (full runs keep the experiment's)")
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.rounds = args.seeds[:1], 3
+    variants = [(s, a) for a in args.adapter for s in args.max_staleness]
     with tempfile.TemporaryDirectory(prefix="arena-learning-") as tmp:
         for name in args.experiments:
             results = []
-            for staleness in args.max_staleness:
-                results.append(run_experiment(name, args.seeds, args.rounds, Path(tmp) / f"{name}-staleness{staleness}", args.runtime, staleness))
+            for staleness, adapter in variants:
+                workdir = Path(tmp) / f"{name}-staleness{staleness}-{adapter}"
+                results.append(run_experiment(name, args.seeds, args.rounds, workdir, args.runtime, staleness, adapter, args.lora_lr))
                 print(json.dumps(results[-1]), flush=True)
-            if len(results) > 1:  # each asynchronous change against the synchronous one's interval
-                base = results[0]
-                for other in results[1:]:
-                    gap = other["change"] - base["change"]
-                    print(
-                        json.dumps(
-                            {
-                                "experiment": name,
-                                "compare": f"max_staleness {other['max_staleness']} vs {base['max_staleness']}",
-                                "change": [base["change"], other["change"]],
-                                "ci95": [base["ci95"], other["ci95"]],
-                                "difference": round(gap, 4),
-                                "within_base_ci95": bool(abs(gap) <= base["ci95"]),
-                                "per_seed_change": [[round(s["after"] - s["before"], 4) for s in r["per_seed"]] for r in (base, other)],
-                            }
-                        ),
-                        flush=True,
-                    )
+            base = results[0]
+            for other in results[1:]:  # each other variant's change against the first one's interval
+                gap = other["change"] - base["change"]
+                label = lambda r: f"max_staleness {r['max_staleness']}, {r['adapter']}"
+                print(
+                    json.dumps(
+                        {
+                            "experiment": name,
+                            "compare": f"{label(other)} vs {label(base)}",
+                            "change": [base["change"], other["change"]],
+                            "ci95": [base["ci95"], other["ci95"]],
+                            "difference": round(gap, 4),
+                            "within_base_ci95": bool(abs(gap) <= base["ci95"]),
+                            "per_seed_change": [[round(s["after"] - s["before"], 4) for s in r["per_seed"]] for r in (base, other)],
+                        }
+                    ),
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -139,3 +139,13 @@ def test_imports_are_read_before_the_games_and_from_the_configs_folder(tmp_path)
     )
     cfg = load_config(path)
     assert cfg.imports == ["coin_game_for_config_test"] and cfg.games[0].id == "coin_for_config_test-v0"
+
+
+def test_a_ray_run_refuses_an_engine_kind_its_actors_do_not_run():
+    from arena.config import RunConfig
+
+    data = {"games": [{"id": "negotiation-v0", "matchups": [{"seller": "main", "buyer": "scripted/fair_buyer"}]}], "cluster": {"mode": "ray"}}
+    with pytest.raises(ValueError, match="engine.kind=vllm and cluster.engine_kind=hf disagree"):
+        RunConfig.model_validate({**data, "engine": {"kind": "vllm"}})
+    cfg = RunConfig.model_validate({**data, "engine": {"kind": "vllm"}, "cluster": {"mode": "ray", "engine_kind": "vllm"}})
+    assert cfg.engine.kind == cfg.cluster.engine_kind == "vllm"

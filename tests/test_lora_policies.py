@@ -67,6 +67,53 @@ def test_two_policies_learn_as_adapters_of_one_base_and_resume_exactly(tiny_mode
 
 def test_lora_refuses_what_it_does_not_run_yet(tiny_model_dir, tmp_path):
     data = config(tiny_model_dir, tmp_path).model_dump(mode="json")
-    data["cluster"] = {"mode": "ray"}
-    with pytest.raises(ValueError, match="model.adapter=lora .* not yet with cluster.mode=ray"):
+    data["trainer"]["recipe"] = "dpo"
+    with pytest.raises(ValueError, match="model.adapter=lora does not run with trainer.recipe=dpo"):
         RunConfig.model_validate(data)
+
+
+def test_snapshot_and_league_pools_are_adapters_of_the_one_engine(tiny_model_dir, mlflow_store, tmp_path, monkeypatch):
+    """A ``snapshot`` seat and ``league`` seats with LoRA policies: every past version is an adapter of the
+    run's one engine; a pool entry is an adapter's tensors; a snapshot dropped from the league frees its adapter."""
+    from arena.league import POOL_FILE
+    from arena.runtime import LocalRuntime
+
+    engines = []
+    make_engine = LocalRuntime.engine
+
+    def counted(self, name, model_path):  # the real engine, recorded
+        engines.append(make_engine(self, name, model_path))
+        return engines[-1]
+
+    monkeypatch.setattr(LocalRuntime, "engine", counted)
+    data = config(tiny_model_dir, tmp_path).model_dump(mode="json")
+    data["games"][0]["matchups"] = [
+        {"seller": "main", "buyer": "snapshot"},
+        {"seller": "main/seller", "buyer": "league"},
+        {"seller": "league", "buyer": "main/buyer"},
+    ]
+    data["league"] = {"snapshot_every": 1, "max_snapshots": 2, "matchmaking": "latest"}
+    data["trainer"].update(rounds=3, snapshot_every=1, checkpoint_every=1)
+    result = run(RunConfig.model_validate(data), QUIET)
+
+    assert len(engines) == 1, "one engine serves every policy, snapshot and league opponent"
+    versions = engines[0].adapter_versions
+    size = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny_model_dir).parameters())
+    ckpt = result.run_dir / "checkpoints"
+    pools = [torch.load(ckpt / f"round_0000{r}" / POOL_FILE, weights_only=True) for r in (2, 3)]
+    snapshot_pool = torch.load(ckpt / "snapshot_pool.pt", weights_only=True)
+    assert sorted(snapshot_pool) == list(range(len(snapshot_pool))) and len(snapshot_pool) >= 2
+    for entry in [*snapshot_pool.values(), *(s for p in pools[-1].values() for s in p.values())]:
+        assert entry and all(".lora_" in k for k in entry), "a pool entry is an adapter's tensors"
+        assert sum(v.numel() for v in entry.values()) < 0.1 * size
+    assert all(0 in p and len(p) <= 2 for p in pools[-1].values())
+    # past versions that played are adapters of the engine; those dropped from the pool are gone from it
+    assert {"main", "main/seller", "main/buyer", "snapshot"} <= set(versions)
+    live = {f"{pid}@{v}" for pid, p in pools[-1].items() for v in p}
+    assert {k for k in versions if "@" in k} <= live
+    dropped = {f"{pid}@{v}" for pid, p in pools[0].items() for v in p} - live
+    metrics = MlflowClient().get_run(result.run_id).data.metrics
+    played = {k for k in dropped if f"rating/{k.replace('@', ':')}/mu" in metrics}
+    assert played, f"the test needs a snapshot that played and was then dropped: dropped {dropped}"
+    assert not played & set(versions), "a snapshot dropped from the pool frees its adapter"
+    assert versions["snapshot"] == 0, "evaluation plays the snapshot seat with main's starting adapter"

@@ -1,6 +1,7 @@
 """A training run killed with SIGKILL resumes from its last checkpoint and ends exactly where an uninterrupted run ends:
 the same weights, and the same league (snapshot pool, matchmaking results, ratings); synchronous, and asynchronous
-(``trainer.max_staleness: 1``, whose checkpoint holds the round it had already played ahead)."""
+(``trainer.max_staleness: 1``, whose checkpoint holds the round it had already played ahead), and with the policy
+and its league snapshots as LoRA adapters (``model.adapter: lora``)."""
 
 from __future__ import annotations
 
@@ -54,25 +55,30 @@ def _final_checkpoint(cwd: Path) -> Path:
     return ckpt
 
 
-def _final_weights(cwd: Path) -> dict[str, torch.Tensor]:
-    (ckpt,) = sorted(cwd.glob("arena_runs/resume_check/*/checkpoints/round_00005/policies/main/model.safetensors"))
+def _final_weights(cwd: Path, adapter: str) -> dict[str, torch.Tensor]:
+    name = "adapter_model.safetensors" if adapter == "lora" else "model.safetensors"
+    (ckpt,) = sorted(cwd.glob(f"arena_runs/resume_check/*/checkpoints/round_00005/policies/main/{name}"))
     return load_file(str(ckpt))
 
 
-@pytest.fixture(params=[0, 1], ids=["synchronous", "asynchronous"])
+@pytest.fixture(params=[(0, "full"), (1, "full"), (0, "lora")], ids=["synchronous", "asynchronous", "lora"])
 def workdirs(request, tmp_path, arena_home):
     env = {"ARENA_HOME": str(arena_home), "MLFLOW_TRACKING_URI": ""}
+    staleness, adapter = request.param
     dirs = []
     for name in ("killed", "straight"):
         d = tmp_path / name
         d.mkdir()
-        (d / "config.yaml").write_text(CONFIG.replace("  checkpoint_every: 1\n", f"  checkpoint_every: 1\n  max_staleness: {request.param}\n"))
+        config = CONFIG.replace("  checkpoint_every: 1\n", f"  checkpoint_every: 1\n  max_staleness: {staleness}\n")
+        if adapter == "lora":  # the policy and its league snapshots as LoRA adapters of one frozen base
+            config += "model: {adapter: lora, lora: {rank: 4, alpha: 8}}\n"
+        (d / "config.yaml").write_text(config)
         dirs.append(d)
-    return dirs, env, request.param
+    return dirs, env, staleness, adapter
 
 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(workdirs):
-    (killed, straight), env, staleness = workdirs
+    (killed, straight), env, staleness, adapter = workdirs
 
     proc = _run(killed, env)
     deadline = time.time() + 600
@@ -103,8 +109,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(workdirs):
     # thread pools while they overlap, which moves logprobs by ~1e-7 from one run to the next (two
     # uninterrupted runs differ as much); the same moves, outcomes and league, weights within 1e-6
     same = torch.equal if not staleness else (lambda x, y: torch.allclose(x, y, rtol=0, atol=1e-6))
-    a, b = _final_weights(killed), _final_weights(straight)
+    a, b = _final_weights(killed, adapter), _final_weights(straight, adapter)
     assert a.keys() == b.keys()
+    assert all(("lora_" in k) == (adapter == "lora") for k in a)
     for k in a:
         assert same(a[k], b[k]), f"{k} differs between the resumed and the uninterrupted run"
 
@@ -117,6 +124,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(workdirs):
     assert f"main@{4 - staleness}" in league[0]["ratings"]["table"] and "scripted/always_defect" in league[0]["ratings"]["table"]
     pools = [torch.load(_final_checkpoint(d) / "league_pool.pt", weights_only=True) for d in (killed, straight)]
     assert all(same(pools[0]["main"][v][k], pools[1]["main"][v][k]) for v in (0, 4, 5) for k in pools[0]["main"][v])
+    assert all(("lora_" in k) == (adapter == "lora") for k in pools[0]["main"][0]), "a LoRA league's pool holds adapters"
 
     mlflow.set_tracking_uri(f"sqlite:///{killed / 'mlflow.db'}")
     client = MlflowClient()

@@ -32,6 +32,18 @@ step on the whole batch when every worker's share holds the same number of
 completion tokens (the losses are token means per worker, and DDP averages the
 workers' gradients); otherwise it weighs each worker's tokens slightly
 differently, as data-parallel training always does.
+
+LoRA policies (``model.adapter: lora``): :class:`RayAdapterLearners` starts one
+worker group for all of them, as one peft model holds them all in one process.
+Each worker holds the peft model (the frozen base once, every policy's adapter)
+and an :class:`~arena.trainers.lora.AdapterLearner` per adapter; a job names
+its adapter. :class:`RayAdapterLearner` is one policy's handle, with
+AdapterLearner's interface: its published weights are the adapter's tensors,
+its probe is scored through the adapter, and it saves and loads peft's format.
+Gradients are averaged across workers by a hook on each LoRA tensor rather
+than by DDP: peft's adapter switches (``set_adapter``, ``disable_adapter``) live
+on the peft model, which a DDP wrapper hides, and each step trains one adapter
+while DDP expects every trainable tensor to get a gradient.
 """
 
 from __future__ import annotations
@@ -50,7 +62,9 @@ import numpy as np
 import ray
 import torch
 
+from arena.adapters import adapter_state, load_adapter_state
 from arena.config import TrainerConfig
+from arena.trainers.lora import AdapterLearner
 from arena.weight_sync import Probe, probe_logprobs
 
 #: stats that add up across workers (the rest are means of per-worker means)
@@ -129,24 +143,48 @@ class LearnerMailbox:
 
 # ----- what each Ray Train worker runs -----------------------------------------------------------
 def _train_worker(config: dict[str, Any]) -> None:
-    """The loop of one Ray Train worker: build the learner, then serve jobs until told to stop."""
+    """The loop of one Ray Train worker: build the learner (or, for LoRA, a learner per adapter),
+    then serve jobs until told to stop; a job's ``adapter`` names its learner."""
     import ray.train
     import ray.train.torch
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     model = ray.get(config["model"])
-    learner = config["learner_class"](model, worker_config(config["cfg"], world), pad_id=config["pad_id"], max_len=config["max_len"])
-    # the reference copy and the optimizer were made from the bare model; DDP wraps the same parameters
-    learner.model = ray.train.torch.prepare_model(model, parallel_strategy="ddp")
+    cfg, pad_id, max_len = worker_config(config["cfg"], world), config["pad_id"], config["max_len"]
+    learners: dict[str | None, Any]
+    if config.get("adapters"):
+        model = ray.train.torch.prepare_model(model, parallel_strategy=None)  # to the worker's device, unwrapped
+        learners = {name: config["learner_class"](model, name, cfg, pad_id=pad_id, max_len=max_len) for name in config["adapters"]}
+        if world > 1:
+            average_gradients([p for n, p in model.named_parameters() if ".lora_" in n], world)
+    else:
+        learner = config["learner_class"](model, cfg, pad_id=pad_id, max_len=max_len)
+        # the reference copy and the optimizer were made from the bare model; DDP wraps the same parameters
+        learner.model = ray.train.torch.prepare_model(model, parallel_strategy="ddp")
+        learners = {None: learner}
     mailbox = config["mailbox"]
     while (job := ray.get(mailbox.next_job.remote(rank))) is not None:
         try:
-            result = JOBS[job["kind"]](learner, job, rank, world)
+            result = JOBS[job["kind"]](learners[job.get("adapter")], job, rank, world)
         except Exception:
             ray.get(mailbox.reply.remote(job["id"], rank, {"error": traceback.format_exc()}))
             raise
         ray.get(mailbox.reply.remote(job["id"], rank, result))
+
+
+def average_gradients(params: Sequence[torch.nn.Parameter], world: int) -> None:
+    """Average each tensor's gradient over the ``world`` workers as soon as backward has accumulated
+    it, before the learner clips and steps: DDP's arithmetic for tensors that may or may not train
+    in a given step (LoRA: only the stepping adapter's get gradients, on every worker alike)."""
+    import torch.distributed as dist
+
+    def average(p: torch.nn.Parameter) -> None:
+        dist.all_reduce(p.grad)
+        p.grad.div_(world)
+
+    for p in params:
+        p.register_post_accumulate_grad_hook(average)
 
 
 def _bare(learner: Any) -> torch.nn.Module:
@@ -170,24 +208,42 @@ def _probe_job(learner: Any, job: dict[str, Any], rank: int, world: int) -> dict
 
 
 def _publish(learner: Any, probe: Probe | None) -> dict[str, Any]:
-    """Worker 0's weights in the object store, their version, and the probe scored on them."""
-    model = _bare(learner)
-    out: dict[str, Any] = {"version": learner.version, "weights": ray.put({k: v.detach() for k, v in model.state_dict().items()})}
-    if probe is not None:
-        out["probe"] = probe_logprobs(model, probe)
+    """Worker 0's weights in the object store (a LoRA learner's: its adapter's tensors), their
+    version and size (tensors, bytes), and the probe scored on them."""
+    if isinstance(learner, AdapterLearner):
+        weights = learner.engine_weights()
+        scored = learner.probe_logprobs(probe) if probe is not None else None
+    else:
+        model = _bare(learner)
+        weights = {k: v.detach() for k, v in model.state_dict().items()}
+        scored = probe_logprobs(model, probe) if probe is not None else None
+    out: dict[str, Any] = {"version": learner.version, "weights": ray.put(weights), "size": state_size(weights)}
+    if scored is not None:
+        out["probe"] = scored
     return out
+
+
+def state_size(state: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """(tensors, bytes) of a state dict: what a weight sync sends each engine."""
+    return len(state), sum(v.numel() * v.element_size() for v in state.values())
 
 
 def _get_state_job(learner: Any, job: dict[str, Any], rank: int, world: int) -> dict[str, Any]:
     if rank != 0:
         return {}
-    return {"optimizer": learner.optimizer.state_dict(), "version": learner.version}
+    out = {"optimizer": learner.optimizer.state_dict(), "version": learner.version}
+    if isinstance(learner, AdapterLearner):  # the adapter's tensors as the workers hold them now
+        out["weights"] = learner.engine_weights()
+    return out
 
 
 def _set_state_job(learner: Any, job: dict[str, Any], rank: int, world: int) -> dict[str, Any]:
     state = ray.get(job["state"])
-    with torch.no_grad():
-        _bare(learner).load_state_dict(state["model"])
+    if isinstance(learner, AdapterLearner):
+        load_adapter_state(learner.model, learner.name, state["model"])
+    else:
+        with torch.no_grad():
+            _bare(learner).load_state_dict(state["model"])
     learner.optimizer.load_state_dict(state["optimizer"])
     learner.version = int(state["version"])
     return {"version": learner.version}
@@ -195,6 +251,87 @@ def _set_state_job(learner: Any, job: dict[str, Any], rank: int, world: int) -> 
 
 #: job kind -> what a worker does with it
 JOBS = {"learn": _learn_job, "probe": _probe_job, "get_state": _get_state_job, "set_state": _set_state_job}
+
+
+# ----- the worker group ------------------------------------------------------------------------------
+class TrainWorkers:
+    """``workers`` Ray Train workers running :func:`_train_worker` for a learner's whole life: one
+    ``TorchTrainer.fit()`` in a thread of the driver, jobs and replies through a :class:`LearnerMailbox`.
+
+    ``loop_config`` is what every worker builds its learner(s) from (``learner_class``, ``model``
+    as an ObjectRef, ``cfg``, ``pad_id``, ``max_len``, and ``adapters`` for LoRA).
+    """
+
+    def __init__(
+        self,
+        loop_config: dict[str, Any],
+        *,
+        workers: int,
+        cpus_per_worker: float,
+        use_gpu: bool,
+        name: str,
+        storage_path: str | None = None,
+        start_timeout_s: float = 600.0,
+    ) -> None:
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchConfig, TorchTrainer
+
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.workers = workers
+        self._jobs = itertools.count()
+        self._error: BaseException | None = None
+        self._started = False
+        self._start_deadline = time.monotonic() + start_timeout_s
+        self._mailbox = LearnerMailbox.remote(workers)
+        trainer = TorchTrainer(
+            _train_worker,
+            train_loop_config={**loop_config, "mailbox": self._mailbox},
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker}),
+            torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+            run_config=RunConfig(name=f"arena-{name.replace('/', '_')}", storage_path=storage_path or tempfile.mkdtemp(prefix="arena-ray-train-")),
+        )
+        self._thread = threading.Thread(target=self._fit, args=(trainer,), name=f"ray-train-{name}", daemon=True)
+        self._thread.start()
+
+    def _fit(self, trainer: Any) -> None:
+        try:
+            trainer.fit()
+        except BaseException as e:  # the driver raises it at its next wait
+            self._error = e
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def run(self, job: dict[str, Any]) -> list[dict[str, Any]]:
+        """Post ``job`` to every worker and wait for all replies (raising if a worker or ``fit`` failed)."""
+        job = {**job, "id": next(self._jobs)}
+        ray.get(self._mailbox.post.remote(job))
+        pending = self._mailbox.collect.remote(job["id"])
+        while not ray.wait([pending], timeout=1.0)[0]:
+            if not self._thread.is_alive():
+                raise RuntimeError(f"the Ray Train learner stopped before finishing a {job['kind']} job: {self._error!r}")
+            if not self._started and time.monotonic() > self._start_deadline:
+                free = ray.available_resources().get("CPU", 0.0)
+                raise RuntimeError(
+                    f"the Ray Train workers did not start in time ({free:g} Ray CPUs free, {self.workers} workers asked for): "
+                    "lower cluster.learner_worker_cpus or give Ray more CPUs"
+                )
+        self._started = True
+        replies = ray.get(pending)
+        failed = [(rank, r["error"]) for rank, r in enumerate(replies) if "error" in r]
+        if failed:
+            rank, error = failed[0]
+            raise RuntimeError(f"learner worker {rank} failed a {job['kind']} job:\n{error}")
+        return replies
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop the workers (``fit`` returns) and the mailbox."""
+        if self._thread.is_alive():
+            ray.get(self._mailbox.post.remote(None))
+            self._thread.join(timeout_s)
+        ray.kill(self._mailbox)
 
 
 # ----- the driver's handle ---------------------------------------------------------------------------
@@ -224,47 +361,26 @@ class RayLearner:
         storage_path: str | None = None,
         start_timeout_s: float = 600.0,
     ) -> None:
-        from ray.train import RunConfig, ScalingConfig
-        from ray.train.torch import TorchConfig, TorchTrainer
-
-        if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
         self.cfg = cfg
         self.workers = workers
         self.version = 0
+        #: (tensors, bytes) of the weights :attr:`weights` holds: what a sync sends each engine
+        self.weights_size: tuple[int, int] | None = None
         self._model = model
         self._weights: Any = None  # ObjectRef of the newest weights, once the workers produced some
         self._model_is_current = True
         self._probe: Probe | None = None
         self._probe_cache: dict[tuple[int, Probe], list[float]] = {}
         self._restore: dict[str, Any] | None = None
-        self._jobs = itertools.count()
-        self._error: BaseException | None = None
-        self._started = False
-        self._start_deadline = time.monotonic() + start_timeout_s
-        self._mailbox = LearnerMailbox.remote(workers)
-        trainer = TorchTrainer(
-            _train_worker,
-            train_loop_config={
-                "learner_class": learner_class,
-                "model": ray.put(model),
-                "cfg": cfg,
-                "pad_id": pad_id,
-                "max_len": max_len,
-                "mailbox": self._mailbox,
-            },
-            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker}),
-            torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-            run_config=RunConfig(name=f"arena-{name.replace('/', '_')}", storage_path=storage_path or tempfile.mkdtemp(prefix="arena-ray-train-")),
+        self._workers = TrainWorkers(
+            {"learner_class": learner_class, "model": ray.put(model), "cfg": cfg, "pad_id": pad_id, "max_len": max_len},
+            workers=workers,
+            cpus_per_worker=cpus_per_worker,
+            use_gpu=use_gpu,
+            name=name,
+            storage_path=storage_path,
+            start_timeout_s=start_timeout_s,
         )
-        self._thread = threading.Thread(target=self._fit, args=(trainer,), name=f"ray-train-{name}", daemon=True)
-        self._thread.start()
-
-    def _fit(self, trainer: Any) -> None:
-        try:
-            trainer.fit()
-        except BaseException as e:  # the driver raises it at its next wait
-            self._error = e
 
     # ----- the Learner interface ---------------------------------------------------------------------
     def learn(self, samples: Sequence[Any], generator: torch.Generator) -> dict[str, float]:
@@ -277,10 +393,7 @@ class RayLearner:
         items = ray.put(list(samples))
         replies = self._run({"kind": "learn", "items": items, "generator": generator.get_state(), "probe": self._probe})
         self._adopt(replies[0])
-        stats = combine_stats([r["stats"] for r in replies], len(samples))
-        if stats:
-            stats["worker_learn_s_max"] = max(r["learn_s"] for r in replies)
-        return stats
+        return _learn_stats(replies, len(samples))
 
     @property
     def model(self) -> torch.nn.Module:
@@ -300,7 +413,8 @@ class RayLearner:
         """An ObjectRef to the current weights (worker 0's after an update, else the driver's copy)."""
         self._send_restore()
         if self._weights is None:
-            self._weights = ray.put({k: v.detach() for k, v in self._model.state_dict().items()})
+            state = {k: v.detach() for k, v in self._model.state_dict().items()}
+            self._weights, self.weights_size = ray.put(state), state_size(state)
         return self._weights
 
     def probe_logprobs(self, probe: Probe) -> list[float]:
@@ -315,16 +429,14 @@ class RayLearner:
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Stop the workers (``fit`` returns) and the mailbox; ``model`` keeps the last weights."""
-        if self._thread.is_alive():
+        if self._workers.running:
             _ = self.model  # the newest weights live in worker 0's object store: fetch them before it stops
-            ray.get(self._mailbox.post.remote(None))
-            self._thread.join(timeout_s)
-        ray.kill(self._mailbox)
+        self._workers.stop(timeout_s)
 
     # ----- internals ---------------------------------------------------------------------------------
     def _adopt(self, reply: dict[str, Any]) -> None:
         self.version = int(reply["version"])
-        self._weights = reply["weights"]
+        self._weights, self.weights_size = reply["weights"], tuple(reply["size"])
         self._model_is_current = False
         if "probe" in reply:
             self._probe_cache = {(self.version, self._probe): reply["probe"]}
@@ -338,26 +450,7 @@ class RayLearner:
         self._weights, self._model_is_current, self._probe_cache = None, True, {}
 
     def _run(self, job: dict[str, Any]) -> list[dict[str, Any]]:
-        """Post ``job`` to every worker and wait for all replies (raising if a worker or ``fit`` failed)."""
-        job = {**job, "id": next(self._jobs)}
-        ray.get(self._mailbox.post.remote(job))
-        pending = self._mailbox.collect.remote(job["id"])
-        while not ray.wait([pending], timeout=1.0)[0]:
-            if not self._thread.is_alive():
-                raise RuntimeError(f"the Ray Train learner stopped before finishing a {job['kind']} job: {self._error!r}")
-            if not self._started and time.monotonic() > self._start_deadline:
-                free = ray.available_resources().get("CPU", 0.0)
-                raise RuntimeError(
-                    f"the Ray Train workers did not start in time ({free:g} Ray CPUs free, {self.workers} workers asked for): "
-                    "lower cluster.learner_worker_cpus or give Ray more CPUs"
-                )
-        self._started = True
-        replies = ray.get(pending)
-        failed = [(rank, r["error"]) for rank, r in enumerate(replies) if "error" in r]
-        if failed:
-            rank, error = failed[0]
-            raise RuntimeError(f"learner worker {rank} failed a {job['kind']} job:\n{error}")
-        return replies
+        return self._workers.run(job)
 
 
 class _RemoteOptimizer:
@@ -372,3 +465,151 @@ class _RemoteOptimizer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._learner._restore = {"optimizer": state}
+
+
+def _learn_stats(replies: list[dict[str, Any]], samples: int) -> dict[str, float]:
+    stats = combine_stats([r["stats"] for r in replies], samples)
+    if stats:
+        stats["worker_learn_s_max"] = max(r["learn_s"] for r in replies)
+    return stats
+
+
+# ----- LoRA policies -----------------------------------------------------------------------------------
+class RayAdapterLearners:
+    """Every LoRA policy of a run on one group of Ray Train workers (see the module docstring).
+
+    ``model`` is a peft model holding an adapter per name (:func:`arena.adapters.add_adapters`);
+    it is the driver's copy, shipped to every worker as it is (so each adapter starts from the same
+    tensors everywhere). :attr:`learners` maps each name to its :class:`RayAdapterLearner`.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        names: Sequence[str],
+        cfg: TrainerConfig,
+        *,
+        pad_id: int,
+        max_len: int = 2048,
+        workers: int = 2,
+        cpus_per_worker: float = 0.25,
+        use_gpu: bool = False,
+        name: str = "lora",
+        storage_path: str | None = None,
+        start_timeout_s: float = 600.0,
+    ) -> None:
+        names = list(names)
+        self.model = model
+        self.workers = TrainWorkers(
+            {"learner_class": AdapterLearner, "model": ray.put(model), "cfg": cfg, "pad_id": pad_id, "max_len": max_len, "adapters": names},
+            workers=workers,
+            cpus_per_worker=cpus_per_worker,
+            use_gpu=use_gpu,
+            name=name,
+            storage_path=storage_path,
+            start_timeout_s=start_timeout_s,
+        )
+        self.learners = {n: RayAdapterLearner(self, AdapterLearner(model, n, cfg, pad_id=pad_id, max_len=max_len)) for n in names}
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Stop the workers; the driver's ``model`` keeps every adapter's last tensors."""
+        if self.workers.running:
+            for learner in self.learners.values():  # the newest tensors live in worker 0's object store
+                learner.fetch()
+        self.workers.stop(timeout_s)
+
+
+class RayAdapterLearner:
+    """One LoRA policy's learner on a :class:`RayAdapterLearners` worker group, with the interface of
+    :class:`~arena.trainers.lora.AdapterLearner` (``learn``, ``version``, ``engine_weights``,
+    ``probe_logprobs``, ``save``, ``load``).
+
+    ``local`` is the driver's side: an AdapterLearner of the driver's peft model. It is brought up to
+    date from worker 0 when saved; a checkpoint loads into it, and its tensors, optimizer state and
+    ``version`` go to every worker before the next job.
+    """
+
+    def __init__(self, group: RayAdapterLearners, local: AdapterLearner) -> None:
+        self.group, self.local, self.name = group, local, local.name
+        self.version = 0
+        #: (tensors, bytes) of the tensors :attr:`weights` holds: what a sync sends each engine
+        self.weights_size: tuple[int, int] | None = None
+        self._weights: Any = None  # ObjectRef of worker 0's newest tensors of this adapter
+        self._probe: Probe | None = None
+        self._probe_cache: dict[tuple[int, Probe], list[float]] = {}
+        self._restore = False
+
+    def learn(self, samples: Sequence[Any], generator: torch.Generator) -> dict[str, float]:
+        """One round of updates of this adapter on ``samples`` across the workers (as ``RayLearner.learn``)."""
+        if not samples:
+            return {}
+        self._send_restore()
+        items = ray.put(list(samples))
+        replies = self._run({"kind": "learn", "items": items, "generator": generator.get_state(), "probe": self._probe})
+        self._adopt(replies[0])
+        return _learn_stats(replies, len(samples))
+
+    @property
+    def weights(self) -> Any:
+        """An ObjectRef to the adapter's current tensors (worker 0's after an update, else the driver's)."""
+        self._send_restore()
+        if self._weights is None:
+            state = self.local.weights
+            self._weights, self.weights_size = ray.put(state), state_size(state)
+        return self._weights
+
+    def engine_weights(self) -> dict[str, torch.Tensor]:
+        """The adapter's tensors: what its engines load (and what a snapshot pool keeps)."""
+        return ray.get(self.weights)
+
+    def probe_logprobs(self, probe: Probe) -> list[float]:
+        """Worker 0's log-probabilities of ``probe`` through this adapter (later updates score it as part of ``learn``)."""
+        self._probe = probe
+        self._send_restore()
+        key = (self.version, probe)
+        if key not in self._probe_cache:
+            self._adopt(self._run({"kind": "probe", "probe": probe})[0])
+        return self._probe_cache[key]
+
+    def worker_state(self) -> dict[str, Any]:
+        """Worker 0's state of this adapter now: its ``weights`` (tensors), ``optimizer`` state and ``version``."""
+        self._send_restore()
+        return self._run({"kind": "get_state"})[0]
+
+    def fetch(self) -> None:
+        """Bring ``local`` (the driver's adapter and optimizer) up to worker 0's."""
+        state = self.worker_state()
+        load_adapter_state(self.local.model, self.name, state["weights"])
+        self.local.optimizer.load_state_dict(state["optimizer"])
+        self.local.version = int(state["version"])
+
+    def save(self, directory: Any) -> None:
+        """The adapter in peft's format and the optimizer state, as :meth:`AdapterLearner.save` writes them."""
+        self.fetch()
+        self.local.save(directory)
+
+    def load(self, directory: Any) -> None:
+        """Load what :meth:`save` wrote; it reaches the workers before their next job."""
+        self.local.load(directory)
+        self._restore = True
+
+    # ----- internals ---------------------------------------------------------------------------------
+    def _adopt(self, reply: dict[str, Any]) -> None:
+        self.version = int(reply["version"])
+        self._weights, self.weights_size = reply["weights"], tuple(reply["size"])
+        if "probe" in reply:
+            self._probe_cache = {(self.version, self._probe): reply["probe"]}
+
+    def _send_restore(self) -> None:
+        if not self._restore:
+            return
+        self._restore = False
+        state = {"model": adapter_state(self.local.model, self.name), "optimizer": self.local.optimizer.state_dict(), "version": self.version}
+        self._run({"kind": "set_state", "state": ray.put(state)})
+        self._weights, self._probe_cache = None, {}
+
+    def _run(self, job: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.group.workers.run({**job, "adapter": self.name})
+
+    def __repr__(self) -> str:
+        return f"<RayAdapterLearner {self.name}@{self.version} on {self.group.workers.workers} Ray Train workers>"

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,21 +87,39 @@ def init_ray(**options: Any) -> None:
 @ray.remote(num_cpus=DEFAULT_NUM_CPUS)
 class EngineActor:
     """An engine of either kind in its own process. Start with
-    ``EngineActor.options(num_cpus=...).remote(kind, model_path, options)``."""
+    ``EngineActor.options(num_cpus=...).remote(kind, model_path, options)``; with ``lora`` (a
+    :class:`~arena.adapters.LoraSpec`) and ``adapters`` (names), it serves those LoRA adapters too,
+    and each request names the adapter it is for (``adapter=``)."""
 
-    def __init__(self, kind: EngineKind, model_path: str, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        kind: EngineKind,
+        model_path: str,
+        options: Mapping[str, Any] | None = None,
+        lora: Any = None,
+        adapters: Sequence[str] = (),
+    ) -> None:
         self.kind = kind
         self.engine = make_engine(kind, model_path, **dict(options or {}))
+        if adapters:  # a restarted engine of a LoRA group serves the group's adapters from the start
+            self.engine.add_adapters(lora, list(adapters))
 
-    async def generate(self, prompt_ids: list[int], params: SamplingParams, seed: int) -> Completion:
-        """One completion; concurrent calls are batched together inside the actor."""
-        return await self.engine.generate(prompt_ids, params, seed)
+    async def generate(self, prompt_ids: list[int], params: SamplingParams, seed: int, adapter: str | None = None) -> Completion:
+        """One completion (of LoRA adapter ``adapter``; None: the engine's own weights); concurrent
+        calls are batched together inside the actor, whatever adapter each names."""
+        if adapter is None:
+            return await self.engine.generate(prompt_ids, params, seed)
+        return await self.engine.generate(prompt_ids, params, seed, adapter=adapter)
 
-    async def generate_batch(self, prompts: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[Completion]:
-        return await self.engine.run_in_engine_thread(self.engine.timed_generate_batch, prompts, params, seeds)
+    async def generate_batch(
+        self, prompts: list[list[int]], params: SamplingParams, seeds: list[int], adapters: list[str | None] | None = None
+    ) -> list[Completion]:
+        return await self.engine.run_in_engine_thread(self.engine.timed_generate_batch, prompts, params, seeds, adapters)
 
-    async def score(self, prompt_ids: list[int], continuation_ids: list[int], temperature: float = 1.0) -> list[float]:
-        return await self.engine.run_in_engine_thread(self.engine.score, prompt_ids, continuation_ids, temperature)
+    async def score(self, prompt_ids: list[int], continuation_ids: list[int], temperature: float = 1.0, adapter: str | None = None) -> list[float]:
+        if adapter is None:
+            return await self.engine.run_in_engine_thread(self.engine.score, prompt_ids, continuation_ids, temperature)
+        return await self.engine.run_in_engine_thread(self.engine.score, prompt_ids, continuation_ids, temperature, adapter)
 
     async def update_weights(self, weights: Mapping[str, torch.Tensor] | str, version: int) -> int:
         """Load a state dict (or a checkpoint directory) between batches; returns the new version."""
@@ -110,6 +128,25 @@ class EngineActor:
 
     async def version(self) -> int:
         return self.engine.version
+
+    # ----- LoRA adapters (an engine that serves several policies on one frozen base: arena.adapters) -----
+    async def add_adapters(self, lora: Any, names: list[str]) -> dict[str, int]:
+        """Serve LoRA adapters ``names`` (shape ``lora``, an :class:`arena.adapters.LoraSpec`), each at
+        version 0; returns every adapter's version."""
+        await self.engine.run_in_engine_thread(self.engine.add_adapters, lora, list(names))
+        return dict(self.engine.adapter_versions)
+
+    async def update_adapter(self, name: str, state: Mapping[str, torch.Tensor], version: int) -> int:
+        """Load adapter ``name``'s tensors between batches; returns its new version."""
+        await self.engine.run_in_engine_thread(self.engine.update_adapter, name, dict(state), version)
+        return self.engine.adapter_versions[name]
+
+    async def remove_adapter(self, name: str) -> None:
+        await self.engine.run_in_engine_thread(self.engine.remove_adapter, name)
+
+    async def adapter_versions(self) -> dict[str, int]:
+        """Adapter name -> the version of the weights it serves (empty: no adapters)."""
+        return dict(getattr(self.engine, "adapter_versions", {}))
 
     async def sleep(self, level: int = 1) -> None:
         await self.engine.run_in_engine_thread(self.engine.sleep, level)

@@ -198,12 +198,12 @@ class HFEngine(Engine):
             self.model.load_state_dict(state_dict, strict=True)
         self.version = int(version)
 
-    def add_adapters(self, spec: Any, names: list[str], *, random_init: bool = False) -> None:
+    def add_adapters(self, spec: Any, names: list[str], *, random_init: bool = False, seed: int = 0) -> None:
         """Serve LoRA adapters ``names`` (shape :class:`arena.adapters.LoraSpec`) on this engine's
         model, each at version 0; a new adapter is the base model until its weights are loaded."""
         from arena.adapters import add_adapters
 
-        self.model = add_adapters(self.model, spec, names, random_init=random_init).eval()
+        self.model = add_adapters(self.model, spec, names, random_init=random_init, seed=seed).eval()
         self.adapter_versions.update(dict.fromkeys(names, 0))
 
     def update_adapter(self, name: str, state: dict[str, torch.Tensor], version: int) -> None:
@@ -212,6 +212,24 @@ class HFEngine(Engine):
 
         load_adapter_state(self.model, name, state)
         self.adapter_versions[name] = int(version)
+
+    def adapter_state(self, name: str) -> dict[str, torch.Tensor]:
+        """The tensors adapter ``name`` is served with (:func:`arena.adapters.adapter_state`)."""
+        from arena.adapters import adapter_state
+
+        return adapter_state(self.model, name)
+
+    def remove_adapter(self, name: str) -> None:
+        """Stop serving adapter ``name`` and free its tensors (a snapshot dropped from a pool)."""
+        if name not in self.adapter_versions:
+            raise KeyError(f"the engine serves no adapter {name!r}")
+        if len(self.adapter_versions) == 1:
+            raise ValueError(f"{name!r} is the engine's last adapter; a LoRA engine keeps at least one")
+        active = self.model.active_adapter
+        if active == name:  # peft deletes only an inactive adapter cleanly
+            self.model.set_adapter(next(n for n in self.adapter_versions if n != name))
+        self.model.delete_adapter(name)
+        del self.adapter_versions[name]
 
     @torch.inference_mode()
     def score(self, prompt_ids: list[int], continuation_ids: list[int], temperature: float = 1.0, adapter: str | None = None) -> list[float]:

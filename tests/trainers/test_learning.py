@@ -20,9 +20,6 @@ from rich.console import Console
 from arena.config import RunConfig
 from arena.experiment import run
 
-#: training rounds of the fast self-play test
-ROUNDS_SELFPLAY = 6
-
 
 def _config(tmp_path, name: str, games: list, trainer: dict, episodes: int = 24, seed: int = 0) -> RunConfig:
     return RunConfig.model_validate(
@@ -99,46 +96,29 @@ def test_seller_learns_to_sell_dearer_against_a_fair_buyer(tmp_path, arena_home,
     assert any(not torch.equal(trained[k], start[k]) for k in trained)
 
 
-def test_shared_policy_self_play_beats_its_starting_weights_and_keeps_a_baseline_per_role(tmp_path, arena_home, warm_model_dir):
-    """Both negotiation seats are the one trained policy; evaluated in each role against its own
-    starting weights (a frozen snapshot), its mean return beats every untrained sampling seed."""
-    games = [
-        {"id": "negotiation-v0", "name": "selfplay", "matchups": [{"seller": "main", "buyer": "main"}]},
-        {
-            "id": "negotiation-v0",
-            "name": "vs_start",
-            "eval_only": True,
-            "matchups": [{"seller": "main", "buyer": "snapshot"}, {"seller": "snapshot", "buyer": "main"}],
-        },
-    ]
+def test_shared_policy_self_play_keeps_a_baseline_per_role_and_logs_each_role(tmp_path, arena_home, warm_model_dir):
+    """Both negotiation seats are the one trained policy: it learns from both roles, with a return
+    baseline per role, and logs its return in each role every round. (Whether it then beats its
+    starting weights is measured in benchmarks/learning.py, negotiation_selfplay_role_baseline_on/off.)"""
+    games = [{"id": "negotiation-v0", "name": "selfplay", "matchups": [{"seller": "main", "buyer": "main"}]}]
+    rounds = 2
     trainer = {
         "recipe": "pg",
-        "rounds": ROUNDS_SELFPLAY,
+        "rounds": rounds,
         "group_size": 1,
-        "groups_per_matchup": 32,
+        "groups_per_matchup": 16,
         "advantage": "none",
         "baseline": "per_role",
         "lr": 5e-4,
         "kl_coef": 0.05,
-        "snapshot_every": 10_000,
-        "checkpoint_every": ROUNDS_SELFPLAY,
+        "checkpoint_every": rounds,
     }
-    cfg = _config(tmp_path, "selfplay_fast", games, trainer, episodes=32)
-
-    def vs_start(episodes, labels) -> float:
-        eps = [e for e, lab in zip(episodes, labels) if lab == "vs_start"]
-        return float(np.mean([e.returns[r] for e in eps for r in ("seller", "buyer") if e.matchup.seats[r] == "main"]))
-
-    untrained = _untrained(cfg, None, vs_start)
+    cfg = _config(tmp_path, "selfplay_fast", games, trainer, episodes=4)
     res = run(cfg, Console(quiet=True))
-    after = vs_start(res.after, res.labels)
-    assert after > max(untrained), f"trained return vs its start {after:.3f} vs untrained {untrained}"
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     for role in ("seller", "buyer"):
         hist = client.get_metric_history(res.run_id, f"train/selfplay/return/{role}/main")
-        assert sorted(m.step for m in hist) == list(range(ROUNDS_SELFPLAY))
-    import json
-
+        assert sorted(m.step for m in hist) == list(range(rounds))
     (state,) = [json.loads(p.read_text()) for p in sorted(res.run_dir.glob("checkpoints/round_*/state.json"))[-1:]]
     values = state["baselines"]["main"]["values"]
     assert set(values) == {"negotiation-v0/seller", "negotiation-v0/buyer"}

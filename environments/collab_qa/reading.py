@@ -1,0 +1,246 @@
+"""Reading as a skill: pages the model never saw, in the prompt the game shows after a search.
+
+A model that cannot read a page it has never seen gains nothing from searching, and self-play then
+teaches it never to search. Two things here (issue 13, item 1):
+
+The reading probe (:func:`reading_probe`). For facts whose value the model was never taught, the
+model is put in the game's own state right after a SEARCH with the right query (the question
+itself, as the scripted teachers search): the asker alone with the tool of the fact's domain, and the
+helper holding that tool in the collaborative game, asked the question. The search is the game's
+real one (BM25 over the corpus, ``results_per_search`` results, the game's rendering); the move's
+keyword (``ANSWER:`` / ``REPLY:``) is written for the model, which then decodes greedily; the score is
+exact match of what it wrote with the value. Only facts whose page the search returns count (the
+probe measures reading, not retrieval). Which facts (``facts``):
+
+- ``held_out``: every fact of fresh worlds of the model's world's shape, generated from seeds no
+  stage uses (:data:`PROBE_SEED`), none of whose entities shares a word with the model's world.
+  Never seen anywhere, by construction. The fresh worlds' names are cut by the QA tokenizer into
+  pieces, as no name of the model's own world is.
+- ``unknown``: the model's world's unknown facts asked in the test and ood splits (the ood split in
+  its held-out wording), the ones play needs read. No stage ever has their value as a target; their
+  pages can appear as context (the counterfactual reading changes only the asked fact's value on a
+  page, and demonstrations show three results).
+
+Fresh-page reading (:func:`fresh_reading_examples`, ``reading_source="fresh"`` of
+:class:`~arena.environments.collab_qa.knowledge.KnowledgeConfig`). Every example is drawn anew: a
+fact of a freshly generated world (entities and values drawn by the world generator from its
+vocabularies, seeds from :data:`FRESH_SEED` on, entities sharing no word with the model's world),
+its question searched with the game's real BM25 over that world's corpus, shown in the game's
+prompts after the search (the asker alone with the tool, the helper holding it), answered by
+``ANSWER: <value>`` / ``REPLY: <value>``. No page repeats, so the value can only be copied off it.
+
+    score = reading_probe(model_dir, knowledge_config, facts="held_out")   # 0.0 .. 1.0
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from arena.environments.collab_qa.world import ATTRIBUTES, QADataset, QuestionRecord, WorldConfig, cached_world, extract_answer, generate_world
+
+GAME = "collab_qa-v0"
+#: fresh-page reading draws worlds with seeds ``world.seed + FRESH_SEED + k``; the probe's held-out worlds
+#: ``world.seed + PROBE_SEED + k``. Far from each other and from ``reading_source="other"`` (+1000 + k).
+FRESH_SEED = 1_000_000
+PROBE_SEED = 2_000_000
+
+ProbeFacts = Literal["held_out", "unknown"]
+
+
+@dataclass(frozen=True)
+class ProbeItem:
+    """One reading test: the game's observation for ``seat`` right after the search, and the move it must
+    make (``keyword``: ANSWER for the asker, REPLY for a helper) with the gold value in ``question.answers``."""
+
+    question: QuestionRecord
+    seat: str
+    keyword: str
+    observation: str
+
+
+# ----- the game's state right after the right search -----------------------------------------------------
+def _words(ds: QADataset) -> set[str]:
+    return {w for f in ds.facts for w in f.entity.lower().split()}
+
+
+def _bank_of(ds: QADataset):
+    """A bank over ``ds`` whose BM25 indexes live in memory only (fresh worlds are many, and used once)."""
+    from arena.environments.collab_qa.retrieval import BM25Index
+    from arena.environments.collab_qa.rules import QABank
+
+    bank = QABank(ds)
+    for tool, docs in ds.corpora.items():
+        bank._indexes[tool] = BM25Index.build([d.id for d in docs], [d.display() for d in docs])
+    return bank
+
+
+class _Table:
+    """The two games whose prompts are read after a search, on the shape of ``world``, played on any bank."""
+
+    def __init__(self, world: WorldConfig):
+        from arena.registry import make
+
+        self.alone = {d: make(GAME, helpers=0, asker_tool=d, domain=d, split=None, question_index=0, world=world) for d in cached_world(world).corpora}
+        self.group = make(GAME, split=None, question_index=0, world=world)
+
+    def after_search(self, bank: Any, question: QuestionRecord, domain: str, seed: int) -> list[tuple[str, str, str]]:
+        """(keyword, seat, observation) right after ``SEARCH: <question>`` in ``bank``'s corpus of ``domain``:
+        the asker alone with that tool, and the helper holding it, asked the question by the asker."""
+        alone = self.alone[domain]
+        alone.reset(seed=seed)
+        alone.bank, alone.question = bank, question
+        alone.apply("asker", f"SEARCH: {question.question}")
+        out = [("ANSWER", "asker", alone.observe_text("asker"))]
+        group = self.group
+        group.reset(seed=seed)  # the helpers' labels are drawn as in play
+        group.bank, group.question = bank, question
+        for n, helper in sorted(group.seat_of.items()):
+            if group.tools.get(helper) == domain:
+                group.apply("asker", f"ASK helper {n}: {question.question}")
+                group.apply(helper, f"SEARCH: {question.question}")
+                out.append(("REPLY", helper, group.observe_text(helper)))
+        return out
+
+
+def _found(observation: str, question: QuestionRecord) -> bool:
+    """The search results in ``observation`` state the asked fact (so it can be read)."""
+    results = [line for line in observation.splitlines() if line.startswith("[private]   ")]
+    return any(extract_answer(r, question.meta["entity"], question.meta["attribute"]) == question.answers[0] for r in results)
+
+
+def _questions(ds: QADataset, rng: np.random.Generator, templates: int, exclude: set[str]) -> list[QuestionRecord]:
+    """A question per fact of ``ds`` (entities sharing a word with ``exclude`` left out), in one of the first
+    ``templates`` wordings of its attribute, drawn by ``rng``."""
+    out = []
+    for i, f in enumerate(ds.facts):
+        if exclude & set(f.entity.lower().split()):
+            continue
+        wordings = ATTRIBUTES[f.attribute].questions[:templates]
+        text = wordings[int(rng.integers(len(wordings)))].format(name=f.entity)
+        meta = {"entity": f.entity, "kind": f.kind, "attribute": f.attribute, "known": False}
+        out.append(QuestionRecord(id=f"fresh-{i}", question=text, answers=[f.value], domain=f.domain, split="fresh", meta=meta))
+    return out
+
+
+def fresh_worlds(world: WorldConfig, offset: int) -> Iterator[QADataset]:
+    """Worlds of ``world``'s shape with seeds ``world.seed + offset + k``, k = 0, 1, ..."""
+    k = 0
+    while True:
+        yield generate_world(world.model_copy(update={"seed": world.seed + offset + k}))
+        k += 1
+
+
+def searched_reads(world: WorldConfig, offset: int, templates: int, seed: int) -> Iterator[tuple[QuestionRecord, str, str, str]]:
+    """(question, keyword, seat, observation) after the right search, fact after fact of fresh worlds
+    (:func:`fresh_worlds` from ``offset``), facts in random order, only where the search found the page."""
+    rng = np.random.default_rng(seed)
+    table = _Table(world)
+    exclude = _words(cached_world(world))
+    for ds in fresh_worlds(world, offset):
+        bank = _bank_of(ds)
+        questions = _questions(ds, rng, templates, exclude)
+        for i in rng.permutation(len(questions)):
+            q = questions[int(i)]
+            for keyword, seat, obs in table.after_search(bank, q, q.domain, int(rng.integers(1 << 30))):
+                if _found(obs, q):
+                    yield q, keyword, seat, obs
+
+
+# ----- the probe ---------------------------------------------------------------------------------------------
+def probe_items(cfg: Any, facts: ProbeFacts = "held_out", limit: int = 200, seed: int = 0) -> list[ProbeItem]:
+    """The probe's reading tests for a :class:`KnowledgeConfig` ``cfg`` (see the module docstring):
+    ``limit`` of them for ``held_out`` (fresh worlds until there are enough), every one for ``unknown``."""
+    if facts == "held_out":
+        reads = searched_reads(cfg.world, PROBE_SEED, cfg.qa_templates, seed)
+        return [ProbeItem(q, seat, keyword, obs) for q, keyword, seat, obs in _take(reads, limit)]
+    if facts != "unknown":
+        raise ValueError(f"facts must be 'held_out' or 'unknown', not {facts!r}")
+    ds = cached_world(cfg.world)
+    table, bank = _Table(cfg.world), _bank_of(ds)
+    out = []
+    for q in ds.split("test") + ds.split("ood"):
+        if q.meta.get("known"):
+            continue
+        for keyword, seat, obs in table.after_search(bank, q, q.domain, seed):
+            if _found(obs, q):
+                out.append(ProbeItem(q, seat, keyword, obs))
+    return out
+
+
+def _take(it: Iterator, n: int) -> list:
+    return [x for _, x in zip(range(n), it)]
+
+
+def score_reads(items: Sequence[ProbeItem], reads: Sequence[str]) -> float:
+    """The share of ``reads`` (what followed the keyword) that are an exact match with their item's value."""
+    from arena.environments.collab_qa.rules import best_score
+
+    if len(items) != len(reads):
+        raise ValueError(f"{len(items)} probe items but {len(reads)} reads")
+    if not items:
+        raise ValueError("no probe items: no search found its page")
+    return float(np.mean([best_score(_first_line(r), it.question.answers)[1] for it, r in zip(items, reads)]))
+
+
+def _first_line(text: str) -> str:
+    return (text.strip().splitlines() or [""])[0].strip()
+
+
+def model_reads(model: str | Path | tuple[Any, Any], items: Sequence[ProbeItem], max_new_tokens: int = 16) -> list[str]:
+    """What ``model`` (a path, or a loaded (model, tokenizer)) writes greedily after each item's keyword,
+    rendered by the LLM agent exactly as in play."""
+    from arena.agents.base import PlayerView
+    from arena.agents.llm import LLMAgent
+    from arena.engines.base import SamplingParams
+    from arena.engines.hf import HFEngine
+
+    engine = HFEngine(model) if isinstance(model, (str, Path)) else HFEngine.from_model(*model)
+    agent, tok = LLMAgent(engine), engine.tokenizer
+    prompts = [
+        list(agent.prompt_ids(PlayerView(game=GAME, player=it.seat, observation=it.observation))) + tok.encode(f"{it.keyword}:", add_special_tokens=False)
+        for it in items
+    ]
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
+    out: list[str] = []
+    for i in range(0, len(prompts), engine.max_batch_size):
+        chunk = prompts[i : i + engine.max_batch_size]
+        out += [c.text for c in engine.generate_batch(chunk, params, [0] * len(chunk))]
+    return out
+
+
+def reading_probe(
+    model_dir: str | Path | tuple[Any, Any],
+    cfg: Any,
+    facts: ProbeFacts = "held_out",
+    limit: int = 200,
+    seed: int = 0,
+    reader: Callable[[Sequence[ProbeItem]], list[str]] | None = None,
+) -> float:
+    """Exact match of the value the model writes, forced to answer right after the right search, on facts it
+    was never taught (see the module docstring). ``reader`` replaces the model (items -> what it writes
+    after the keyword): for tests of the probe itself."""
+    items = probe_items(cfg, facts, limit, seed)
+    reads = reader(items) if reader is not None else model_reads(model_dir, items)
+    return score_reads(items, reads)
+
+
+# ----- fresh-page reading (stage 0 with reading_source="fresh") -----------------------------------------------
+def fresh_reading_examples(cfg: Any, tokenizer: Any, render: Callable[[Any], list[int]], n: int) -> list[tuple[list[int], list[int]]]:
+    """``n`` examples, each a fact of a fresh world read off its page after the right search, in the game's
+    prompt (see the module docstring): the prompt, then ``<keyword>: <value>`` and the end token as target."""
+    from arena.agents.base import PlayerView
+    from arena.trainers.imitation import end_token_id
+
+    end = end_token_id(tokenizer)
+    encode = functools.partial(tokenizer.encode, add_special_tokens=False)
+    out = []
+    for q, keyword, seat, obs in _take(searched_reads(cfg.world, FRESH_SEED, cfg.qa_templates, cfg.seed + 11), n):
+        prompt = render(PlayerView(game=GAME, player=seat, observation=obs))
+        out.append((list(prompt), encode(f"{keyword}: {q.answers[0]}") + [end]))
+    return out

@@ -1,0 +1,104 @@
+"""The reading probe and fresh-page reading (arena.environments.collab_qa.reading).
+
+No model here reaches the probe's target yet (see the module docstring of reading.py and issue 13), so
+these tests check the probe itself with two fake readers, named as such: a scripted reader that reads
+the value off the page with the world's sentence templates (a perfect copier), and one that never
+copies (it answers the most common value of the attribute).
+"""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from arena.environments.collab_qa.knowledge import KnowledgeConfig
+from arena.environments.collab_qa.reading import (
+    PROBE_SEED,
+    ProbeItem,
+    fresh_reading_examples,
+    probe_items,
+    reading_probe,
+    score_reads,
+)
+from arena.environments.collab_qa.world import cached_world, extract_answer
+
+CFG = KnowledgeConfig.model_validate({"world": {"persons": 8, "towns": 3, "compounds": 8, "organisms": 3}})
+
+
+def fake_scripted_reader(items: list[ProbeItem]) -> list[str]:
+    """A FAKE model: reads the value off the search results with the world's templates (a perfect copier)."""
+    out = []
+    for it in items:
+        entity, attribute = it.question.meta["entity"], it.question.meta["attribute"]
+        found = [extract_answer(line, entity, attribute) for line in it.observation.splitlines() if line.startswith("[private]   ")]
+        out.append(" " + next(v for v in found if v))
+    return out
+
+
+def fake_never_copier(items: list[ProbeItem]) -> list[str]:
+    """A FAKE model: answers the most common value of the asked attribute in the model's world, never the page."""
+    common = collections.defaultdict(collections.Counter)
+    for f in cached_world(CFG.world).facts:
+        common[f.attribute][f.value] += 1
+    return [" " + common[it.question.meta["attribute"]].most_common(1)[0][0] for it in items]
+
+
+@pytest.mark.parametrize("facts", ["held_out", "unknown"])
+def test_probe_scores_a_perfect_copier_one(facts):
+    assert reading_probe(None, CFG, facts, limit=60, reader=fake_scripted_reader) == 1.0
+
+
+def test_probe_scores_a_never_copier_by_chance_only():
+    # held-out values are drawn anew; a constant answer is right only by chance (a year never, a group often)
+    assert reading_probe(None, CFG, "held_out", limit=200, reader=fake_never_copier) < 0.25
+    assert reading_probe(None, CFG, "held_out", limit=60, reader=lambda items: [" I don't know"] * len(items)) == 0.0
+
+
+def test_probe_items_are_the_games_state_after_the_right_search():
+    items = probe_items(CFG, "held_out", limit=40)
+    assert {it.keyword for it in items} == {"ANSWER", "REPLY"} and {it.seat for it in items if it.keyword == "ANSWER"} == {"asker"}
+    mine = {w for f in cached_world(CFG.world).facts for w in f.entity.lower().split()}
+    for it in items:
+        q = it.question
+        assert not mine & set(q.meta["entity"].lower().split())  # never an entity of the model's world
+        assert f'Search 1 ("{q.question}")' in it.observation and q.answers[0] in it.observation
+        assert it.observation.splitlines()[-2] == "Status: your turn" + ("" if it.seat == "asker" else ": the asker is waiting for your reply")
+    unknown = probe_items(CFG, "unknown")
+    assert unknown and not any(it.question.meta["known"] for it in unknown)
+    assert {it.question.split for it in unknown} <= {"test", "ood"}
+    assert probe_items(CFG, "held_out", limit=10) == items[:10]  # deterministic
+    assert PROBE_SEED > CFG.world.seed + 1000 + CFG.reading_worlds  # never a world of reading_source="other"
+
+
+def test_score_reads_is_exact_match_of_the_first_line():
+    items = probe_items(CFG, "held_out", limit=2)
+    value = items[0].question.answers[0]
+    assert score_reads(items[:1], [f" {value}\nmore"]) == 1.0
+    assert score_reads(items[:1], [f" {value} and more"]) == 0.0
+    with pytest.raises(ValueError, match="1 probe items but 2 reads"):
+        score_reads(items[:1], ["a", "b"])
+
+
+def test_fresh_reading_examples_are_never_the_probes_pages(tiny_model_dir):
+    from arena.agents.llm import LLMAgent
+    from arena.engines.hf import HFEngine
+
+    engine = HFEngine(tiny_model_dir)
+    agent, tok = LLMAgent(engine), engine.tokenizer
+    examples = fresh_reading_examples(CFG, tok, agent.prompt_ids, 40)
+    assert len(examples) == 40
+    targets = [tok.decode(t) for _, t in examples]
+    assert all(t.startswith(("ANSWER: ", "REPLY: ")) and t.endswith("<|end|>") for t in targets)
+    prompts = {tuple(p) for p, _ in examples}
+    assert len(prompts) == 40  # no page repeats
+    probe = {tuple(agent.prompt_ids(_view(it))) for it in probe_items(CFG, "held_out", limit=40)}
+    assert not prompts & probe
+    cfg = CFG.model_copy(update={"reading_source": "fresh"})
+    assert cfg.model_dump()["reading"] == CFG.model_dump()["reading"] and KnowledgeConfig().reading_source == "own"
+
+
+def _view(it: ProbeItem):
+    from arena.agents.base import PlayerView
+
+    return PlayerView(game="collab_qa-v0", player=it.seat, observation=it.observation)
