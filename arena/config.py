@@ -299,8 +299,11 @@ class LeagueConfig(Section):
     @classmethod
     def _model_dirs(cls, v: list[str]) -> list[str]:
         for d in v:
-            if not (Path(d) / "config.json").is_file():
-                raise ValueError(f"{d}: not a model directory (no config.json); a checkpoint's policy is <run>/checkpoints/round_N/policies/<policy>")
+            if not ((Path(d) / "config.json").is_file() or (Path(d) / "adapter_config.json").is_file()):
+                raise ValueError(
+                    f"{d}: not a model directory (no config.json, nor a LoRA adapter's adapter_config.json); "
+                    "a checkpoint's policy is <run>/checkpoints/round_N/policies/<policy>"
+                )
         return v
 
 

@@ -31,7 +31,7 @@ from arena.seeds import CROSSPLAY, derive_seed
 #: what a spec may be, for error messages
 ACCEPTED_FORMS = (
     "'scripted/<bot>' or 'random'",
-    "a model directory (with config.json, e.g. a checkpoint's round_00010/policies/main)",
+    "a model directory (with config.json, or a LoRA adapter's adapter_config.json; e.g. a checkpoint's round_00010/policies/main)",
     "a checkpoint round directory (round_NNNNN, with state.json and policies/)",
     "'RUN_ID:policy@version' (e.g. 3f2a...:main@10, a run's local checkpoint)",
 )
@@ -92,11 +92,11 @@ def _model_dir(path: Path, spec: str) -> tuple[Path, int]:
     """The model directory a directory spec names and its weight version (0 outside a checkpoint)."""
     from arena.checkpoint import STATE
 
-    if (path / "config.json").is_file():
+    if is_model_dir(path):
         return path, _checkpoint_version(path)
     policies = path / "policies"
     if (path / STATE).is_file() and policies.is_dir():
-        found = sorted(d for d in policies.iterdir() if (d / "config.json").is_file())
+        found = sorted(d for d in policies.iterdir() if is_model_dir(d))
         if not found:
             raise ValueError(f"checkpoint {spec!r} holds no policy model under {policies}")
         if len(found) > 1:
@@ -164,7 +164,7 @@ def run_checkpoint(run_id: str, policy: str, version: int, *, tracking_uri: str 
     seen: dict[int, Path] = {}
     for d in rounds:
         saved = read_state(d).get("versions", {})
-        if policy in saved and (d / "policies" / policy_dirname(policy) / "config.json").is_file():
+        if policy in saved and is_model_dir(d / "policies" / policy_dirname(policy)):
             seen[int(saved[policy])] = d  # the latest round with that version
     if version not in seen:
         snapshot = _league_snapshot(rounds, policy, version)
@@ -176,6 +176,12 @@ def run_checkpoint(run_id: str, policy: str, version: int, *, tracking_uri: str 
         have = ", ".join(f"{policy}@{v} ({seen[v].name})" for v in sorted(seen))
         raise ValueError(f"run {run_id} has no checkpoint of {policy}@{version}; the versions it has under {root}: {have}")
     return seen[version] / "policies" / policy_dirname(policy)
+
+
+def is_model_dir(path: Path) -> bool:
+    """A directory a policy loads from: a model (``config.json``) or a LoRA adapter in peft's format
+    (``adapter_config.json``, which names its base model)."""
+    return (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
 
 
 def _league_snapshot(rounds: list[Path], policy: str, version: int) -> Path | None:
@@ -191,17 +197,19 @@ def _league_snapshot(rounds: list[Path], policy: str, version: int) -> Path | No
 
     for d in reversed(rounds):
         pool_file, base = d / POOL_FILE, d / "policies" / policy_dirname(policy)
-        if not (pool_file.is_file() and (base / "config.json").is_file()):
+        if not (pool_file.is_file() and is_model_dir(base)):
             continue
         pool = torch.load(pool_file, weights_only=True)
         if version not in pool.get(policy, {}):
             continue
         out = d.parent.parent / "league_snapshots" / f"{policy_dirname(policy)}@{version}"
-        if not (out / "model.safetensors").is_file():
+        # a LoRA run's pool holds adapters: the snapshot is an adapter directory on the same base
+        weights = "adapter_model.safetensors" if (base / "adapter_config.json").is_file() else "model.safetensors"
+        if not (out / weights).is_file():
             tmp = out.with_name(out.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(base, tmp, ignore=shutil.ignore_patterns("optimizer.pt", "*.safetensors"))
-            save_file({k: v.contiguous() for k, v in pool[policy][version].items()}, str(tmp / "model.safetensors"))
+            save_file({k: v.contiguous() for k, v in pool[policy][version].items()}, str(tmp / weights))
             shutil.rmtree(out, ignore_errors=True)
             tmp.rename(out)
         return out

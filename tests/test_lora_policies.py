@@ -56,6 +56,21 @@ def test_two_policies_learn_as_adapters_of_one_base_and_resume_exactly(tiny_mode
     trained = sum(v.numel() for v in adapters["main__seller"].values())
     assert trained < 0.1 * sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny_model_dir).parameters())
 
+    # cross-play loads a trained adapter by RUN_ID:policy@version, on its base: what the run's learner served
+    from arena.adapters import LoraSpec
+    from arena.crossplay import resolve_policy
+    from arena.engines.hf import HFEngine
+
+    seller = resolve_policy(f"{result.run_id}:main/seller@2", "negotiation-v0")
+    assert seller.engine.version == 2
+    reference = HFEngine(tiny_model_dir)
+    base_score = reference.score([5, 6, 7], [8, 9])
+    reference.add_adapters(LoraSpec(rank=4, alpha=8), ["seller"])
+    reference.update_adapter("seller", adapters["main__seller"], 2)
+    served = seller.engine.score([5, 6, 7], [8, 9])
+    assert served == pytest.approx(reference.score([5, 6, 7], [8, 9], adapter="seller"), abs=1e-5)
+    assert served != pytest.approx(base_score, abs=1e-5)
+
     # a run killed after round 1 resumes from its adapters and ends where the uninterrupted run ended
     shutil.rmtree(result.run_dir / "checkpoints" / "round_00002")
     resumed = run(cfg, QUIET, resume=True)
