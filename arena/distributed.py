@@ -673,20 +673,14 @@ class RayRuntime:
         self._ensure_ray()
         from arena.trainers.ray_learner import RayLearner
 
-        c = self.cluster
-        learner = RayLearner(
-            learner_class,
-            model,
-            self.cfg.trainer,
-            pad_id=pad_id,
-            max_len=max_len,
-            workers=c.learner_workers,
-            cpus_per_worker=c.learner_worker_cpus,
-            use_gpu=self.cfg.model.device == "cuda",
-            name=name,
-        )
+        learner = RayLearner(learner_class, model, self.cfg.trainer, pad_id=pad_id, max_len=max_len, name=name, **self._train_workers())
         self.learners.append(learner)
         return learner
+
+    def _train_workers(self) -> dict[str, Any]:
+        """How many Ray Train workers a learner gets, and their resources (``cluster.learner_*``)."""
+        c = self.cluster
+        return {"workers": c.learner_workers, "cpus_per_worker": c.learner_worker_cpus, "use_gpu": self.cfg.model.device == "cuda"}
 
     def adapter_learners(self, model: Any, names: Sequence[str], *, pad_id: int, max_len: int) -> dict[str, Any]:
         """LoRA policies: one group of ``cluster.learner_workers`` Ray Train workers holds the peft
@@ -695,17 +689,7 @@ class RayRuntime:
         self._ensure_ray()
         from arena.trainers.ray_learner import RayAdapterLearners
 
-        c = self.cluster
-        group = RayAdapterLearners(
-            model,
-            names,
-            self.cfg.trainer,
-            pad_id=pad_id,
-            max_len=max_len,
-            workers=c.learner_workers,
-            cpus_per_worker=c.learner_worker_cpus,
-            use_gpu=self.cfg.model.device == "cuda",
-        )
+        group = RayAdapterLearners(model, names, self.cfg.trainer, pad_id=pad_id, max_len=max_len, **self._train_workers())
         self.learners.append(group)
         return dict(group.learners)
 

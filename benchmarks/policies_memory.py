@@ -35,16 +35,21 @@ FULL_COPIES = 5
 
 def build_100m(tiny_dir: Path, out: Path) -> Path:
     """A random Llama of about 100M parameters with the tiny model's tokenizer (no download)."""
+    return random_llama(tiny_dir, out, hidden=768, intermediate=2560, layers=12, heads=12)
+
+
+def random_llama(tiny_dir: Path, out: Path, *, hidden: int, intermediate: int, layers: int, heads: int) -> Path:
+    """A random Llama of the given shape with the tiny model's tokenizer, saved to ``out`` (no download)."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(tiny_dir)
     config = LlamaConfig(
         vocab_size=len(tok),
-        hidden_size=768,
-        intermediate_size=2560,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        num_key_value_heads=12,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
         max_position_embeddings=2048,
         tie_word_embeddings=True,
         pad_token_id=tok.pad_token_id,

@@ -42,6 +42,7 @@ import json
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from policies_memory import random_llama  # benchmarks/ is on the path of a script run from it
+from transformers import AutoModelForCausalLM
 
 from arena.adapters import LoraSpec
 from arena.agents.catalog import make_fixed_policy
@@ -234,6 +237,13 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--repeats", type=int, default=3, help="times each measurement is taken (median, min, max reported)")
     ap.add_argument("--out", type=Path, help="also write the JSON here")
+    ap.add_argument(
+        "--adapter-models",
+        nargs="*",
+        choices=["tiny", "25m"],
+        default=["tiny", "25m"],
+        help="models of the mixed-adapter row: the tiny model, and a random ~25M-parameter Llama (8 layers, 512 wide)",
+    )
     args = ap.parse_args()
 
     path = resolve_model_path(None, TinyModelConfig(), games=GAMES)
@@ -310,8 +320,15 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "machine": platform.machine(),
     }
-    log(f"mixed adapters: {MIXED_ADAPTERS} adapters, batch of {len(largest.prompts)}")
-    out["adapters"] = adapter_batches(path, largest.prompts, args.max_new_tokens, args.repeats)
+    # the mixed-adapter row per model: on the tiny model a LoRA layer's per-adapter overhead is large
+    # against its matmuls; on a bigger model the matmuls dominate
+    for name in args.adapter_models:
+        log(f"mixed adapters on the {name} model: {MIXED_ADAPTERS} adapters, batch of {len(largest.prompts)}")
+        with tempfile.TemporaryDirectory(prefix="arena-throughput-") as tmp:
+            model = path if name == "tiny" else random_llama(Path(path), Path(tmp) / name, hidden=512, intermediate=1536, layers=8, heads=8)
+            row = adapter_batches(model, largest.prompts, args.max_new_tokens, args.repeats)
+            row["model_parameters"] = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model).parameters())
+        out["adapters" if name == "tiny" else f"adapters_{name}"] = row
     text = json.dumps(out, indent=2)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
