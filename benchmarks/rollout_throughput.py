@@ -242,7 +242,7 @@ def main() -> None:
         nargs="*",
         choices=["tiny", "25m"],
         default=["tiny", "25m"],
-        help="models of the mixed-adapter row: the tiny model, and a random ~25M-parameter Llama (8 layers, 512 wide)",
+        help="models of the mixed-adapter row: the tiny model, and a random ~28M-parameter Llama (8 layers, 512 wide)",
     )
     args = ap.parse_args()
 
