@@ -621,6 +621,8 @@ class RayRuntime:
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
         self.cluster = cfg.cluster
+        #: the MLflow run faults are logged to (set by the experiment; else the thread's active run)
+        self.run_id: str | None = None
         self.groups: dict[str, EngineGroup] = {}
         self.learners: list[Any] = []
         #: rollout worker name -> actor
@@ -911,7 +913,7 @@ class RayRuntime:
         }
         self.faults.append(event)
         logger.warning("fault: %s %s (%s)", kind, target, detail)
-        tracking.log_fault(event, self.faults)
+        tracking.log_fault(event, self.faults, run_id=self.run_id)
 
     def _count_faults(self, kind: str) -> int:
         return sum(1 for f in self.faults if f["kind"] == kind)

@@ -133,6 +133,7 @@ def _run(cfg: RunConfig, console: Console, resume: bool, holder: list[RunResult]
 
     with runtime, mlflow.start_run(run_id=state.get("run_id"), run_name=None if state else (cfg.tracking.run_name or cfg.name)) as active:
         result = RunResult(run_id=active.info.run_id, run_dir=checkpoint.run_dir(cfg.runs_dir, cfg.name) / active.info.run_id)
+        runtime.run_id = result.run_id  # what the runtime logs from other threads (faults) goes to this run
         holder.append(result)
         logged = _logged_steps(result.run_id)
         start_round = _start(cfg, result, state, ckpt, models, baselines, league, console)

@@ -570,19 +570,26 @@ def log_journals(run_dir: Path, uri: str | None = None, *, everything: bool = Fa
     return n_traces, n_files
 
 
-def log_fault(event: dict[str, Any], events: list[dict[str, Any]]) -> None:
+def log_fault(event: dict[str, Any], events: list[dict[str, Any]], run_id: str | None = None) -> None:
     """Log a fault of a distributed run (a dead rollout worker or engine, and what was done about
-    it) to the active run: ``faults/<kind>`` and ``faults/total`` count them at the event's step,
-    and ``faults.jsonl`` holds every event so far, one JSON object per line. No active run: nothing."""
+    it) to run ``run_id`` (default: the active run): ``faults/<kind>`` and ``faults/total`` count them
+    at the event's step, and ``faults.jsonl`` holds every event so far, one JSON object per line. No
+    run: nothing. A run id is needed where a fault is found off the thread that started the run
+    (MLflow's active run is per thread)."""
     import mlflow
+    from mlflow.tracking import MlflowClient
 
-    if mlflow.active_run() is None:
-        return
-    step = event.get("step")
+    if run_id is None:
+        active = mlflow.active_run()
+        if active is None:
+            return
+        run_id = active.info.run_id
+    client = MlflowClient()
+    step = event.get("step") or 0
     kind = event["kind"]
-    mlflow.log_metric(f"faults/{kind}", float(sum(1 for e in events if e["kind"] == kind)), step=step)
-    mlflow.log_metric("faults/total", float(len(events)), step=step)
-    mlflow.log_text("".join(json.dumps(e, sort_keys=True, default=str) + "\n" for e in events), "faults.jsonl")
+    client.log_metric(run_id, f"faults/{kind}", float(sum(1 for e in events if e["kind"] == kind)), step=step)
+    client.log_metric(run_id, "faults/total", float(len(events)), step=step)
+    client.log_text(run_id, "".join(json.dumps(e, sort_keys=True, default=str) + "\n" for e in events), "faults.jsonl")
 
 
 def flat_params(data: dict[str, Any], prefix: str = "") -> dict[str, str]:

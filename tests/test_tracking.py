@@ -62,3 +62,28 @@ def test_trace_spans_show_turns_in_the_ui_shape(mlflow_store):
     assert first.inputs == {"observation": ep.turns[0].observation}
     assert first.outputs == {"action": ep.turns[0].action}
     assert first.attributes["arena.player"] == ep.turns[0].player
+
+
+def test_a_fault_found_on_another_thread_is_logged_to_the_run(mlflow_store):
+    """MLflow's active run is per thread: a fault a Ray runtime finds off the run's thread names the run."""
+    import json
+    import threading
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from arena.tracking import log_fault
+
+    event = {"kind": "engine_died", "target": "lora/engine_1", "step": 1}
+    with mlflow.start_run() as active:
+        lost = threading.Thread(target=log_fault, args=(event, [event]))  # no run on that thread: nothing
+        lost.start()
+        lost.join()
+        assert "faults/total" not in MlflowClient().get_run(active.info.run_id).data.metrics
+        found = threading.Thread(target=log_fault, args=(event, [event]), kwargs={"run_id": active.info.run_id})
+        found.start()
+        found.join()
+    client = MlflowClient()
+    assert client.get_run(active.info.run_id).data.metrics["faults/engine_died"] == 1.0
+    text = mlflow.artifacts.load_text(f"runs:/{active.info.run_id}/faults.jsonl")
+    assert [json.loads(line) for line in text.splitlines()] == [event]
