@@ -133,7 +133,7 @@ def check_traces_page(browser, base: str, experiment_id: str) -> None:
     context = browser.new_context(viewport={"width": 1920, "height": 1080})
     context.add_init_script("".join(f"localStorage.setItem({k!r}, {v!r});" for k, v in SEEN_HINTS.items()))
     page = context.new_page()
-    page.set_default_timeout(20_000)
+    page.set_default_timeout(60_000)  # the assessment columns come with the traces; slower on a loaded machine
     page.goto(f"{base}/#/experiments/{experiment_id}/traces")
     shots = artifacts_dir()
     for stale in shots.glob("traces_page*.png"):
