@@ -110,7 +110,7 @@ def assert_seen(locator, what: str) -> None:
     """The element is scrolled into the viewport and is what a user sees at its centre (no popover or panel over it)."""
     from playwright.sync_api import expect
 
-    expect(locator, f"{what} is not shown (not on the page, or hidden behind a modal popover)").to_be_visible()
+    expect(locator, f"{what} is not shown (not on the page, or hidden behind a modal popover)").to_be_visible(timeout=60_000)
     locator.scroll_into_view_if_needed()
     expect(locator, f"{what} is outside the window").to_be_in_viewport()
     cover = locator.evaluate(
@@ -133,7 +133,7 @@ def check_traces_page(browser, base: str, experiment_id: str) -> None:
     context = browser.new_context(viewport={"width": 1920, "height": 1080})
     context.add_init_script("".join(f"localStorage.setItem({k!r}, {v!r});" for k, v in SEEN_HINTS.items()))
     page = context.new_page()
-    page.set_default_timeout(60_000)  # the assessment columns come with the traces; slower on a loaded machine
+    page.set_default_timeout(20_000)
     page.goto(f"{base}/#/experiments/{experiment_id}/traces")
     shots = artifacts_dir()
     for stale in shots.glob("traces_page*.png"):
