@@ -9,6 +9,7 @@ draws each row's randomness from its own ``torch.Generator``.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -96,20 +97,21 @@ class HFEngine(Engine):
         n_new = params.max_new_tokens
         if n_new <= 0:
             return [Completion([], [], "", "length") for _ in prompts]
-        tokens, logprobs = self._decode(prompts, params, seeds, self._routing(adapters, len(prompts)))
+        with self._routing(adapters, len(prompts)) as routing:
+            tokens, logprobs = self._decode(prompts, params, seeds, routing)
         stop_ids = set(self.eos_token_ids) | set(params.stop_token_ids)
         return [self._completion(t, lp, stop_ids) for t, lp in zip(tokens, logprobs)]
 
-    def _routing(self, adapters: list[str | None] | None, rows: int) -> dict[str, Any]:
-        """The forward's keyword that sends each row to its adapter, or to the base model (peft's
-        mixed batches); nothing for an engine without adapters."""
-        from arena.adapters import BASE
+    def _routing(self, adapters: list[str | None] | None, rows: int) -> contextlib.AbstractContextManager[dict[str, Any]]:
+        """Inside, the forward sends each row to its adapter, or to the base model
+        (:func:`arena.adapters.routed`); yields the forward's extra keywords."""
+        from arena.adapters import routed
 
         if not self.adapter_versions:
             if adapters is not None and any(a is not None for a in adapters):
                 raise KeyError("the engine serves no adapters (add_adapters first)")
-            return {}
-        return {"adapter_names": [BASE if a is None else a for a in (adapters or [None] * rows)]}
+            return contextlib.nullcontext({})
+        return routed(self.model, adapters or [None] * rows)
 
     @torch.inference_mode()
     def _decode(
@@ -245,7 +247,8 @@ class HFEngine(Engine):
         temp = 1.0 if temperature == 0 else temperature
         ids = torch.tensor([list(prompt_ids) + list(continuation_ids)], dtype=torch.long, device=self.device)
         n = len(continuation_ids)
-        logits = self.model(input_ids=ids, use_cache=False, logits_to_keep=n + 1, **self._routing([adapter], 1)).logits[0, :-1].float()
+        with self._routing([adapter], 1) as routing:
+            logits = self.model(input_ids=ids, use_cache=False, logits_to_keep=n + 1, **routing).logits[0, :-1].float()
         logp = torch.log_softmax(logits / temp, dim=-1)
         target = ids[0, -n:]
         return logp.gather(-1, target[:, None]).squeeze(-1).tolist()

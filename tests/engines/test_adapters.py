@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from arena.adapters import AdapterView, LoraSpec, adapter_state, add_adapters, load_adapter_state
+from arena.adapters import BASE, AdapterView, LoraSpec, adapter_state, add_adapters, load_adapter_state, routed
 from arena.engines.base import SamplingParams
 from arena.engines.hf import HFEngine
 
@@ -89,3 +89,45 @@ def test_an_adapter_moves_as_its_own_tensors_and_a_view_serves_the_new_version(e
     assert view.score(p, [5, 6, 7]) == pytest.approx(expected.tolist(), abs=1e-5)
     with pytest.raises(ValueError, match="does not match"):
         load_adapter_state(target.model, "buyer", {"nonsense": torch.zeros(1)})
+
+
+def test_the_routed_forward_equals_peft_serving_each_adapter_alone(tiny_model_dir):
+    """The engine's mixed-batch forward (one stacked pass per layer) against peft's own forward with
+    each row's adapter set alone, and against peft's mixed batch; rows of unequal rank included."""
+    model = add_adapters(AutoModelForCausalLM.from_pretrained(tiny_model_dir), SPEC, ["seller", "buyer"], random_init=True, seed=1)
+    model = add_adapters(model, LoraSpec(rank=2, alpha=3, target_modules=["q_proj", "v_proj"]), ["judge"], random_init=True, seed=2).eval()
+    torch.manual_seed(3)
+    ids = torch.randint(5, 60, (5, 9))
+    rows = ["buyer", None, "seller", "judge", "buyer"]
+    with torch.inference_mode():
+        with routed(model, rows) as extra:
+            assert extra == {}, "plain LoRA linears take the stacked path"
+            got = model(input_ids=ids).logits
+        reference = model(input_ids=ids, adapter_names=[BASE if r is None else r for r in rows]).logits
+        for i, r in enumerate(rows):
+            if r is None:
+                with model.disable_adapter():
+                    alone = model(input_ids=ids[i : i + 1]).logits
+            else:
+                model.set_adapter(r)
+                alone = model(input_ids=ids[i : i + 1]).logits
+            assert torch.allclose(got[i], alone[0], atol=1e-5), f"row {i} ({r})"
+        assert torch.allclose(got, reference, atol=1e-5)
+        with model.disable_adapter():
+            plain = model(input_ids=ids).logits
+        for i, r in enumerate(rows):  # and each adapter changes its row
+            assert torch.equal(got[i], plain[i]) if r is None else not torch.allclose(got[i], plain[i], atol=1e-3), f"row {i} ({r})"
+        # a batch of one adapter, and one of base rows only
+        with routed(model, ["seller", "seller"]):
+            one = model(input_ids=ids[:2]).logits
+        model.set_adapter("seller")
+        assert torch.allclose(one, model(input_ids=ids[:2]).logits, atol=1e-5)
+        with routed(model, [None, None]):
+            base = model(input_ids=ids[:2]).logits
+        with model.disable_adapter():
+            assert torch.allclose(base, model(input_ids=ids[:2]).logits, atol=0)
+        # outside, the model is as it was: adapter "seller" active, no hooks left
+        assert torch.allclose(model(input_ids=ids[:2]).logits, one, atol=1e-5)
+        with pytest.raises(KeyError, match="no adapter 'z'"):
+            with routed(model, ["z"]):
+                pass
