@@ -138,8 +138,8 @@ def routed(model: Any, rows: Sequence[str | None]) -> Iterator[dict[str, Any]]:
     two matmuls per layer for any number of adapters, no per-adapter loop, no gather. A base row's
     mask is all zero, so it gets the base output exactly.
     """
-    from peft.tuners.lora import LoraLayer
     from peft.tuners.lora import Linear as LoraLinear
+    from peft.tuners.lora import LoraLayer
 
     names = sorted({r for r in rows if r is not None})
     unknown = [n for n in names if n not in adapter_names(model)]
