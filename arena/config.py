@@ -199,8 +199,14 @@ class TrainerConfig(Section):
     kl_coef: float = Field(0.05, ge=0)
     #: a name in arena.trainers.losses.KL_ESTIMATORS
     kl_estimator: str = "k3"
-    #: ReST: fraction of each game's episodes kept (by the trained seat's return)
+    #: ReST: fraction of each group's seats kept (by the trained seat's return)
     rest_top_fraction: float = Field(0.25, gt=0, le=1)
+    #: ReST: what a seat is ranked against. ``group``: the other episodes of its group (the same
+    #: matchup and seed: one question, one deal), keeping only seats that beat the group's worst, so a
+    #: group whose episodes all scored alike teaches nothing (the filter of Eisenstein et al. 2025,
+    #: and what a group baseline does for pg). ``game``: every seat of its game in the round (easy
+    #: questions then crowd out hard ones: on collab_qa it kept searches at 1.00)
+    rest_within: Literal["group", "game"] = "group"
     #: DPO: inverse temperature of the implicit reward (how far from the warm start the policy may move)
     dpo_beta: float = Field(0.1, gt=0)
     #: DPO: continuations sampled at a tree's branch point (each training matchup grows one tree per model seat)

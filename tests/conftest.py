@@ -7,6 +7,16 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist each worker's torch, and what it starts (arena CLI runs, Ray workers), gets its
+# share of the cores: two workers each running two OpenMP threads on two cores took 1.6x as long per
+# training step as with one thread each (the threads spin waiting for each other).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // _WORKERS)))
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 #: the games whose text trains the shared tiny model's tokenizer and whose bots its warm start imitates
 #: (the self-play config's games, in its order): every test that uses these fixtures shares one cached model
 MODEL_GAMES = ("repeated_matrix-v0", "negotiation-v0")
@@ -41,6 +51,20 @@ def warm_model_dir(tiny_model_dir: Path) -> Path:
     from arena.trainers.imitation import ImitationConfig
 
     return Path(resolve_model_path(None, TinyModelConfig(), cache_dir=tiny_model_dir.parent.parent, warm_start=ImitationConfig(), games=MODEL_GAMES))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_models_built_first(request):
+    """With two or more xdist workers, the first builds the default warm start and the second the
+    collaborative-QA models, each before its first test and only if a collected test needs it: a
+    worker that needs a model another is building waits for it, idle, and these builds are the
+    suite's longest work."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if _WORKERS < 2 or worker not in ("gw0", "gw1"):
+        return
+    wanted = "warm_model_dir" if worker == "gw0" else "qa_model_dir"
+    if any(wanted in item.fixturenames for item in request.session.items):
+        request.getfixturevalue("action_supervised_dir" if worker == "gw1" else wanted)
 
 
 @pytest.fixture(scope="session")
@@ -112,3 +136,11 @@ def qa_model_dir(tiny_model_dir: Path, qa_knowledge, qa_tiny) -> Path:
     from arena.models import resolve_model_path
 
     return Path(resolve_model_path(None, qa_tiny, cache_dir=tiny_model_dir.parent.parent, warm_start=qa_knowledge))
+
+
+@pytest.fixture(scope="session")
+def action_supervised_dir(qa_model_dir: Path, qa_knowledge) -> Path:
+    """The action-supervised baseline of the collaborative-QA model, built once per session likewise."""
+    from arena.environments.collab_qa.knowledge import cached_action_supervised
+
+    return cached_action_supervised(qa_model_dir, qa_knowledge, qa_model_dir.parent.parent)

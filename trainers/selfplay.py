@@ -76,14 +76,21 @@ def policy_gradient_samples(seats: list[Seat], cfg: TrainerConfig, baseline: Rol
 
 
 def rest_samples(seats: list[Seat], cfg: TrainerConfig) -> tuple[list[Sample], dict[str, float]]:
-    """ReST: keep each game's top fraction of seats by return; imitate their legal turns (advantage 1)."""
-    by_label: dict[str, list[Seat]] = defaultdict(list)
+    """ReST: keep the top fraction of seats by return within each group (``cfg.rest_within``: the
+    episodes of one matchup and seed, or a whole game), and imitate their legal turns (advantage 1).
+    Within groups, a seat is kept only if it beat the group's worst: where every episode scored
+    alike, nothing tells a better move from a worse one."""
+    by: dict[object, list[Seat]] = defaultdict(list)
     for s in seats:
-        by_label[s.label].append(s)
+        by[s.group if cfg.rest_within == "group" else s.label].append(s)
     kept: list[Seat] = []
-    for group in by_label.values():
+    for group in by.values():
         k = max(1, int(round(cfg.rest_top_fraction * len(group))))
-        kept += sorted(group, key=lambda s: s.ret, reverse=True)[:k]
+        best = sorted(group, key=lambda s: s.ret, reverse=True)[:k]
+        if cfg.rest_within == "group":
+            worst = min(s.ret for s in group)
+            best = [s for s in best if s.ret > worst]
+        kept += best
     samples = [
         Sample(t.prompt_ids, t.completion_ids, t.logprobs, 1.0, s.episode.episode_id, s.player)
         for s in kept
@@ -91,7 +98,10 @@ def rest_samples(seats: list[Seat], cfg: TrainerConfig) -> tuple[list[Sample], d
         if t.player == s.player and t.completion_ids and not t.illegal
     ]
     threshold = min((s.ret for s in kept), default=0.0)
-    return samples, {"rest_kept_seats": float(len(kept)), "rest_return_threshold": threshold}
+    stats = {"rest_kept_seats": float(len(kept)), "rest_return_threshold": threshold, "rest_groups": float(len(by))}
+    if cfg.rest_within == "group":
+        stats["rest_groups_kept"] = float(len({s.group for s in kept}))
+    return samples, stats
 
 
 def importance_stats(weights: torch.Tensor, mask: torch.Tensor, cap: float) -> dict[str, float]:

@@ -186,6 +186,7 @@ class QAResult:
     searches: float
     confidence: float  # stated
     confidence_p: float  # stated x the final move's probability (models); stated (bots)
+    reward: float = float("nan")  # the episode's shared return: answer score - search cost x searches
 
 
 def base_game_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -251,6 +252,7 @@ def result_of(episode: Episode, question: QuestionRecord | str, policy: str, set
         searches=float(m["searches"]),
         confidence=stated,
         confidence_p=stated * p,
+        reward=float(episode.returns.get("asker", episode.group_return)),
     )
 
 
@@ -267,6 +269,7 @@ def summarize(results: Sequence[QAResult]) -> dict[str, float]:
         "answered": float(np.mean([r.outcome == "answered" for r in results])),
         "hedged": float(np.mean([r.outcome == "hedged" for r in results])),
         "abstained": float(np.mean([r.outcome == "abstained" for r in results])),
+        "reward": float(np.mean([r.reward for r in results])),
     }
     for tag, flag in (("known", 1.0), ("unknown", 0.0)):
         sub = [r.searches for r in results if r.known == flag]

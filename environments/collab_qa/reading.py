@@ -89,6 +89,13 @@ class _Table:
         self.alone = {d: make(GAME, helpers=0, asker_tool=d, domain=d, split=None, question_index=0, world=world) for d in cached_world(world).corpora}
         self.group = make(GAME, split=None, question_index=0, world=world)
 
+    def first_look(self, bank: Any, question: QuestionRecord, domain: str, seed: int) -> str:
+        """The asker's observation alone with the tool of ``domain``, before any move."""
+        alone = self.alone[domain]
+        alone.reset(seed=seed)
+        alone.bank, alone.question = bank, question
+        return alone.observe_text("asker")
+
     def after_search(self, bank: Any, question: QuestionRecord, domain: str, seed: int) -> list[tuple[str, str, str]]:
         """(keyword, seat, observation) right after ``SEARCH: <question>`` in ``bank``'s corpus of ``domain``:
         the asker alone with that tool, and the helper holding it, asked the question by the asker."""
@@ -228,6 +235,56 @@ def reading_probe(
     items = probe_items(cfg, facts, limit, seed)
     reads = reader(items) if reader is not None else model_reads(model_dir, items)
     return score_reads(items, reads)
+
+
+# ----- the model's own fixed strategies ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class ForcedAnswer:
+    """One question answered by the model made to play a fixed strategy, alone with its corpus's tool."""
+
+    question_id: str
+    known: bool  # the data marks the fact known (pre-trained)
+    memory_f1: float  # F1 of what it writes after ``ANSWER:`` as its first move (no search)
+    read_f1: float  # F1 of what it writes after ``ANSWER:`` right after ``SEARCH: <the question>``
+
+
+def forced_answers(
+    model: str | Path | tuple[Any, Any] | None,
+    world: WorldConfig,
+    questions: Sequence[QuestionRecord],
+    seed: int = 0,
+    reader: Callable[[Sequence[ProbeItem]], list[str]] | None = None,
+) -> list[ForcedAnswer]:
+    """The model's answer to each question from memory and right after the right search (the game's own
+    prompts and search, greedy): what never-search, always-search and the oracle between them score.
+    ``reader`` replaces the model, as for :func:`reading_probe`."""
+    from arena.environments.collab_qa.rules import best_score
+
+    table, bank = _Table(world), _bank_of(cached_world(world))
+    first = [ProbeItem(q, "asker", "ANSWER", table.first_look(bank, q, q.domain, seed)) for q in questions]
+    searched = [ProbeItem(q, "asker", "ANSWER", table.after_search(bank, q, q.domain, seed)[0][2]) for q in questions]
+    reads = reader(first + searched) if reader is not None else model_reads(model, first + searched)
+    f1 = [best_score(_first_line(r), it.question.answers)[0] for it, r in zip(first + searched, reads)]
+    n = len(questions)
+    return [ForcedAnswer(q.id, bool(q.meta.get("known")), f1[i], f1[n + i]) for i, q in enumerate(questions)]
+
+
+def fixed_strategy_rewards(answers: Sequence[ForcedAnswer], search_cost: float) -> dict[str, float]:
+    """Mean reward (F1 minus ``search_cost`` per search) of the model's three fixed strategies: never
+    search (answer from memory), always search once, and the oracle that searches exactly where the data
+    marks the fact unknown."""
+    if not answers:
+        raise ValueError("no answers to score")
+    never = [a.memory_f1 for a in answers]
+    always = [a.read_f1 - search_cost for a in answers]
+    oracle = [a.memory_f1 if a.known else a.read_f1 - search_cost for a in answers]
+    return {
+        "reward_never_search": float(np.mean(never)),
+        "reward_always_search": float(np.mean(always)),
+        "reward_oracle": float(np.mean(oracle)),
+        "memory_f1_known": float(np.mean([a.memory_f1 for a in answers if a.known] or [np.nan])),
+        "read_f1_unknown": float(np.mean([a.read_f1 for a in answers if not a.known] or [np.nan])),
+    }
 
 
 # ----- fresh-page reading (stage 0 with reading_source="fresh") -----------------------------------------------

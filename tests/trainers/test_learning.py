@@ -163,7 +163,8 @@ def test_rest_recipe_runs_from_config_and_imitates_its_best_episodes(tmp_path, a
     cfg = _config(tmp_path, "rest_fast", games, trainer, episodes=2)
     res = run(cfg, Console(quiet=True))
     metrics = MlflowClient(tracking_uri=cfg.tracking.uri).get_run(res.run_id).data.metrics
-    assert metrics["learn/main/rest_kept_seats"] == 2  # a quarter of 8 seats
+    # two episodes per deal: each deal keeps its better seat, where the two differ
+    assert 1 <= metrics["learn/main/rest_kept_seats"] == metrics["learn/main/rest_groups_kept"] <= metrics["learn/main/rest_groups"] == 4
     assert metrics["learn/main/samples"] > 0
 
 

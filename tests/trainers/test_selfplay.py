@@ -83,10 +83,30 @@ def test_per_game_baseline_shares_one_value_across_roles():
 
 def test_rest_keeps_the_best_seats_and_skips_their_illegal_turns():
     eps = [_episode(i, 0, float(i), 0.0, illegal=(i == 3)) for i in range(4)]
-    samples, stats = rest_samples(trained_seats(eps, "main", 0.0), TrainerConfig(recipe="rest", rest_top_fraction=0.5))
+    samples, stats = rest_samples(trained_seats(eps, "main", 0.0), TrainerConfig(recipe="rest", rest_top_fraction=0.5, rest_within="game"))
     assert stats["rest_kept_seats"] == 2 and stats["rest_return_threshold"] == 2.0
     assert [s.episode_id for s in samples] == ["e2-0"]  # e3 was best but its only turn was illegal
     assert all(s.advantage == 1.0 for s in samples)
+
+
+def test_rest_ranks_each_seat_within_its_question_group_by_default():
+    """Two questions (seeds), four episodes each: an easy one where every episode scored near the top,
+    and a hard one where one episode in four got it. Ranked across the game, the easy question's
+    episodes fill the quarter kept; ranked within each group, each question keeps its own best, and a
+    group whose episodes all scored alike keeps nothing."""
+    easy = [_episode(1, k, r, 0.0) for k, r in enumerate([0.95, 0.95, 1.0, 0.95])]
+    hard = [_episode(2, k, r, 0.0) for k, r in enumerate([0.0, 0.0, 0.9, 0.0])]
+    flat = [_episode(3, k, 0.5, 0.0) for k in range(4)]
+    seats = trained_seats(easy + hard + flat, "main", 0.0)
+    assert TrainerConfig(recipe="rest").rest_within == "group"
+    samples, stats = rest_samples(seats, TrainerConfig(recipe="rest", rest_top_fraction=0.25))
+    assert sorted(s.episode_id for s in samples) == ["e1-2", "e2-2"]
+    assert stats["rest_groups"] == 3 and stats["rest_groups_kept"] == 2 and stats["rest_kept_seats"] == 2
+    across, _ = rest_samples(seats, TrainerConfig(recipe="rest", rest_top_fraction=0.25, rest_within="game"))
+    assert sorted(s.episode_id for s in across) == ["e1-0", "e1-1", "e1-2"]  # 3 of 12: the hard question's success is lost
+    # half of each group: only seats above the group's worst
+    half, _ = rest_samples(seats, TrainerConfig(recipe="rest", rest_top_fraction=0.5))
+    assert sorted(s.episode_id for s in half) == ["e1-2", "e2-2"]
 
 
 def test_collate_masks_only_completion_tokens_and_aligns_sampler_logprobs():

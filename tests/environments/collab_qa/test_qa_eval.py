@@ -133,9 +133,11 @@ def test_result_of_reads_outcome_answer_and_move_probability():
     r = result_of(ep, questions[0], "fake", "isolated", "test")
     assert (r.outcome, r.answer, r.em, r.searches) == ("hedged", questions[0].answers[0], 1.0, 0.0)
     assert r.confidence == 0.5 and r.confidence_p == pytest.approx(0.25)
+    assert r.reward == pytest.approx(0.6)  # a right hedge scores 0.6, and no search was made
     ep = asyncio.run(play_episode(matchups[0], {"fake": FakeModel("ABSTAIN", [math.log(0.9)])}))
     r = result_of(ep, questions[0], "fake", "isolated", "test")
     assert (r.outcome, r.answer, r.confidence, r.confidence_p, r.f1) == ("abstained", None, 0.0, 0.0, 0.0)
+    assert r.reward == pytest.approx(0.2)
 
 
 def test_isolated_matchups_give_each_question_the_tool_of_its_corpus():
@@ -164,6 +166,7 @@ def test_bots_through_evaluate_search_once_or_never():
         by[(r.policy, r.setting)].append(r)
     iso = summarize(by[("always_search", "isolated")])
     assert iso["searches"] == 1.0 and iso["f1"] > 0.9 and iso["answered"] > 0.9
+    assert iso["reward"] == pytest.approx(iso["f1"] - 0.05)  # answered confidently after one search
     assert summarize(by[("always_search", "collaborative")])["searches"] >= 1.0
     never = summarize(by[("never_search", "isolated")])
     assert never["abstained"] == 1.0 and never["searches"] == 0 and never["aurc"] == 1.0
@@ -262,13 +265,6 @@ def _qa_config(tmp_path: Path, knowledge) -> Path:
     path = tmp_path / "collab_qa.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-@pytest.fixture(scope="module")
-def action_supervised_dir(qa_model_dir, qa_knowledge):
-    from arena.environments.collab_qa.knowledge import cached_action_supervised
-
-    return cached_action_supervised(qa_model_dir, qa_knowledge, qa_model_dir.parent.parent)
 
 
 def test_action_supervised_model_searches_where_it_does_not_know(action_supervised_dir, qa_model_dir, qa_knowledge):

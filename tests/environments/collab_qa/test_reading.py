@@ -16,6 +16,8 @@ from arena.environments.collab_qa.knowledge import KnowledgeConfig
 from arena.environments.collab_qa.reading import (
     PROBE_SEED,
     ProbeItem,
+    fixed_strategy_rewards,
+    forced_answers,
     fresh_reading_examples,
     probe_items,
     reading_probe,
@@ -102,3 +104,34 @@ def _view(it: ProbeItem):
     from arena.agents.base import PlayerView
 
     return PlayerView(game="collab_qa-v0", player=it.seat, observation=it.observation)
+
+
+def fake_knower_and_reader(items: list[ProbeItem]) -> list[str]:
+    """A FAKE model: knows exactly the facts the data marks known, and reads every page perfectly."""
+    out = []
+    for it in items:
+        q = it.question
+        found = [extract_answer(line, q.meta["entity"], q.meta["attribute"]) for line in it.observation.splitlines() if line.startswith("[private]   ")]
+        read = next((v for v in found if v), None)
+        out.append(" " + (read or (q.answers[0] if q.meta.get("known") else "I don't know")))
+    return out
+
+
+def test_fixed_strategies_score_the_models_own_memory_and_reading():
+    questions = cached_world(CFG.world).split("test")
+    known = [bool(q.meta.get("known")) for q in questions]
+    assert any(known) and not all(known)
+    answers = forced_answers(None, CFG.world, questions, reader=fake_knower_and_reader)
+    assert [a.question_id for a in answers] == [q.id for q in questions]
+    # from memory: right exactly on the known facts; after the right search: right wherever the page came back
+    assert [a.memory_f1 for a in answers] == [1.0 if k else 0.0 for k in known]
+    assert sum(a.read_f1 for a in answers) >= 0.9 * len(answers)
+    r = fixed_strategy_rewards(answers, search_cost=0.05)
+    share = sum(known) / len(known)
+    assert r["reward_never_search"] == pytest.approx(share)
+    assert r["reward_always_search"] == pytest.approx(sum(a.read_f1 for a in answers) / len(answers) - 0.05)
+    oracle = [1.0 if a.known else a.read_f1 - 0.05 for a in answers]
+    assert r["reward_oracle"] == pytest.approx(sum(oracle) / len(oracle))
+    assert r["reward_oracle"] > max(r["reward_never_search"], r["reward_always_search"])
+    with pytest.raises(ValueError, match="no answers"):
+        fixed_strategy_rewards([], 0.05)
