@@ -402,6 +402,7 @@ def report(inp: ReportInput) -> GameReport | None:
 
 # ----- the table, the plots, MLflow ------------------------------------------------------------------
 _COLUMNS = (
+    ("reward", "reward", "{:.2f}"),
     ("F1", "f1", "{:.2f}"),
     ("EM", "em", "{:.2f}"),
     ("srch/q", "searches", "{:.2f}"),
@@ -442,7 +443,7 @@ def summary_table(table_rows: Mapping[tuple[str, str, str], Mapping[str, float]]
             cells.append("-" if math.isnan(v) else fmt.format(v))
         known = f"{s['searches_known']:.2f}|{s['searches_unknown']:.2f}" if "searches_known" in s and "searches_unknown" in s else "-"
         rates = f"{s['answered']:.0%}|{s['hedged']:.0%}|{s['abstained']:.0%}".replace("%", "")
-        table.add_row(setting if first else "", split if first else "", policy, str(int(s["n"])), *cells[:3], known, rates, *cells[3:])
+        table.add_row(setting if first else "", split if first else "", policy, str(int(s["n"])), *cells[:4], known, rates, *cells[4:])
     return table
 
 
