@@ -53,18 +53,17 @@ def warm_model_dir(tiny_model_dir: Path) -> Path:
     return Path(resolve_model_path(None, TinyModelConfig(), cache_dir=tiny_model_dir.parent.parent, warm_start=ImitationConfig(), games=MODEL_GAMES))
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _shared_models_built_first(request):
-    """With two or more xdist workers, the first builds the default warm start and the second the
-    collaborative-QA models, each before its first test and only if a collected test needs it: a
-    worker that needs a model another is building waits for it, idle, and these builds are the
-    suite's longest work."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    if _WORKERS < 2 or worker not in ("gw0", "gw1"):
-        return
-    wanted = "warm_model_dir" if worker == "gw0" else "qa_model_dir"
-    if any(wanted in item.fixturenames for item in request.session.items):
-        request.getfixturevalue("action_supervised_dir" if worker == "gw1" else wanted)
+def pytest_collection_modifyitems(config, items):
+    """The collaborative-QA tests first: their models are the suite's longest build (about 11 minutes
+    on one core), so under xdist the worker that takes their group starts on them at once while the
+    other builds the default warm start and runs the rest. Scheduled later, the group kept one worker
+    idle, waiting for models the other was building."""
+
+    def qa_first(item) -> int:
+        group = item.get_closest_marker("xdist_group")
+        return 0 if group is not None and group.args and group.args[0] == "qa_model" else 1
+
+    items.sort(key=qa_first)
 
 
 @pytest.fixture(scope="session")
