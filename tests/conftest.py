@@ -53,17 +53,15 @@ def warm_model_dir(tiny_model_dir: Path) -> Path:
     return Path(resolve_model_path(None, TinyModelConfig(), cache_dir=tiny_model_dir.parent.parent, warm_start=ImitationConfig(), games=MODEL_GAMES))
 
 
-def pytest_collection_modifyitems(config, items):
-    """The collaborative-QA tests first: their models are the suite's longest build (about 11 minutes
-    on one core), so under xdist the worker that takes their group starts on them at once while the
-    other builds the default warm start and runs the rest. Scheduled later, the group kept one worker
-    idle, waiting for models the other was building."""
-
-    def qa_first(item) -> int:
-        group = item.get_closest_marker("xdist_group")
-        return 0 if group is not None and group.args and group.args[0] == "qa_model" else 1
-
-    items.sort(key=qa_first)
+def pytest_configure(config):
+    """``--dist loadgroup`` (the Makefile's) keeps each ``xdist_group`` on one worker by renaming its tests'
+    node ids, which pytest 9 no longer allows: the groups silently split, the Ray tests ran on two
+    workers at once and the suite took half as long again. Refuse that pair instead."""
+    if getattr(config.option, "dist", "no") == "loadgroup" and int(pytest.__version__.split(".")[0]) >= 9:
+        raise pytest.UsageError(
+            f"pytest {pytest.__version__}: pytest-xdist's --dist loadgroup does not keep xdist_group tests together "
+            "under pytest 9; install the dev extra (pip install '.[dev]', as make test does; it pins pytest<9)"
+        )
 
 
 @pytest.fixture(scope="session")

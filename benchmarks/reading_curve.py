@@ -1,0 +1,102 @@
+"""Can the collaborative-QA model learn to read? The reading probe along a fresh-page reading run: prints JSON.
+
+Issue 13's blocker: a model that cannot read a page it never saw gains nothing from searching. This
+trains the quick start's base model (its shape and QA tokenizer, no knowledge yet) on fresh-page
+reading (environments.collab_qa.reading: every example a fact of a newly generated world, searched
+with the game's BM25, answered off the page) and measures the reading probe every ``--chunk`` steps:
+exact match, forced to answer right after the right search, on 200 facts of held-out worlds and on
+the quick-start world's unknown facts.
+
+``--compact-share``: the share of examples shown in a compact prompt (the question and the search
+results in the chat template, ~40% of the game prompt's tokens) instead of the game's own prompt;
+the probe always reads the game's prompt.
+
+    python benchmarks/reading_curve.py                                   # 2,500 steps, the game's prompts
+    python benchmarks/reading_curve.py --compact-share 0.8 --out benchmarks/results/reading-curve-compact.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=2500)
+    ap.add_argument("--chunk", type=int, default=500, help="steps between probes (each chunk a cosine schedule from --lr to 10%%)")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--layers", type=int, default=2, help="the quick start's model has 2")
+    ap.add_argument("--examples", type=int, default=20000, help="distinct fresh pages (drawn from without replacement, then again)")
+    ap.add_argument("--compact-share", type=float, default=0.0)
+    ap.add_argument("--probe-items", type=int, default=200)
+    ap.add_argument("--out", type=Path, help="also write the JSON here")
+    args = ap.parse_args()
+
+    from arena.agents.base import PlayerView
+    from arena.config import QUICK_START
+    from arena.environments.collab_qa.knowledge import KnowledgeConfig, Stage, _chat, _load, _train, qa_base_model
+    from arena.environments.collab_qa.reading import FRESH_SEED, GAME, _take, model_reads, probe_items, score_reads, searched_reads
+    from arena.tiny import TinyModelConfig
+    from arena.trainers.imitation import end_token_id
+
+    cfg = KnowledgeConfig.model_validate(QUICK_START["model"]["warm_start"])
+    tiny = TinyModelConfig.model_validate({**QUICK_START["model"]["tiny"], "num_layers": args.layers})
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="arena-reading-") as home:
+        model, tok, agent = _load(qa_base_model(tiny, cfg.world, home))
+    end = end_token_id(tok)
+    rng = np.random.default_rng(cfg.seed)
+    examples = []
+    for q, keyword, seat, obs in _take(searched_reads(cfg.world, FRESH_SEED, cfg.qa_templates, cfg.seed + 11), args.examples):
+        if rng.random() < args.compact_share:
+            results = [line for line in obs.splitlines() if line.startswith("[private]   ")]
+            prompt = _chat(tok, "\n".join([f"[private] Question: {q.question}", *results]))
+        else:
+            prompt = list(agent.prompt_ids(PlayerView(game=GAME, player=seat, observation=obs)))
+        examples.append((prompt, tok.encode(f"{keyword}: {q.answers[0]}", add_special_tokens=False) + [end]))
+    held_out, unknown = probe_items(cfg, "held_out", args.probe_items), probe_items(cfg, "unknown")
+    rows, done = [], 0
+    while done < args.steps:
+        tick = time.perf_counter()
+        losses = _train(model, examples, Stage(steps=args.chunk, batch_size=args.batch_size, lr=args.lr), cfg, tok, cfg.seed + 100 + len(rows))
+        done += args.chunk
+        train_s = time.perf_counter() - tick
+        model.eval()
+        rows.append(
+            {
+                "steps": done,
+                "loss": float(np.mean(losses[-20:])),
+                "probe_held_out": score_reads(held_out, model_reads((model, tok), held_out)),
+                "probe_unknown": score_reads(unknown, model_reads((model, tok), unknown)),
+                "train_seconds": round(train_s, 1),
+            }
+        )
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    out = {
+        "benchmark": "reading_curve",
+        **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "model_parameters": sum(p.numel() for p in model.parameters()),
+        "mean_prompt_tokens": round(float(np.mean([len(p) for p, _ in examples])), 1),
+        "probe_held_out_items": len(held_out),
+        "probe_unknown_items": len(unknown),
+        "target": 0.9,
+        "rows": rows,
+        "total_seconds": round(time.perf_counter() - started, 1),
+    }
+    text = json.dumps(out, indent=2)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
