@@ -8,7 +8,7 @@ exact match, forced to answer right after the right search, on 200 facts of held
 the quick-start world's unknown facts.
 
 ``--compact-share``: the share of examples shown in a compact prompt (the question and the search
-results in the chat template, ~40% of the game prompt's tokens) instead of the game's own prompt;
+results in the chat template, about 60% of the game prompt's tokens) instead of the game's own prompt;
 the probe always reads the game's prompt.
 
     python benchmarks/reading_curve.py                                   # 2,500 steps, the game's prompts
