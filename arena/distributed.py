@@ -504,6 +504,14 @@ class EngineGroup(Engine):
         self.adapter_versions.update(dict.fromkeys(names, 0))
         self.router.adapter_versions = dict(self.adapter_versions)
 
+    def adapter_state(self, name: str) -> dict[str, Any]:
+        """The tensors adapter ``name`` is served with: the last ones pushed, else an engine's (its start)."""
+        if name not in self.adapter_versions:
+            raise KeyError(f"{self.name} serves no adapter {name!r} (adapters: {sorted(self.adapter_versions)})")
+        if name in self._adapters:
+            return dict(ray.get(self._adapters[name][0]))
+        return ray.get(self._live_actor().adapter_state.remote(name))
+
     def remove_adapter(self, name: str) -> None:
         """Stop serving adapter ``name`` on every engine (a snapshot dropped from a pool)."""
         ray.get([a.remove_adapter.remote(name) for a in self.actors])

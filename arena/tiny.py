@@ -69,6 +69,11 @@ class TinyModelConfig(pydantic.BaseModel):
     max_position_embeddings: int = pydantic.Field(2048, gt=0)
     #: fixes the initial weights (the tokenizer depends only on the corpus)
     seed: int = 0
+    #: every digit its own token. BPE merges digits by frequency, so one year is a single token and the
+    #: next three pieces (" 1796" but " 18", "1", "1"), and a model copying a number off a page has to tell
+    #: apart pieces it has only seen used interchangeably: the collaborative-QA reader copied 0-35% of the
+    #: years on fresh pages right against 80-100% of the words (benchmarks/reading_curve.py)
+    split_digits: bool = False
 
     @pydantic.model_validator(mode="after")
     def _check_heads(self) -> TinyModelConfig:
@@ -91,11 +96,12 @@ class TinyModelConfig(pydantic.BaseModel):
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
 
 
-def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+def train_tokenizer(corpus: Iterable[str], vocab_size: int, split_digits: bool = False) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer on ``corpus`` with Arena's special and chat tokens.
 
     Byte-level means every string (spaces, newlines, unicode) encodes and
     decodes back exactly; the BPE merges only decide how short the encoding is.
+    ``split_digits``: no merge joins a digit to anything, so every digit is a token of its own.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -104,7 +110,8 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokeniz
         raise ValueError(f"vocab_size must be >= {MIN_VOCAB_SIZE} (256 bytes + special tokens), got {vocab_size}")
     tok = Tokenizer(models.BPE())
     # add_prefix_space=False: a prompt is a concatenation of pieces, and an inserted space would change it
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level]) if split_digits else byte_level
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -148,7 +155,7 @@ def build_tiny_model(cfg: TinyModelConfig, corpus: Iterable[str], out_dir: str |
     if not lines:
         raise ValueError("corpus is empty: the tokenizer needs some text to train on")
     out = Path(out_dir)
-    tokenizer = train_tokenizer(lines, cfg.vocab_size)
+    tokenizer = train_tokenizer(lines, cfg.vocab_size, cfg.split_digits)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=cfg.hidden_size,

@@ -297,12 +297,15 @@ def run_experiment(
     max_staleness: int = 0,
     adapter: str = "full",
     lora_lr: float | None = None,
+    eval_episodes: int | None = None,
 ) -> dict[str, Any]:
     build, measure, what = EXPERIMENTS[name]
     per_seed, minutes = [], []
     for seed in seeds:
         data = build(rounds)
         data["trainer"]["max_staleness"] = max_staleness
+        if eval_episodes is not None:
+            data["episodes_per_matchup"] = eval_episodes
         if adapter == "lora":  # every trained policy a LoRA adapter of the frozen base
             data["model"] = {**data.get("model", {}), "adapter": "lora", "lora": dict(LORA)}
             if lora_lr is not None:
@@ -334,6 +337,7 @@ def run_experiment(
         "max_staleness": max_staleness,
         "adapter": adapter,
         "lr": data["trainer"]["lr"],
+        "eval_episodes_per_matchup": data.get("episodes_per_matchup", 8),
         "per_seed": per_seed,
     }
     for key in sorted(k[: -len("_before")] for k in per_seed[0] if k.endswith("_before") and f"{k[: -len('_before')]}_after" in per_seed[0]):
@@ -359,6 +363,7 @@ def main() -> None:
     )
     ap.add_argument("--adapter", nargs="*", choices=["full", "lora"], default=["full"], help="model.adapter: full fine-tuning, or a LoRA adapter per policy")
     ap.add_argument("--lora-lr", type=float, default=5e-3, help="trainer.lr of --adapter lora runs (full runs keep the experiment's)")
+    ap.add_argument("--eval-episodes", type=int, help="episodes_per_matchup of the before/after evaluation (default: the experiment's)")
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.rounds = args.seeds[:1], 3
@@ -368,7 +373,7 @@ def main() -> None:
             results = []
             for staleness, adapter in variants:
                 workdir = Path(tmp) / f"{name}-staleness{staleness}-{adapter}"
-                results.append(run_experiment(name, args.seeds, args.rounds, workdir, args.runtime, staleness, adapter, args.lora_lr))
+                results.append(run_experiment(name, args.seeds, args.rounds, workdir, args.runtime, staleness, adapter, args.lora_lr, args.eval_episodes))
                 print(json.dumps(results[-1]), flush=True)
             base = results[0]
             for other in results[1:]:  # each other variant's change against the first one's interval

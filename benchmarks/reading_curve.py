@@ -34,35 +34,43 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--layers", type=int, default=2, help="the quick start's model has 2")
+    ap.add_argument("--split-digits", action=argparse.BooleanOptionalAction, default=None, help="model.tiny.split_digits (default: the quick start's)")
     ap.add_argument("--examples", type=int, default=20000, help="distinct fresh pages (drawn from without replacement, then again)")
     ap.add_argument("--compact-share", type=float, default=0.0)
+    ap.add_argument(
+        "--source", choices=["fresh", "redrawn"], default="fresh", help="fresh worlds (new names), or the model's own world with every value drawn anew"
+    )
     ap.add_argument("--probe-items", type=int, default=200)
     ap.add_argument("--out", type=Path, help="also write the JSON here")
+    ap.add_argument("--save", type=Path, help="save the trained model and its tokenizer here")
     args = ap.parse_args()
 
     from arena.agents.base import PlayerView
     from arena.config import QUICK_START
     from arena.environments.collab_qa.knowledge import KnowledgeConfig, Stage, _chat, _load, _train, qa_base_model
-    from arena.environments.collab_qa.reading import FRESH_SEED, GAME, _take, model_reads, probe_items, score_reads, searched_reads
+    from arena.environments.collab_qa.reading import FRESH_SEED, GAME, ProbeItem, _take, model_reads, probe_items, score_reads, searched_reads
     from arena.tiny import TinyModelConfig
     from arena.trainers.imitation import end_token_id
 
     cfg = KnowledgeConfig.model_validate(QUICK_START["model"]["warm_start"])
-    tiny = TinyModelConfig.model_validate({**QUICK_START["model"]["tiny"], "num_layers": args.layers})
+    shape = {**QUICK_START["model"]["tiny"], "num_layers": args.layers}
+    if args.split_digits is not None:
+        shape["split_digits"] = args.split_digits
+    tiny = TinyModelConfig.model_validate(shape)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="arena-reading-") as home:
         model, tok, agent = _load(qa_base_model(tiny, cfg.world, home))
     end = end_token_id(tok)
     rng = np.random.default_rng(cfg.seed)
     examples = []
-    for q, keyword, seat, obs in _take(searched_reads(cfg.world, FRESH_SEED, cfg.qa_templates, cfg.seed + 11), args.examples):
+    for q, keyword, seat, obs in _take(searched_reads(cfg.world, FRESH_SEED, cfg.qa_templates, cfg.seed + 11, args.source), args.examples):
         if rng.random() < args.compact_share:
             results = [line for line in obs.splitlines() if line.startswith("[private]   ")]
             prompt = _chat(tok, "\n".join([f"[private] Question: {q.question}", *results]))
         else:
             prompt = list(agent.prompt_ids(PlayerView(game=GAME, player=seat, observation=obs)))
         examples.append((prompt, tok.encode(f"{keyword}: {q.answers[0]}", add_special_tokens=False) + [end]))
-    held_out, unknown = probe_items(cfg, "held_out", args.probe_items), probe_items(cfg, "unknown")
+    probes = {facts: probe_items(cfg, facts, args.probe_items) for facts in ("held_out", "redrawn", "unknown")}
     rows, done = [], 0
     while done < args.steps:
         tick = time.perf_counter()
@@ -70,25 +78,34 @@ def main() -> None:
         done += args.chunk
         train_s = time.perf_counter() - tick
         model.eval()
+        reads = {facts: model_reads((model, tok), items) for facts, items in probes.items()}
         rows.append(
             {
                 "steps": done,
                 "loss": float(np.mean(losses[-20:])),
-                "probe_held_out": score_reads(held_out, model_reads((model, tok), held_out)),
-                "probe_unknown": score_reads(unknown, model_reads((model, tok), unknown)),
+                **{f"probe_{facts}": score_reads(probes[facts], r) for facts, r in reads.items()},
                 "train_seconds": round(train_s, 1),
             }
         )
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    by_attribute = {}  # the last probe's exact match per attribute: which values the model copies, which it does not
+    for facts, items in probes.items():
+        groups: dict[str, list[tuple[ProbeItem, str]]] = {}
+        for it, r in zip(items, reads[facts]):
+            groups.setdefault(it.question.meta["attribute"], []).append((it, r))
+        by_attribute[facts] = {a: {"n": len(g), "exact": score_reads([it for it, _ in g], [r for _, r in g])} for a, g in sorted(groups.items())}
+    if args.save:
+        model.save_pretrained(args.save)
+        tok.save_pretrained(args.save)
     out = {
         "benchmark": "reading_curve",
         **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "model_parameters": sum(p.numel() for p in model.parameters()),
         "mean_prompt_tokens": round(float(np.mean([len(p) for p, _ in examples])), 1),
-        "probe_held_out_items": len(held_out),
-        "probe_unknown_items": len(unknown),
+        **{f"probe_{facts}_items": len(items) for facts, items in probes.items()},
         "target": 0.9,
         "rows": rows,
+        "last_probe_by_attribute": by_attribute,
         "total_seconds": round(time.perf_counter() - started, 1),
     }
     text = json.dumps(out, indent=2)

@@ -224,3 +224,24 @@ def _wait_dead(actor, timeout_s: float = 60.0) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"the killed engine still answers after {timeout_s} s")
+
+
+def test_an_engine_group_hands_back_each_adapters_served_tensors(ray_cluster, tiny_model_dir):
+    """What a snapshot seat of a LoRA policy starts from on Ray (version 0 of main's adapter, read from the engines)."""
+    from arena.adapters import LoraSpec
+
+    group = EngineGroup("lora_state", "hf", str(tiny_model_dir), engines=1, num_cpus=0.25)
+    try:
+        group.add_adapters(LoraSpec(rank=4, alpha=8), ["main"])
+        start = group.adapter_state("main")
+        assert start and all(torch.count_nonzero(v) == 0 for k, v in start.items() if "lora_B" in k)  # a new adapter is the base
+        moved = {k: v + 0.01 for k, v in start.items()}
+        group.update_adapter("main", moved, 1)
+        served = group.adapter_state("main")
+        assert served.keys() == moved.keys() and all(torch.equal(served[k], moved[k]) for k in moved)
+        assert ray.get(group.actors[0].adapter_state.remote("main")).keys() == moved.keys()
+        with pytest.raises(KeyError, match="serves no adapter 'main/buyer'"):
+            group.adapter_state("main/buyer")
+    finally:
+        for a in group.actors:
+            ray.kill(a)

@@ -70,6 +70,17 @@ def test_tokenizer_round_trip(tokenizer, text):
     assert tokenizer.decode(ids) == text
 
 
+def test_split_digits_makes_every_digit_a_token_and_still_round_trips():
+    merged, split = train_tokenizer(game_corpus(), 512), train_tokenizer(game_corpus(), 512, split_digits=True)
+    text = "OFFER $1796 in 2008, born 1811.\n  42 x 7 = 294 🙂"
+    assert split.decode(split.encode(text, add_special_tokens=False)) == text
+    pieces = lambda tok: [tok.decode([i]) for i in tok.encode(" 1811 and $99", add_special_tokens=False)]
+    assert any(len(p.strip()) > 1 and p.strip().isdigit() for p in pieces(merged))  # BPE joins frequent digits
+    digits = [p for p in pieces(split) if any(c.isdigit() for c in p)]
+    assert digits == ["1", "8", "1", "1", "9", "9"]
+    assert TinyModelConfig(split_digits=True).short_hash() != TinyModelConfig().short_hash()
+
+
 def test_special_tokens_are_distinct_single_ids(tokenizer):
     ids = [tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS]
     assert len(set(ids)) == len(SPECIAL_TOKENS)

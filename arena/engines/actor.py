@@ -144,6 +144,10 @@ class EngineActor:
     async def remove_adapter(self, name: str) -> None:
         await self.engine.run_in_engine_thread(self.engine.remove_adapter, name)
 
+    async def adapter_state(self, name: str) -> dict[str, torch.Tensor]:
+        """The tensors adapter ``name`` is served with (peft's key names: :func:`arena.adapters.adapter_state`)."""
+        return await self.engine.run_in_engine_thread(self.engine.adapter_state, name)
+
     async def adapter_versions(self) -> dict[str, int]:
         """Adapter name -> the version of the weights it serves (empty: no adapters)."""
         return dict(getattr(self.engine, "adapter_versions", {}))

@@ -142,10 +142,11 @@ class KnowledgeConfig(pydantic.BaseModel):
     #: of 64 examples, the dearest stage by far)
     #: or fresh pages (``fresh``: every example a fact of a freshly generated world read off its page after the
     #: right search, in the game's own prompts; :mod:`arena.environments.collab_qa.reading`), trained for
-    #: ``fresh_reading`` instead of ``reading``
-    reading_source: Literal["own", "other", "fresh"] = "own"
+    #: ``fresh_reading`` instead of ``reading``; or the model's own world redrawn (``redrawn``: as ``fresh``, but on the
+    #: world's own names with every value drawn anew from its attribute's vocabulary, so no page states a true fact)
+    reading_source: Literal["own", "other", "fresh", "redrawn"] = "own"
     reading_worlds: int = pydantic.Field(8, ge=0)
-    #: the fresh-page reading stage (``reading_source="fresh"``): steps x batch_size examples, none repeated
+    #: the fresh-page reading stage (``reading_source`` ``fresh`` or ``redrawn``): steps x batch_size examples, none repeated
     fresh_reading: Stage = Stage(steps=600, batch_size=16, lr=3e-3)
     #: reading and copying: short prompts (the question, a document), and the game's prompts after a
     #: search (``in_game``). The two-layer model fits them (loss 0.004 after 1000 steps) but copies the
@@ -357,11 +358,11 @@ def reading_examples(cfg: KnowledgeConfig, tokenizer: Any, render: Callable[[Any
     from arena.game import clean_text
     from arena.trainers.imitation import end_token_id
 
-    if cfg.reading_source == "fresh":
+    if cfg.reading_source in ("fresh", "redrawn"):
         from arena.environments.collab_qa.reading import fresh_reading_examples
 
         if render is None:
-            raise ValueError("reading_source='fresh' reads the game's own prompts: pass the agent's render")
+            raise ValueError(f"reading_source={cfg.reading_source!r} reads the game's own prompts: pass the agent's render")
         return fresh_reading_examples(cfg, tokenizer, render, cfg.fresh_reading.steps * cfg.fresh_reading.batch_size)
     end = end_token_id(tokenizer)
     rng = np.random.default_rng(cfg.seed + 7)
@@ -570,7 +571,7 @@ def build_knowledge_model(base_path: str | Path, out_dir: str | Path, cfg: Knowl
     model, tokenizer, agent = _load(base_path)
     ds = cached_world(cfg.world)
     reading = reading_examples(cfg, tokenizer, agent.prompt_ids)
-    read_stage = cfg.fresh_reading if cfg.reading_source == "fresh" else cfg.reading
+    read_stage = cfg.fresh_reading if cfg.reading_source in ("fresh", "redrawn") else cfg.reading
     read_losses = _train(model, reading, read_stage, cfg, tokenizer, cfg.seed) if reading else [float("nan")]
     timings["reading_s"] = time.perf_counter() - tick
 

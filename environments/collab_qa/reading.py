@@ -16,6 +16,8 @@ probe measures reading, not retrieval). Which facts (``facts``):
   stage uses (:data:`PROBE_SEED`), none of whose entities shares a word with the model's world.
   Never seen anywhere, by construction. The fresh worlds' names are cut by the QA tokenizer into
   pieces, as no name of the model's own world is.
+- ``redrawn``: facts of the model's own world redrawn (:func:`redrawn_worlds` from :data:`PROBE_SEED`):
+  its names, every value drawn anew, so pages no stage shows and values no stage ties to the fact.
 - ``unknown``: the model's world's unknown facts asked in the test and ood splits (the ood split in
   its held-out wording), the ones play needs read. No stage ever has their value as a target; their
   pages can appear as context (the counterfactual reading changes only the asked fact's value on a
@@ -28,6 +30,9 @@ vocabularies, seeds from :data:`FRESH_SEED` on, entities sharing no word with th
 its question searched with the game's real BM25 over that world's corpus, shown in the game's
 prompts after the search (the asker alone with the tool, the helper holding it), answered by
 ``ANSWER: <value>`` / ``REPLY: <value>``. No page repeats, so the value can only be copied off it.
+``reading_source="redrawn"`` reads the model's own world instead, every value drawn anew for each page
+(:func:`~arena.environments.collab_qa.world.redrawn_world`): the world's names, whole tokens of its
+tokenizer, where fresh worlds' names are cut into pieces.
 
     score = reading_probe(model_dir, knowledge_config, facts="held_out")   # 0.0 .. 1.0
 """
@@ -42,7 +47,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from arena.environments.collab_qa.world import ATTRIBUTES, QADataset, QuestionRecord, WorldConfig, cached_world, extract_answer, generate_world
+from arena.environments.collab_qa.world import ATTRIBUTES, QADataset, QuestionRecord, WorldConfig, cached_world, extract_answer, generate_world, redrawn_world
 
 GAME = "collab_qa-v0"
 #: fresh-page reading draws worlds with seeds ``world.seed + FRESH_SEED + k``; the probe's held-out worlds
@@ -50,7 +55,8 @@ GAME = "collab_qa-v0"
 FRESH_SEED = 1_000_000
 PROBE_SEED = 2_000_000
 
-ProbeFacts = Literal["held_out", "unknown"]
+ProbeFacts = Literal["held_out", "redrawn", "unknown"]
+ReadingSource = Literal["fresh", "redrawn"]
 
 
 @dataclass(frozen=True)
@@ -143,13 +149,27 @@ def fresh_worlds(world: WorldConfig, offset: int) -> Iterator[QADataset]:
         k += 1
 
 
-def searched_reads(world: WorldConfig, offset: int, templates: int, seed: int) -> Iterator[tuple[QuestionRecord, str, str, str]]:
+def redrawn_worlds(world: WorldConfig, offset: int) -> Iterator[QADataset]:
+    """``world`` itself with every value drawn anew (:func:`~arena.environments.collab_qa.world.redrawn_world`,
+    no true value kept), seeds ``world.seed + offset + k``, k = 0, 1, ..."""
+    k = 0
+    while True:
+        yield redrawn_world(world, world.seed + offset + k)
+        k += 1
+
+
+def searched_reads(
+    world: WorldConfig, offset: int, templates: int, seed: int, source: ReadingSource = "fresh"
+) -> Iterator[tuple[QuestionRecord, str, str, str]]:
     """(question, keyword, seat, observation) after the right search, fact after fact of fresh worlds
-    (:func:`fresh_worlds` from ``offset``), facts in random order, only where the search found the page."""
+    (:func:`fresh_worlds` from ``offset``, entities sharing no word with ``world``) or of ``world`` redrawn
+    (``source="redrawn"``: :func:`redrawn_worlds`), facts in random order, only where the search found the page."""
+    if source not in ("fresh", "redrawn"):
+        raise ValueError(f"source must be 'fresh' or 'redrawn', not {source!r}")
     rng = np.random.default_rng(seed)
     table = _Table(world)
-    exclude = _words(cached_world(world))
-    for ds in fresh_worlds(world, offset):
+    exclude = _words(cached_world(world)) if source == "fresh" else set()
+    for ds in (fresh_worlds if source == "fresh" else redrawn_worlds)(world, offset):
         bank = _bank_of(ds)
         questions = _questions(ds, rng, templates, exclude)
         for i in rng.permutation(len(questions)):
@@ -162,12 +182,12 @@ def searched_reads(world: WorldConfig, offset: int, templates: int, seed: int) -
 # ----- the probe ---------------------------------------------------------------------------------------------
 def probe_items(cfg: Any, facts: ProbeFacts = "held_out", limit: int = 200, seed: int = 0) -> list[ProbeItem]:
     """The probe's reading tests for a :class:`KnowledgeConfig` ``cfg`` (see the module docstring):
-    ``limit`` of them for ``held_out`` (fresh worlds until there are enough), every one for ``unknown``."""
-    if facts == "held_out":
-        reads = searched_reads(cfg.world, PROBE_SEED, cfg.qa_templates, seed)
+    ``limit`` of them for ``held_out`` and ``redrawn`` (worlds until there are enough), every one for ``unknown``."""
+    if facts in ("held_out", "redrawn"):
+        reads = searched_reads(cfg.world, PROBE_SEED, cfg.qa_templates, seed, "fresh" if facts == "held_out" else "redrawn")
         return [ProbeItem(q, seat, keyword, obs) for q, keyword, seat, obs in _take(reads, limit)]
     if facts != "unknown":
-        raise ValueError(f"facts must be 'held_out' or 'unknown', not {facts!r}")
+        raise ValueError(f"facts must be 'held_out', 'redrawn' or 'unknown', not {facts!r}")
     ds = cached_world(cfg.world)
     table, bank = _Table(cfg.world), _bank_of(ds)
     out = []
@@ -297,7 +317,8 @@ def fresh_reading_examples(cfg: Any, tokenizer: Any, render: Callable[[Any], lis
     end = end_token_id(tokenizer)
     encode = functools.partial(tokenizer.encode, add_special_tokens=False)
     out = []
-    for q, keyword, seat, obs in _take(searched_reads(cfg.world, FRESH_SEED, cfg.qa_templates, cfg.seed + 11), n):
+    source = "redrawn" if cfg.reading_source == "redrawn" else "fresh"
+    for q, keyword, seat, obs in _take(searched_reads(cfg.world, FRESH_SEED, cfg.qa_templates, cfg.seed + 11, source), n):
         prompt = render(PlayerView(game=GAME, player=seat, observation=obs))
         out.append((list(prompt), encode(f"{keyword}: {q.answers[0]}") + [end]))
     return out

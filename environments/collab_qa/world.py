@@ -551,12 +551,8 @@ def _entity_docs(e: _Entity, n_docs: int, rng: np.random.Generator) -> list[Corp
     return docs
 
 
-def generate_world(cfg: WorldConfig | None = None) -> QADataset:
-    """The generated world for ``cfg`` (see the module docstring); the same config gives the same world."""
-    cfg = cfg or WorldConfig()
-    rng = np.random.default_rng(cfg.seed)
-    entities = _entities(cfg, rng)
-
+def _corpora(entities: list[_Entity], cfg: WorldConfig, rng: np.random.Generator) -> dict[str, tuple[CorpusDoc, ...]]:
+    """Each domain's corpus: the documents about its entities and its distractors, shuffled, numbered."""
     corpora: dict[str, tuple[CorpusDoc, ...]] = {}
     for domain in DOMAINS:
         members = [e for e in entities if KINDS[e.kind][0] == domain]
@@ -566,7 +562,16 @@ def generate_world(cfg: WorldConfig | None = None) -> QADataset:
             docs.append(CorpusDoc(id="?", title=f"Notes on {a.name}", text=_pick(rng, _DISTRACTORS[domain]).format(a=a.name, b=b.name)))
         docs = [docs[i] for i in rng.permutation(len(docs))]
         corpora[domain] = tuple(d.model_copy(update={"id": f"{domain}-{i:04d}"}) for i, d in enumerate(docs))
+    return corpora
 
+
+def generate_world(cfg: WorldConfig | None = None) -> QADataset:
+    """The generated world for ``cfg`` (see the module docstring); the same config gives the same world."""
+    cfg = cfg or WorldConfig()
+    rng = np.random.default_rng(cfg.seed)
+    entities = _entities(cfg, rng)
+
+    corpora = _corpora(entities, cfg, rng)
     facts = [FactRecord(entity=e.name, kind=e.kind, domain=KINDS[e.kind][0], attribute=a, value=e.values[a]) for e in entities for a in KINDS[e.kind][1]]
     n_known = round(cfg.known_fraction * len(facts))
     if cfg.known_by == "fact":
@@ -615,6 +620,53 @@ def generate_world(cfg: WorldConfig | None = None) -> QADataset:
         facts=tuple(facts),
         descriptions={d: DOMAIN_DESCRIPTIONS[d] for d in DOMAINS},
     )
+
+
+def redrawn_world(cfg: WorldConfig, seed: int, avoid_true: bool = False) -> QADataset:
+    """The world of ``cfg`` (``ds``), its entities with every value drawn anew, and corpora written for them (no questions).
+
+    The names are ``ds``'s own (whole tokens of a tokenizer trained on its text); each value is drawn
+    uniformly from its attribute's vocabulary (occupations, conditions, habitats, groups, a year in the
+    attribute's range) or from ``ds``'s own names (a birthplace among its towns, a source among its
+    organisms, a region among its regions), independently of the true value: a page of a redrawn world
+    says nothing about the world, so what is on it can only be read. ``avoid_true`` never draws a
+    fact's true value; a model trained on such pages learns that the true value is the one answer that is
+    never right (reading the world's own pages afterwards, it was right on none of its unknown facts while
+    reading 41% of redrawn pages right). Deterministic in ``seed``."""
+    ds = cached_world(cfg)
+    rng = np.random.default_rng(seed)
+    values: dict[str, set[str]] = {}
+    kinds: dict[str, str] = {}
+    true: dict[tuple[str, str], str] = {}
+    for f in ds.facts:
+        values.setdefault(f.attribute, set()).add(f.value)
+        kinds[f.entity] = f.kind
+        true[(f.entity, f.attribute)] = f.value
+    towns = sorted(e for e, k in kinds.items() if k == "town")
+    organisms = sorted(e for e, k in kinds.items() if k == "organism")
+    pools: dict[str, tuple[str, ...]] = {
+        "occupation": OCCUPATIONS,
+        "treats": CONDITIONS,
+        "habitat": HABITATS,
+        "group": GROUPS,
+        "birthplace": tuple(towns),
+        "source": tuple(organisms),
+        "region": tuple(sorted(values.get("region", ()))),
+    }
+    if len(pools["region"]) < 2:  # one region in use: the towns' names stand in as the other places
+        pools["region"] += tuple(towns)
+
+    def draw(entity: str, attr: str) -> str:
+        for _ in range(100):
+            v = _year(rng, attr) if attr in YEARS else _pick(rng, pools[attr])
+            if not (avoid_true and v == true.get((entity, attr))):
+                return v
+        raise ValueError(f"no value of {attr!r} other than {true.get((entity, attr))!r} to draw")
+
+    entities = [_Entity(k, e, {a: draw(e, a) for a in KINDS[k][1]}) for e, k in kinds.items()]
+    corpora = _corpora(entities, cfg, rng)
+    facts = tuple(FactRecord(entity=e.name, kind=e.kind, domain=KINDS[e.kind][0], attribute=a, value=v) for e in entities for a, v in e.values.items())
+    return QADataset(questions=(), corpora=dict(sorted(corpora.items())), facts=facts, descriptions=dict(ds.descriptions))
 
 
 @functools.lru_cache(maxsize=8)

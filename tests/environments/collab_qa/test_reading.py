@@ -135,3 +135,39 @@ def test_fixed_strategies_score_the_models_own_memory_and_reading():
     assert r["reward_oracle"] > max(r["reward_never_search"], r["reward_always_search"])
     with pytest.raises(ValueError, match="no answers"):
         fixed_strategy_rewards([], 0.05)
+
+
+def test_a_redrawn_world_keeps_the_names_and_draws_every_value_anew(tiny_model_dir):
+    from arena.agents.llm import LLMAgent
+    from arena.engines.hf import HFEngine
+    from arena.environments.collab_qa.world import redrawn_world
+
+    world = cached_world(CFG.world)
+    true = {(f.entity, f.attribute): f.value for f in world.facts}
+    a, b = redrawn_world(CFG.world, 7), redrawn_world(CFG.world, 8)
+    assert sorted((f.entity, f.attribute) for f in a.facts) == sorted(true)
+    # values drawn independently of the truth: a true value comes back about as often as chance has it
+    same = [true[(f.entity, f.attribute)] == f.value for s in range(20) for f in redrawn_world(CFG.world, 100 + s).facts]
+    assert 0.0 < sum(same) / len(same) < 0.15
+    avoiding = redrawn_world(CFG.world, 7, avoid_true=True)
+    assert not [f for f in avoiding.facts if true[(f.entity, f.attribute)] == f.value]
+    assert a.facts == redrawn_world(CFG.world, 7).facts and a.facts != b.facts
+    towns = {f.entity for f in world.facts if f.kind == "town"}
+    assert {f.value for f in a.facts if f.attribute == "birthplace"} <= towns  # values from the world's own names
+    # every fact is stated on a page of its domain, so a search can find it and the value is read off it
+    for f in a.facts:
+        pages = [d.display() for d in a.corpora[f.domain] if d.title == f.entity]
+        assert any(extract_answer(p, f.entity, f.attribute) == f.value for p in pages), f
+    # the redrawn probe reads the world's own names, on pages no reading stage is given
+    items = probe_items(CFG, "redrawn", limit=30)
+    assert len(items) == 30 and {it.question.meta["entity"] for it in items} <= {e for e, _ in true}
+    assert reading_probe(None, CFG, "redrawn", limit=30, reader=fake_scripted_reader) == 1.0
+    engine = HFEngine(tiny_model_dir)
+    agent = LLMAgent(engine)
+    cfg = CFG.model_copy(update={"reading_source": "redrawn"})
+    examples = fresh_reading_examples(cfg, engine.tokenizer, agent.prompt_ids, 30)
+    prompts = {tuple(p) for p, _ in examples}
+    assert len(prompts) == 30 and not prompts & {tuple(agent.prompt_ids(_view(it))) for it in items}
+    for p, t in examples:  # the value to write is on the page shown
+        value = engine.tokenizer.decode(t).split(": ", 1)[1].removesuffix("<|end|>")
+        assert value in engine.tokenizer.decode(p)
