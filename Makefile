@@ -21,7 +21,7 @@ run: $(STAMP)
 # Two workers: while one builds a model (minutes of one core's work), the other runs tests. Tests that
 # start Ray share one worker (xdist_group "ray"), as do those of the collaborative-QA model.
 test: $(STAMP) browser
-	$(BIN)/pytest -q -n 2 --dist loadgroup --durations=25 tests
+	$(BIN)/pytest -q -n 2 --dist loadgroup --durations=40 tests
 
 # tests/test_browser_ui.py opens the MLflow UI in Debian's chromium (driven by Playwright, whose own
 # browser downloads are never used). Installed once with apt-get; a no-op when `chromium` is on PATH.

@@ -19,7 +19,8 @@ probe measures reading, not retrieval). Which facts (``facts``):
 - ``redrawn``: facts of the model's own world redrawn (:func:`redrawn_worlds` from :data:`PROBE_SEED`):
   its names, every value drawn anew, so pages no stage shows and values no stage ties to the fact.
 - ``unknown``: the model's world's unknown facts asked in the test and ood splits (the ood split in
-  its held-out wording), the ones play needs read. No stage ever has their value as a target; their
+  its held-out wording), the ones play needs read. No stage ever has their value as a target (reading
+  redrawn pages, only by chance: their values are drawn independently of the truth); their
   pages can appear as context (the counterfactual reading changes only the asked fact's value on a
   page, and demonstrations show three results).
 
@@ -150,8 +151,8 @@ def fresh_worlds(world: WorldConfig, offset: int) -> Iterator[QADataset]:
 
 
 def redrawn_worlds(world: WorldConfig, offset: int) -> Iterator[QADataset]:
-    """``world`` itself with every value drawn anew (:func:`~arena.environments.collab_qa.world.redrawn_world`,
-    no true value kept), seeds ``world.seed + offset + k``, k = 0, 1, ..."""
+    """``world`` itself with every value drawn anew, independently of the truth
+    (:func:`~arena.environments.collab_qa.world.redrawn_world`), seeds ``world.seed + offset + k``, k = 0, 1, ..."""
     k = 0
     while True:
         yield redrawn_world(world, world.seed + offset + k)
