@@ -70,9 +70,9 @@ class TinyModelConfig(pydantic.BaseModel):
     #: fixes the initial weights (the tokenizer depends only on the corpus)
     seed: int = 0
     #: every digit its own token. BPE merges digits by frequency, so one year is a single token and the
-    #: next three pieces (" 1796" but " 18", "1", "1"), and a model copying a number off a page has to tell
-    #: apart pieces it has only seen used interchangeably: the collaborative-QA reader copied 0-35% of the
-    #: years on fresh pages right against 80-100% of the words (benchmarks/reading_curve.py)
+    #: next three pieces (" 1796" but " 18", "1", "1"). An option for experiments: it did not help the
+    #: collaborative-QA model read years off a page (every year wrong after 3,000 steps, against 0-35%
+    #: right with merged digits: benchmarks/results/reading-curve-redrawn-*.json)
     split_digits: bool = False
 
     @pydantic.model_validator(mode="after")
