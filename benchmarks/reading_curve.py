@@ -27,6 +27,43 @@ from pathlib import Path
 import numpy as np
 
 
+def page_position_breakdown(items, reads) -> dict:
+    """The last probe's exact match by where the asked fact's page is among the search results (first or
+    later), and how many wrong reads wrote another result's value of the asked attribute (the value of
+    another entity, or of another page): whether the model copies from the right page or from the first
+    page that states a value of the asked kind."""
+    from arena.environments.collab_qa.reading import score_reads
+    from arena.environments.collab_qa.world import extract_answer
+
+    groups: dict[str, list] = {"first": [], "later": []}
+    other_value = 0
+    for it, read in zip(items, reads):
+        q = it.question
+        results = [line for line in it.observation.splitlines() if line.startswith("[private]   ")]
+        values = [extract_answer(r, q.meta["entity"], q.meta["attribute"]) for r in results]
+        groups["first" if values and values[0] == q.answers[0] else "later"].append((it, read))
+        wrote = (read.strip().splitlines() or [""])[0].strip()
+        stated = {v for line in results for v in _attribute_values(line, q.meta["attribute"])} - {q.answers[0]}
+        other_value += wrote != q.answers[0] and wrote in stated
+    out = {k: {"n": len(g), "exact": score_reads([it for it, _ in g], [r for _, r in g]) if g else None} for k, g in groups.items()}
+    out["wrong_reads_that_are_another_results_value"] = other_value
+    wrong = [(it, read) for it, read in zip(items, reads) if score_reads([it], [read]) < 1]
+    out["wrong_reads"] = [{"question": it.question.question, "gold": it.question.answers[0], "read": read.strip()[:60]} for it, read in wrong[:12]]
+    return out
+
+
+def _attribute_values(line: str, attribute: str) -> list[str]:
+    """Every value of ``attribute`` stated in the result ``line``, for any entity it names."""
+    import re
+
+    from arena.environments.collab_qa.world import extract_answer
+
+    head = re.match(r"\[private\]\s+\d+\. \(\S+\) (?:Notes on )?([^:]+):", line)
+    names = {head.group(1).strip()} if head else set()
+    found = [extract_answer(line, name, attribute) for name in names]
+    return [v for v in found if v]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=2500)
@@ -34,6 +71,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--layers", type=int, default=2, help="the quick start's model has 2")
+    ap.add_argument("--hidden", type=int, help="hidden size (the quick start's: 128); the MLP is 4x as wide")
+    ap.add_argument("--heads", type=int, help="attention heads (the quick start's: 4)")
     ap.add_argument("--split-digits", action=argparse.BooleanOptionalAction, default=None, help="model.tiny.split_digits (default: the quick start's)")
     ap.add_argument("--examples", type=int, default=20000, help="distinct fresh pages (drawn from without replacement, then again)")
     ap.add_argument("--compact-share", type=float, default=0.0)
@@ -54,6 +93,10 @@ def main() -> None:
 
     cfg = KnowledgeConfig.model_validate(QUICK_START["model"]["warm_start"])
     shape = {**QUICK_START["model"]["tiny"], "num_layers": args.layers}
+    if args.hidden:
+        shape.update(hidden_size=args.hidden, intermediate_size=4 * args.hidden)
+    if args.heads:
+        shape["num_heads"] = args.heads
     if args.split_digits is not None:
         shape["split_digits"] = args.split_digits
     tiny = TinyModelConfig.model_validate(shape)
@@ -94,6 +137,7 @@ def main() -> None:
         for it, r in zip(items, reads[facts]):
             groups.setdefault(it.question.meta["attribute"], []).append((it, r))
         by_attribute[facts] = {a: {"n": len(g), "exact": score_reads([it for it, _ in g], [r for _, r in g])} for a, g in sorted(groups.items())}
+    by_position = {facts: page_position_breakdown(items, reads[facts]) for facts, items in probes.items()}
     if args.save:
         model.save_pretrained(args.save)
         tok.save_pretrained(args.save)
@@ -106,6 +150,7 @@ def main() -> None:
         "target": 0.9,
         "rows": rows,
         "last_probe_by_attribute": by_attribute,
+        "last_probe_by_page_position": by_position,
         "total_seconds": round(time.perf_counter() - started, 1),
     }
     text = json.dumps(out, indent=2)

@@ -16,7 +16,7 @@ probe measures reading, not retrieval). Which facts (``facts``):
   stage uses (:data:`PROBE_SEED`), none of whose entities shares a word with the model's world.
   Never seen anywhere, by construction. The fresh worlds' names are cut by the QA tokenizer into
   pieces, as no name of the model's own world is.
-- ``redrawn``: facts of the model's own world redrawn (:func:`redrawn_worlds` from :data:`PROBE_SEED`):
+- ``redrawn``: facts of the model's own world redrawn (:func:`reading_worlds` from :data:`PROBE_SEED`):
   its names, every value drawn anew, so pages no stage shows and values no stage ties to the fact.
 - ``unknown``: the model's world's unknown facts asked in the test and ood splits (the ood split in
   its held-out wording), the ones play needs read. No stage ever has their value as a target (reading
@@ -142,20 +142,16 @@ def _questions(ds: QADataset, rng: np.random.Generator, templates: int, exclude:
     return out
 
 
-def fresh_worlds(world: WorldConfig, offset: int) -> Iterator[QADataset]:
-    """Worlds of ``world``'s shape with seeds ``world.seed + offset + k``, k = 0, 1, ..."""
+def reading_worlds(world: WorldConfig, offset: int, source: ReadingSource = "fresh") -> Iterator[QADataset]:
+    """Worlds to read, seeds ``world.seed + offset + k``, k = 0, 1, ...: fresh worlds of ``world``'s shape
+    (``source="fresh"``), or ``world`` itself with every value drawn anew, independently of the truth
+    (``source="redrawn"``: :func:`~arena.environments.collab_qa.world.redrawn_world`)."""
+    if source not in ("fresh", "redrawn"):
+        raise ValueError(f"source must be 'fresh' or 'redrawn', not {source!r}")
     k = 0
     while True:
-        yield generate_world(world.model_copy(update={"seed": world.seed + offset + k}))
-        k += 1
-
-
-def redrawn_worlds(world: WorldConfig, offset: int) -> Iterator[QADataset]:
-    """``world`` itself with every value drawn anew, independently of the truth
-    (:func:`~arena.environments.collab_qa.world.redrawn_world`), seeds ``world.seed + offset + k``, k = 0, 1, ..."""
-    k = 0
-    while True:
-        yield redrawn_world(world, world.seed + offset + k)
+        seed = world.seed + offset + k
+        yield generate_world(world.model_copy(update={"seed": seed})) if source == "fresh" else redrawn_world(world, seed)
         k += 1
 
 
@@ -163,14 +159,14 @@ def searched_reads(
     world: WorldConfig, offset: int, templates: int, seed: int, source: ReadingSource = "fresh"
 ) -> Iterator[tuple[QuestionRecord, str, str, str]]:
     """(question, keyword, seat, observation) after the right search, fact after fact of fresh worlds
-    (:func:`fresh_worlds` from ``offset``, entities sharing no word with ``world``) or of ``world`` redrawn
-    (``source="redrawn"``: :func:`redrawn_worlds`), facts in random order, only where the search found the page."""
+    (:func:`reading_worlds` from ``offset``, entities sharing no word with ``world``) or of ``world`` redrawn
+    (``source="redrawn"``), facts in random order, only where the search found the page."""
     if source not in ("fresh", "redrawn"):
         raise ValueError(f"source must be 'fresh' or 'redrawn', not {source!r}")
     rng = np.random.default_rng(seed)
     table = _Table(world)
     exclude = _words(cached_world(world)) if source == "fresh" else set()
-    for ds in (fresh_worlds if source == "fresh" else redrawn_worlds)(world, offset):
+    for ds in reading_worlds(world, offset, source):
         bank = _bank_of(ds)
         questions = _questions(ds, rng, templates, exclude)
         for i in rng.permutation(len(questions)):
