@@ -16,6 +16,9 @@ repeats over seeds. Prints one JSON object per experiment with ``before``,
     python benchmarks/learning.py --experiments negotiation_seller_vs_fair_buyer --adapter full lora
                                                        # full fine-tuning and a LoRA adapter (model.adapter),
                                                        # same seeds; then one line comparing their changes
+    python benchmarks/learning.py --experiments negotiation_seller_and_buyer --adapter lora --lora-lr 2.5e-3 --rounds 30 \
+        --seeds 0 1 2 3 4 5 6 7                        # seller and buyer as two adapters: both improve significantly
+                                                       # over eight seeds (at lr 5e-3 and 20 rounds, the buyer does not)
 """
 
 from __future__ import annotations
