@@ -32,17 +32,17 @@ def page_position_breakdown(items, reads) -> dict:
     later), and how many wrong reads wrote another result's value of the asked attribute (the value of
     another entity, or of another page): whether the model copies from the right page or from the first
     page that states a value of the asked kind."""
-    from arena.environments.collab_qa.reading import score_reads
+    from arena.environments.collab_qa.reading import _first_line, result_lines, score_reads
     from arena.environments.collab_qa.world import extract_answer
 
     groups: dict[str, list] = {"first": [], "later": []}
     other_value = 0
     for it, read in zip(items, reads):
         q = it.question
-        results = [line for line in it.observation.splitlines() if line.startswith("[private]   ")]
+        results = result_lines(it.observation)
         values = [extract_answer(r, q.meta["entity"], q.meta["attribute"]) for r in results]
         groups["first" if values and values[0] == q.answers[0] else "later"].append((it, read))
-        wrote = (read.strip().splitlines() or [""])[0].strip()
+        wrote = _first_line(read)
         stated = {v for line in results for v in _attribute_values(line, q.meta["attribute"])} - {q.answers[0]}
         other_value += wrote != q.answers[0] and wrote in stated
     out = {k: {"n": len(g), "exact": score_reads([it for it, _ in g], [r for _, r in g]) if g else None} for k, g in groups.items()}
@@ -53,7 +53,7 @@ def page_position_breakdown(items, reads) -> dict:
 
 
 def _attribute_values(line: str, attribute: str) -> list[str]:
-    """Every value of ``attribute`` stated in the result ``line``, for any entity it names."""
+    """The value of ``attribute`` that the result ``line`` states for the entity its page is about (none or one)."""
     import re
 
     from arena.environments.collab_qa.world import extract_answer
@@ -87,7 +87,17 @@ def main() -> None:
     from arena.agents.base import PlayerView
     from arena.config import QUICK_START
     from arena.environments.collab_qa.knowledge import KnowledgeConfig, Stage, _chat, _load, _train, qa_base_model
-    from arena.environments.collab_qa.reading import FRESH_SEED, GAME, ProbeItem, _take, model_reads, probe_items, score_reads, searched_reads
+    from arena.environments.collab_qa.reading import (
+        FRESH_SEED,
+        GAME,
+        ProbeItem,
+        _take,
+        model_reads,
+        probe_items,
+        result_lines,
+        score_reads,
+        searched_reads,
+    )
     from arena.tiny import TinyModelConfig
     from arena.trainers.imitation import end_token_id
 
@@ -108,7 +118,7 @@ def main() -> None:
     examples = []
     for q, keyword, seat, obs in _take(searched_reads(cfg.world, FRESH_SEED, cfg.qa_templates, cfg.seed + 11, args.source), args.examples):
         if rng.random() < args.compact_share:
-            results = [line for line in obs.splitlines() if line.startswith("[private]   ")]
+            results = result_lines(obs)
             prompt = _chat(tok, "\n".join([f"[private] Question: {q.question}", *results]))
         else:
             prompt = list(agent.prompt_ids(PlayerView(game=GAME, player=seat, observation=obs)))

@@ -122,9 +122,14 @@ class _Table:
         return out
 
 
+def result_lines(observation: str) -> list[str]:
+    """The search results shown in ``observation``, one line each, in the game's order."""
+    return [line for line in observation.splitlines() if line.startswith("[private]   ")]
+
+
 def _found(observation: str, question: QuestionRecord) -> bool:
     """The search results in ``observation`` state the asked fact (so it can be read)."""
-    results = [line for line in observation.splitlines() if line.startswith("[private]   ")]
+    results = result_lines(observation)
     return any(extract_answer(r, question.meta["entity"], question.meta["attribute"]) == question.answers[0] for r in results)
 
 
