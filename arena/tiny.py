@@ -74,11 +74,21 @@ class TinyModelConfig(pydantic.BaseModel):
     #: collaborative-QA model read years off a page (every year wrong after 3,000 steps, against 0-35%
     #: right with merged digits: benchmarks/results/reading-curve-redrawn-*.json)
     split_digits: bool = False
+    #: every integer from the first to the second (inclusive), after a space, is one token (added to the
+    #: trained BPE: " 1811" whole, where BPE alone gives " 18", "1", "1" for a year its corpus lacks), so a
+    #: model might copy a year off a page as it copies a word. An option for experiments, like split_digits:
+    #: the collaborative-QA model read no year right with it after 1,500 steps, against 14 of 60 with BPE's
+    #: pieces (benchmarks/results/reading-curve-redrawn-prompt-loss-number-tokens-cpu2.json). None: BPE alone
+    number_tokens: tuple[int, int] | None = None
 
     @pydantic.model_validator(mode="after")
     def _check_heads(self) -> TinyModelConfig:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
+        if self.number_tokens is not None and not 0 <= self.number_tokens[0] <= self.number_tokens[1]:
+            raise ValueError(f"number_tokens must be [low, high] with 0 <= low <= high, got {list(self.number_tokens)}")
+        if self.number_tokens is not None and self.split_digits:
+            raise ValueError("number_tokens and split_digits contradict each other: set one")
         head_dim = self.hidden_size // self.num_heads
         if head_dim < 32:
             raise ValueError(
@@ -96,12 +106,15 @@ class TinyModelConfig(pydantic.BaseModel):
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
 
 
-def train_tokenizer(corpus: Iterable[str], vocab_size: int, split_digits: bool = False) -> PreTrainedTokenizerFast:
+def train_tokenizer(
+    corpus: Iterable[str], vocab_size: int, split_digits: bool = False, number_tokens: tuple[int, int] | None = None
+) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer on ``corpus`` with Arena's special and chat tokens.
 
     Byte-level means every string (spaces, newlines, unicode) encodes and
     decodes back exactly; the BPE merges only decide how short the encoding is.
     ``split_digits``: no merge joins a digit to anything, so every digit is a token of its own.
+    ``number_tokens`` (low, high): each of " low" ... " high" is added as one token after training.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -120,6 +133,11 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int, split_digits: bool =
         show_progress=False,
     )
     tok.train_from_iterator(corpus, trainer=trainer)
+    if number_tokens is not None:
+        from tokenizers import AddedToken
+
+        # matched in the raw text before the byte-level split; normalized=False keeps the leading space
+        tok.add_tokens([AddedToken(f" {n}", normalized=False) for n in range(number_tokens[0], number_tokens[1] + 1)])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=BOS,
@@ -155,7 +173,7 @@ def build_tiny_model(cfg: TinyModelConfig, corpus: Iterable[str], out_dir: str |
     if not lines:
         raise ValueError("corpus is empty: the tokenizer needs some text to train on")
     out = Path(out_dir)
-    tokenizer = train_tokenizer(lines, cfg.vocab_size, cfg.split_digits)
+    tokenizer = train_tokenizer(lines, cfg.vocab_size, cfg.split_digits, cfg.number_tokens)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=cfg.hidden_size,

@@ -70,15 +70,19 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=500, help="steps between probes (each chunk a cosine schedule from --lr to 10%%)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--prompt-loss", type=float, default=0.0, help="weight of next-token loss on the prompt beside the answer's")
     ap.add_argument("--layers", type=int, default=2, help="the quick start's model has 2")
     ap.add_argument("--hidden", type=int, help="hidden size (the quick start's: 128); the MLP is 4x as wide")
     ap.add_argument("--heads", type=int, help="attention heads (the quick start's: 4)")
     ap.add_argument("--split-digits", action=argparse.BooleanOptionalAction, default=None, help="model.tiny.split_digits (default: the quick start's)")
+    ap.add_argument("--number-tokens", type=int, nargs=2, metavar=("LOW", "HIGH"), help="model.tiny.number_tokens: each year a whole token")
     ap.add_argument("--examples", type=int, default=20000, help="distinct fresh pages (drawn from without replacement, then again)")
     ap.add_argument("--compact-share", type=float, default=0.0)
     ap.add_argument(
         "--source", choices=["fresh", "redrawn"], default="fresh", help="fresh worlds (new names), or the model's own world with every value drawn anew"
     )
+    ap.add_argument("--new-names", type=float, default=0.0, help="redrawn: share of name values (birthplace, source, region) newly generated")
+    ap.add_argument("--wide-years", type=float, default=0.0, help="redrawn: share of years drawn from any century (100-2999)")
     ap.add_argument("--probe-items", type=int, default=200)
     ap.add_argument("--out", type=Path, help="also write the JSON here")
     ap.add_argument("--save", type=Path, help="save the trained model and its tokenizer here")
@@ -109,6 +113,8 @@ def main() -> None:
         shape["num_heads"] = args.heads
     if args.split_digits is not None:
         shape["split_digits"] = args.split_digits
+    if args.number_tokens:
+        shape["number_tokens"] = tuple(args.number_tokens)
     tiny = TinyModelConfig.model_validate(shape)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="arena-reading-") as home:
@@ -116,7 +122,7 @@ def main() -> None:
     end = end_token_id(tok)
     rng = np.random.default_rng(cfg.seed)
     examples = []
-    for q, keyword, seat, obs in _take(searched_reads(cfg.world, FRESH_SEED, cfg.qa_templates, cfg.seed + 11, args.source), args.examples):
+    for q, keyword, seat, obs in _take(searched_reads(cfg.world, FRESH_SEED, cfg.qa_templates, cfg.seed + 11, args.source, args.new_names, args.wide_years), args.examples):
         if rng.random() < args.compact_share:
             results = result_lines(obs)
             prompt = _chat(tok, "\n".join([f"[private] Question: {q.question}", *results]))
@@ -127,7 +133,7 @@ def main() -> None:
     rows, done = [], 0
     while done < args.steps:
         tick = time.perf_counter()
-        losses = _train(model, examples, Stage(steps=args.chunk, batch_size=args.batch_size, lr=args.lr), cfg, tok, cfg.seed + 100 + len(rows))
+        losses = _train(model, examples, Stage(steps=args.chunk, batch_size=args.batch_size, lr=args.lr, prompt_loss=args.prompt_loss), cfg, tok, cfg.seed + 100 + len(rows))
         done += args.chunk
         train_s = time.perf_counter() - tick
         model.eval()

@@ -81,6 +81,9 @@ class ImitationConfig(pydantic.BaseModel):
     weight_decay: float = pydantic.Field(0.0, ge=0)
     #: prompts longer than this (in tokens, target excluded) keep their end, where the question is
     max_len: int = pydantic.Field(512, gt=0)
+    #: weight of next-token loss on the prompt beside the target's (0: the target alone). A dense signal:
+    #: predicting a name or value the prompt already stated trains the copying that reading needs
+    prompt_loss: float = pydantic.Field(0.0, ge=0)
     #: seeds the demonstration episodes and the batch order
     seed: int = 0
     #: what the bots play to make the demonstrations; none = the seatings the run's games declare
@@ -186,6 +189,13 @@ def target_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
 
+def prompt_targets(input_ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token targets on the prompt alone, [B, T - 1]: -100 on the target, its last prompt token and the padding."""
+    nxt = input_ids[:, 1:].clone()
+    nxt[(mask[:, 1:] == 0) | (labels[:, 1:] != -100)] = -100
+    return nxt
+
+
 def shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[list[int]]:
     """Endless batches of indices into ``n`` examples; each pass over the data is a fresh shuffle.
 
@@ -229,16 +239,21 @@ def train_imitation(
         for step in range(cfg.steps):
             batch = next(batches)
             input_ids, mask, labels = (x.to(device) for x in collate([examples[i] for i in batch], cfg.max_len, pad_id))
-            keep = predicting_positions(labels)
-            logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits
-            loss = target_loss(logits, labels[:, keep + 1])
+            if cfg.prompt_loss > 0:
+                logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits[:, :-1]
+                scored = target_loss(logits, labels[:, 1:])
+                loss = scored + cfg.prompt_loss * target_loss(logits, prompt_targets(input_ids, mask, labels))
+            else:
+                keep = predicting_positions(labels)
+                logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits
+                loss = scored = target_loss(logits, labels[:, keep + 1])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             # a few long negotiation targets can spike the gradient of a tiny model
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            losses.append(float(loss.detach()))
+            losses.append(float(scored.detach()))  # the target's loss, comparable with or without the prompt's
             if progress is not None:
                 progress(step, losses[-1])
     finally:

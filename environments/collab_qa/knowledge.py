@@ -119,6 +119,8 @@ class Stage(pydantic.BaseModel):
     steps: int = pydantic.Field(gt=0)
     batch_size: int = pydantic.Field(gt=0)
     lr: float = pydantic.Field(gt=0)
+    #: weight of next-token loss on the prompt (:attr:`~arena.trainers.imitation.ImitationConfig.prompt_loss`)
+    prompt_loss: float = pydantic.Field(0.0, ge=0)
 
 
 class KnowledgeConfig(pydantic.BaseModel):
@@ -519,7 +521,7 @@ def with_replay(demos: list[Example], replay: Sequence[list[Example]], share: fl
 def _train(model: Any, examples: list[Example], stage: Stage, cfg: KnowledgeConfig, tokenizer: Any, seed: int) -> list[float]:
     from arena.trainers.imitation import ImitationConfig, end_token_id, train_imitation
 
-    icfg = ImitationConfig(steps=stage.steps, batch_size=stage.batch_size, lr=stage.lr, max_len=cfg.max_len, seed=seed)
+    icfg = ImitationConfig(steps=stage.steps, batch_size=stage.batch_size, lr=stage.lr, max_len=cfg.max_len, seed=seed, prompt_loss=stage.prompt_loss)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_token_id(tokenizer)
     return train_imitation(model, examples, icfg, pad_id=int(pad))
 

@@ -147,31 +147,35 @@ def _questions(ds: QADataset, rng: np.random.Generator, templates: int, exclude:
     return out
 
 
-def reading_worlds(world: WorldConfig, offset: int, source: ReadingSource = "fresh") -> Iterator[QADataset]:
+def reading_worlds(
+    world: WorldConfig, offset: int, source: ReadingSource = "fresh", new_names: float = 0.0, wide_years: float = 0.0
+) -> Iterator[QADataset]:
     """Worlds to read, seeds ``world.seed + offset + k``, k = 0, 1, ...: fresh worlds of ``world``'s shape
     (``source="fresh"``), or ``world`` itself with every value drawn anew, independently of the truth
-    (``source="redrawn"``: :func:`~arena.environments.collab_qa.world.redrawn_world`)."""
+    (``source="redrawn"``: :func:`~arena.environments.collab_qa.world.redrawn_world`, ``new_names`` of its
+    name values newly generated, ``wide_years`` of its years from any century)."""
     if source not in ("fresh", "redrawn"):
         raise ValueError(f"source must be 'fresh' or 'redrawn', not {source!r}")
     k = 0
     while True:
         seed = world.seed + offset + k
-        yield generate_world(world.model_copy(update={"seed": seed})) if source == "fresh" else redrawn_world(world, seed)
+        yield generate_world(world.model_copy(update={"seed": seed})) if source == "fresh" else redrawn_world(world, seed, new_names=new_names, wide_years=wide_years)
         k += 1
 
 
 def searched_reads(
-    world: WorldConfig, offset: int, templates: int, seed: int, source: ReadingSource = "fresh"
+    world: WorldConfig, offset: int, templates: int, seed: int, source: ReadingSource = "fresh", new_names: float = 0.0, wide_years: float = 0.0
 ) -> Iterator[tuple[QuestionRecord, str, str, str]]:
     """(question, keyword, seat, observation) after the right search, fact after fact of fresh worlds
     (:func:`reading_worlds` from ``offset``, entities sharing no word with ``world``) or of ``world`` redrawn
-    (``source="redrawn"``), facts in random order, only where the search found the page."""
+    (``source="redrawn"``, ``new_names`` and ``wide_years`` as :func:`reading_worlds`), facts in random order, only where the
+    search found the page."""
     if source not in ("fresh", "redrawn"):
         raise ValueError(f"source must be 'fresh' or 'redrawn', not {source!r}")
     rng = np.random.default_rng(seed)
     table = _Table(world)
     exclude = _words(cached_world(world)) if source == "fresh" else set()
-    for ds in reading_worlds(world, offset, source):
+    for ds in reading_worlds(world, offset, source, new_names, wide_years):
         bank = _bank_of(ds)
         questions = _questions(ds, rng, templates, exclude)
         for i in rng.permutation(len(questions)):

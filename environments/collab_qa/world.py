@@ -389,6 +389,8 @@ HABITATS = (
 )
 GROUPS = ("fungus", "bacterium", "moss", "lichen", "sponge", "fern", "diatom")
 YEARS = {"birth_year": (1650, 1990), "founded": (800, 1700), "discovered": (1890, 2020)}
+#: every year a page may state (redrawn_world's ``wide_years``): what the year pattern of the pages matches
+WIDE_YEARS = (100, 2999)
 
 _FILLERS = {
     "person": ("{name} is mentioned in several regional archives.", "Letters written by {name} survive in a private collection."),
@@ -622,7 +624,7 @@ def generate_world(cfg: WorldConfig | None = None) -> QADataset:
     )
 
 
-def redrawn_world(cfg: WorldConfig, seed: int, avoid_true: bool = False) -> QADataset:
+def redrawn_world(cfg: WorldConfig, seed: int, avoid_true: bool = False, new_names: float = 0.0, wide_years: float = 0.0) -> QADataset:
     """The world of ``cfg`` (``ds``), its entities with every value drawn anew, and corpora written for them (no questions).
 
     The names are ``ds``'s own (whole tokens of a tokenizer trained on its text); each value is drawn
@@ -632,7 +634,12 @@ def redrawn_world(cfg: WorldConfig, seed: int, avoid_true: bool = False) -> QADa
     says nothing about the world, so what is on it can only be read. ``avoid_true`` never draws a
     fact's true value; a model trained on such pages learns that the true value is the one answer that is
     never right (reading the world's own pages afterwards, it was right on none of its unknown facts while
-    reading 41% of redrawn pages right). Deterministic in ``seed``."""
+    reading 41% of redrawn pages right). ``new_names``: the share of name values (birthplace, source,
+    region) that are a newly generated name instead of one of ``ds``'s: with four towns, a model can
+    score a quarter of birthplaces from the prior alone, and learned to ignore the town on the page
+    (the same answer whichever town it stated). ``wide_years``: the share of years drawn from
+    :data:`WIDE_YEARS` instead of the attribute's range, so a year's first digits cannot be guessed either.
+    Deterministic in ``seed``."""
     ds = cached_world(cfg)
     rng = np.random.default_rng(seed)
     values: dict[str, set[str]] = {}
@@ -656,8 +663,16 @@ def redrawn_world(cfg: WorldConfig, seed: int, avoid_true: bool = False) -> QADa
     if len(pools["region"]) < 2:  # one region in use: the towns' names stand in as the other places
         pools["region"] += tuple(towns)
 
+    names = _Names(rng)
+    names.used.update(w for e in kinds for w in e.lower().split())
+    new = {"birthplace": names.place, "region": names.place, "source": names.organism}
+
     def draw(entity: str, attr: str) -> str:
         for _ in range(100):
+            if attr in new and new_names > 0 and rng.random() < new_names:
+                return new[attr]()
+            if attr in YEARS and wide_years > 0 and rng.random() < wide_years:
+                return str(int(rng.integers(WIDE_YEARS[0], WIDE_YEARS[1] + 1)))
             v = _year(rng, attr) if attr in YEARS else _pick(rng, pools[attr])
             if not (avoid_true and v == true.get((entity, attr))):
                 return v

@@ -25,6 +25,7 @@ from arena.trainers.imitation import (
     default_seatings,
     demonstrations,
     imitation_examples,
+    prompt_targets,
 )
 
 MATRIX = "repeated_matrix-v0"
@@ -95,6 +96,12 @@ def test_collate_masks_the_prompt_and_keeps_a_long_prompts_end():
     assert labels.tolist() == [[-100, -100, -100, 6, 7], [-100, 9, -100, -100, -100]]
 
 
+def test_prompt_targets_are_the_next_prompt_tokens_only():
+    ids, mask, labels = collate([([1, 2, 3, 4, 5], [6, 7]), ([8], [9])], max_len=3, pad_id=0)
+    # row 0 predicts 4 and 5 from the prompt; 6 and 7 are the target's, scored apart; row 1's prompt is one token
+    assert prompt_targets(ids, mask, labels).tolist() == [[4, 5, -100, -100], [-100, -100, -100, -100]]
+
+
 # ----- training -----------------------------------------------------------------------------------
 
 
@@ -117,6 +124,45 @@ def test_training_lowers_the_loss_changes_weights_and_is_deterministic(tiny_mode
     assert len(first) == cfg.steps
     assert sum(first[-5:]) / 5 < 0.5 * sum(first[:5]) / 5
     assert first == second
+
+
+def test_prompt_loss_teaches_the_prompt_and_reports_the_targets_loss(tiny_model_dir, tiny):
+    from arena.trainers.imitation import target_loss, train_imitation
+
+    _, tok, _ = tiny
+    prompt = tok.encode("OFFER 3 ACCEPT REJECT " * 6, add_special_tokens=False)
+    examples = [(prompt, tok.encode(" ACCEPT", add_special_tokens=False))] * 8
+
+    def prompt_loss(model):
+        ids, mask, labels = collate(examples[:1], 512, tok.pad_token_id)
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        return float(target_loss(logits, prompt_targets(ids, mask, labels)))
+
+    after = {}
+    for weight in (0.0, 1.0):
+        model, _ = _load(tiny_model_dir)
+        start = prompt_loss(model)
+        losses = train_imitation(model, examples, ImitationConfig(steps=20, batch_size=4, prompt_loss=weight), pad_id=tok.pad_token_id)
+        after[weight] = prompt_loss(model)
+        assert losses[-1] < 0.2 * losses[0]  # the target's own loss either way
+    assert after[1.0] < 0.3 * start
+    assert after[1.0] < 0.5 * after[0.0]
+
+
+def test_number_tokens_make_each_year_one_token_and_round_trip():
+    from arena.tiny import TinyModelConfig, train_tokenizer
+
+    from_bpe = train_tokenizer(["born in the year 1811.", "x"] * 3, 300)
+    whole = train_tokenizer(["born in the year 1811.", "x"] * 3, 300, number_tokens=(800, 2020))
+    pieces = lambda tok, text: [tok.decode([i]) for i in tok.encode(text, add_special_tokens=False)]
+    assert len(pieces(from_bpe, " 1796")) > 1
+    assert pieces(whole, "born in 1796.") [-2:] == [" 1796", "."]
+    assert pieces(whole, "ANSWER: 800") [-1] == " 800"
+    for text in ("born in 1796.", "ANSWER: 2021 (1811)", " 18110", "x 2020x"):
+        assert whole.decode(whole.encode(text, add_special_tokens=False)) == text
+    with pytest.raises(ValueError, match="number_tokens"):
+        TinyModelConfig(number_tokens=(2020, 800))
 
 
 # ----- the point of warm start, measured ----------------------------------------------------------

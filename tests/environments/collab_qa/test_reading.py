@@ -158,6 +158,24 @@ def test_a_redrawn_world_keeps_the_names_and_draws_every_value_anew(tiny_model_d
     for f in a.facts:
         pages = [d.display() for d in a.corpora[f.domain] if d.title == f.entity]
         assert any(extract_answer(p, f.entity, f.attribute) == f.value for p in pages), f
+
+
+def test_a_redrawn_world_can_state_new_names_and_years_of_any_century():
+    from arena.environments.collab_qa.world import WIDE_YEARS, YEARS, redrawn_world
+
+    world = cached_world(CFG.world)
+    words = {w for f in world.facts for w in f.entity.lower().split()}
+    plain = redrawn_world(CFG.world, 7)
+    wide = redrawn_world(CFG.world, 7, new_names=1.0, wide_years=1.0)
+    assert plain.facts == redrawn_world(CFG.world, 7, new_names=0.0, wide_years=0.0).facts  # the probe's pages unchanged
+    named = [f for f in wide.facts if f.attribute in ("birthplace", "source", "region")]
+    assert named and not [f for f in named if set(f.value.lower().split()) & words]  # no name of the world's
+    years = [int(f.value) for f in wide.facts if f.attribute in YEARS]
+    assert all(WIDE_YEARS[0] <= y <= WIDE_YEARS[1] for y in years)
+    assert sum(not YEARS["founded"][0] <= y <= YEARS["discovered"][1] for y in years) > len(years) / 4
+    for f in wide.facts:  # still stated where a search finds them, in words the readers' patterns match
+        pages = [d.display() for d in wide.corpora[f.domain] if d.title == f.entity]
+        assert any(extract_answer(p, f.entity, f.attribute) == f.value for p in pages), f
     # the redrawn probe reads the world's own names, on pages no reading stage is given
     items = probe_items(CFG, "redrawn", limit=30)
     assert len(items) == 30 and {it.question.meta["entity"] for it in items} <= {e for e, _ in true}
