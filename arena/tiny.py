@@ -80,6 +80,9 @@ class TinyModelConfig(pydantic.BaseModel):
     #: the collaborative-QA model read no year right with it after 1,500 steps, against 14 of 60 with BPE's
     #: pieces (benchmarks/results/reading-curve-redrawn-prompt-loss-number-tokens-cpu2.json). None: BPE alone
     number_tokens: tuple[int, int] | None = None
+    #: digits in pairs from the left: " 1906" is " 19", "06" (and " 812" is " 81", "2"), so a year is two
+    #: tokens whatever the corpus, each of a hundred-odd; the tokenizer's corpus gets every pair so BPE merges them
+    digit_pairs: bool = False
 
     @pydantic.model_validator(mode="after")
     def _check_heads(self) -> TinyModelConfig:
@@ -87,8 +90,8 @@ class TinyModelConfig(pydantic.BaseModel):
             raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
         if self.number_tokens is not None and not 0 <= self.number_tokens[0] <= self.number_tokens[1]:
             raise ValueError(f"number_tokens must be [low, high] with 0 <= low <= high, got {list(self.number_tokens)}")
-        if self.number_tokens is not None and self.split_digits:
-            raise ValueError("number_tokens and split_digits contradict each other: set one")
+        if sum([self.number_tokens is not None, self.split_digits, self.digit_pairs]) > 1:
+            raise ValueError("number_tokens, split_digits and digit_pairs each decide how digits are cut: set one")
         head_dim = self.hidden_size // self.num_heads
         if head_dim < 32:
             raise ValueError(
@@ -107,7 +110,7 @@ class TinyModelConfig(pydantic.BaseModel):
 
 
 def train_tokenizer(
-    corpus: Iterable[str], vocab_size: int, split_digits: bool = False, number_tokens: tuple[int, int] | None = None
+    corpus: Iterable[str], vocab_size: int, split_digits: bool = False, number_tokens: tuple[int, int] | None = None, digit_pairs: bool = False
 ) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer on ``corpus`` with Arena's special and chat tokens.
 
@@ -115,6 +118,7 @@ def train_tokenizer(
     decodes back exactly; the BPE merges only decide how short the encoding is.
     ``split_digits``: no merge joins a digit to anything, so every digit is a token of its own.
     ``number_tokens`` (low, high): each of " low" ... " high" is added as one token after training.
+    ``digit_pairs``: digits are cut in pairs from the left, a leading space kept with the first.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -124,7 +128,16 @@ def train_tokenizer(
     tok = Tokenizer(models.BPE())
     # add_prefix_space=False: a prompt is a concatenation of pieces, and an inserted space would change it
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level]) if split_digits else byte_level
+    if split_digits:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    elif digit_pairs:
+        from tokenizers import Regex
+
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(r" ?[0-9][0-9]?"), behavior="isolated"), byte_level])
+        # every pair, with and without the space, often enough that BPE merges each whatever the corpus
+        corpus = [*corpus, *[" ".join(f"{a}{b:02d}" for a in range(10, 100) for b in range(100))] * 8]
+    else:
+        tok.pre_tokenizer = byte_level
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -173,7 +186,7 @@ def build_tiny_model(cfg: TinyModelConfig, corpus: Iterable[str], out_dir: str |
     if not lines:
         raise ValueError("corpus is empty: the tokenizer needs some text to train on")
     out = Path(out_dir)
-    tokenizer = train_tokenizer(lines, cfg.vocab_size, cfg.split_digits, cfg.number_tokens)
+    tokenizer = train_tokenizer(lines, cfg.vocab_size, cfg.split_digits, cfg.number_tokens, cfg.digit_pairs)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=cfg.hidden_size,

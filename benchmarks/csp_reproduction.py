@@ -54,6 +54,8 @@ METRICS = {
 #: (and, with a _before suffix, of the warm start): what learning when to search must beat
 BASELINES = ("reward_never_search", "reward_always_search", "reward_oracle")
 SPLITS = {"test": "in_distribution", "ood": "ood"}
+#: the reading probes of the model self-play starts from (environments.collab_qa.reading.reading_probe)
+PROBES = {"reading_probe_unseen": "redrawn", "reading_probe_fresh_worlds": "held_out", "reading_probe_unknown_facts": "unknown"}
 
 
 def ci95(values: list[float]) -> float:
@@ -120,7 +122,9 @@ def one_run(overrides: list[str], splits: list[str], limit: int | None, workdir:
     after_dir = str(last / "policies" / checkpoint.policy_dirname("main"))
     tick = time.perf_counter()
     out = {"before": isolated_eval(before_dir, cfg, splits, limit), "after": isolated_eval(after_dir, cfg, splits, limit)}
-    out["reading_probe_unseen"] = reading_probe(before_dir, cfg.model.warm_start, facts="held_out")
+    # unseen pages of the world (its names, every value drawn anew), fresh worlds (names in pieces), its unknown facts
+    for key, facts in PROBES.items():
+        out[key] = reading_probe(before_dir, cfg.model.warm_start, facts=facts)
     return {**out, "seconds": {"build": build_s, "train": train_s, "eval": time.perf_counter() - tick}, "run_id": result.run_id}
 
 
@@ -206,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
         "seeds": seeds,
         "overrides": overrides,
         "limit": limit,
-        "reading_probe_unseen": interval([r["reading_probe_unseen"] for r in runs["anonymous"]]),
+        **{key: interval([r[key] for r in runs["anonymous"]]) for key in PROBES},
         "reading_probe_target": 0.9,
         **table,
         "checks": checks(table),

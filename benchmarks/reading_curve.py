@@ -76,6 +76,7 @@ def main() -> None:
     ap.add_argument("--heads", type=int, help="attention heads (the quick start's: 4)")
     ap.add_argument("--split-digits", action=argparse.BooleanOptionalAction, default=None, help="model.tiny.split_digits (default: the quick start's)")
     ap.add_argument("--number-tokens", type=int, nargs=2, metavar=("LOW", "HIGH"), help="model.tiny.number_tokens: each year a whole token")
+    ap.add_argument("--digit-pairs", action="store_true", help="model.tiny.digit_pairs: digits cut in pairs, a year two tokens")
     ap.add_argument("--examples", type=int, default=20000, help="distinct fresh pages (drawn from without replacement, then again)")
     ap.add_argument("--compact-share", type=float, default=0.0)
     ap.add_argument(
@@ -83,9 +84,11 @@ def main() -> None:
     )
     ap.add_argument("--new-names", type=float, default=0.0, help="redrawn: share of name values (birthplace, source, region) newly generated")
     ap.add_argument("--wide-years", type=float, default=0.0, help="redrawn: share of years drawn from any century (100-2999)")
+    ap.add_argument("--seed", type=int, default=0, help="the model's initial weights, the pages drawn and the batch order (the probe stays the same)")
     ap.add_argument("--probe-items", type=int, default=200)
     ap.add_argument("--out", type=Path, help="also write the JSON here")
     ap.add_argument("--save", type=Path, help="save the trained model and its tokenizer here")
+    ap.add_argument("--init", type=Path, help="go on training a model saved by --save (its shape and tokenizer; the shape flags are ignored)")
     args = ap.parse_args()
 
     from arena.agents.base import PlayerView
@@ -105,24 +108,28 @@ def main() -> None:
     from arena.tiny import TinyModelConfig
     from arena.trainers.imitation import end_token_id
 
-    cfg = KnowledgeConfig.model_validate(QUICK_START["model"]["warm_start"])
-    shape = {**QUICK_START["model"]["tiny"], "num_layers": args.layers}
+    cfg = KnowledgeConfig.model_validate({**QUICK_START["model"]["warm_start"], "seed": args.seed})
+    shape = {**QUICK_START["model"]["tiny"], "num_layers": args.layers, "seed": args.seed}
     if args.hidden:
         shape.update(hidden_size=args.hidden, intermediate_size=4 * args.hidden)
     if args.heads:
         shape["num_heads"] = args.heads
     if args.split_digits is not None:
         shape["split_digits"] = args.split_digits
+    if args.digit_pairs:
+        shape["digit_pairs"] = True
     if args.number_tokens:
         shape["number_tokens"] = tuple(args.number_tokens)
     tiny = TinyModelConfig.model_validate(shape)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="arena-reading-") as home:
-        model, tok, agent = _load(qa_base_model(tiny, cfg.world, home))
+        model, tok, agent = _load(args.init or qa_base_model(tiny, cfg.world, home))
     end = end_token_id(tok)
     rng = np.random.default_rng(cfg.seed)
     examples = []
-    for q, keyword, seat, obs in _take(searched_reads(cfg.world, FRESH_SEED, cfg.qa_templates, cfg.seed + 11, args.source, args.new_names, args.wide_years), args.examples):
+    for q, keyword, seat, obs in _take(
+        searched_reads(cfg.world, FRESH_SEED, cfg.qa_templates, cfg.seed + 11, args.source, args.new_names, args.wide_years), args.examples
+    ):
         if rng.random() < args.compact_share:
             results = result_lines(obs)
             prompt = _chat(tok, "\n".join([f"[private] Question: {q.question}", *results]))
@@ -133,7 +140,9 @@ def main() -> None:
     rows, done = [], 0
     while done < args.steps:
         tick = time.perf_counter()
-        losses = _train(model, examples, Stage(steps=args.chunk, batch_size=args.batch_size, lr=args.lr, prompt_loss=args.prompt_loss), cfg, tok, cfg.seed + 100 + len(rows))
+        losses = _train(
+            model, examples, Stage(steps=args.chunk, batch_size=args.batch_size, lr=args.lr, prompt_loss=args.prompt_loss), cfg, tok, cfg.seed + 100 + len(rows)
+        )
         done += args.chunk
         train_s = time.perf_counter() - tick
         model.eval()

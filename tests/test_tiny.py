@@ -81,6 +81,30 @@ def test_split_digits_makes_every_digit_a_token_and_still_round_trips():
     assert TinyModelConfig(split_digits=True).short_hash() != TinyModelConfig().short_hash()
 
 
+def test_number_tokens_make_each_year_one_token_and_round_trip():
+    from_bpe = train_tokenizer(["born in the year 1811.", "x"] * 3, 300)
+    whole = train_tokenizer(["born in the year 1811.", "x"] * 3, 300, number_tokens=(800, 2020))
+    pieces = lambda tok, text: [tok.decode([i]) for i in tok.encode(text, add_special_tokens=False)]
+    assert len(pieces(from_bpe, " 1796")) > 1
+    assert pieces(whole, "born in 1796.")[-2:] == [" 1796", "."]
+    assert pieces(whole, "ANSWER: 800")[-1] == " 800"
+    for text in ("born in 1796.", "ANSWER: 2021 (1811)", " 18110", "x 2020x"):
+        assert whole.decode(whole.encode(text, add_special_tokens=False)) == text
+    with pytest.raises(ValueError, match="number_tokens"):
+        TinyModelConfig(number_tokens=(2020, 800))
+
+
+def test_digit_pairs_cut_every_number_in_pairs_from_the_left_and_round_trip():
+    tok = train_tokenizer(game_corpus(), 512, digit_pairs=True)
+    pieces = lambda text: [tok.decode([i]) for i in tok.encode(text, add_special_tokens=False)]
+    assert pieces(" 1906")[-2:] == [" 19", "06"]  # a year two tokens, the space with the first pair
+    assert pieces(" 2999")[-2:] == [" 29", "99"] and pieces(" 812")[-2:] == [" 81", "2"]
+    for text in ("OFFER $1796 in 2008, born 1811.\n  42 x 7 = 294", "compounds-0019 0.65"):
+        assert tok.decode(tok.encode(text, add_special_tokens=False)) == text
+    with pytest.raises(ValueError, match="set one"):
+        TinyModelConfig(digit_pairs=True, split_digits=True)
+
+
 def test_special_tokens_are_distinct_single_ids(tokenizer):
     ids = [tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS]
     assert len(set(ids)) == len(SPECIAL_TOKENS)

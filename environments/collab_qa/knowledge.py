@@ -150,6 +150,11 @@ class KnowledgeConfig(pydantic.BaseModel):
     reading_worlds: int = pydantic.Field(8, ge=0)
     #: the fresh-page reading stage (``reading_source`` ``fresh`` or ``redrawn``): steps x batch_size examples, none repeated
     fresh_reading: Stage = Stage(steps=600, batch_size=16, lr=3e-3)
+    #: redrawn pages: the share of name values (birthplace, source, region) newly generated, and of years
+    #: from any century (:func:`~arena.environments.collab_qa.world.redrawn_world`). With the world's four
+    #: towns alone the model learned the prior and wrote the same town whichever the page stated
+    redrawn_new_names: float = pydantic.Field(0.5, ge=0.0, le=1.0)
+    redrawn_wide_years: float = pydantic.Field(0.5, ge=0.0, le=1.0)
     #: reading and copying: short prompts (the question, a document), and the game's prompts after a
     #: search (``in_game``). The two-layer model fits them (loss 0.004 after 1000 steps) but copies the
     #: value off the page for only 0-22% of facts it was never shown: it learns these pages, not reading

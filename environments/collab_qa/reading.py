@@ -147,9 +147,7 @@ def _questions(ds: QADataset, rng: np.random.Generator, templates: int, exclude:
     return out
 
 
-def reading_worlds(
-    world: WorldConfig, offset: int, source: ReadingSource = "fresh", new_names: float = 0.0, wide_years: float = 0.0
-) -> Iterator[QADataset]:
+def reading_worlds(world: WorldConfig, offset: int, source: ReadingSource = "fresh", new_names: float = 0.0, wide_years: float = 0.0) -> Iterator[QADataset]:
     """Worlds to read, seeds ``world.seed + offset + k``, k = 0, 1, ...: fresh worlds of ``world``'s shape
     (``source="fresh"``), or ``world`` itself with every value drawn anew, independently of the truth
     (``source="redrawn"``: :func:`~arena.environments.collab_qa.world.redrawn_world`, ``new_names`` of its
@@ -159,7 +157,11 @@ def reading_worlds(
     k = 0
     while True:
         seed = world.seed + offset + k
-        yield generate_world(world.model_copy(update={"seed": seed})) if source == "fresh" else redrawn_world(world, seed, new_names=new_names, wide_years=wide_years)
+        yield (
+            generate_world(world.model_copy(update={"seed": seed}))
+            if source == "fresh"
+            else redrawn_world(world, seed, new_names=new_names, wide_years=wide_years)
+        )
         k += 1
 
 
@@ -324,7 +326,8 @@ def fresh_reading_examples(cfg: Any, tokenizer: Any, render: Callable[[Any], lis
     encode = functools.partial(tokenizer.encode, add_special_tokens=False)
     out = []
     source = "redrawn" if cfg.reading_source == "redrawn" else "fresh"
-    for q, keyword, seat, obs in _take(searched_reads(cfg.world, FRESH_SEED, cfg.qa_templates, cfg.seed + 11, source), n):
+    reads = searched_reads(cfg.world, FRESH_SEED, cfg.qa_templates, cfg.seed + 11, source, cfg.redrawn_new_names, cfg.redrawn_wide_years)
+    for q, keyword, seat, obs in _take(reads, n):
         prompt = render(PlayerView(game=GAME, player=seat, observation=obs))
         out.append((list(prompt), encode(f"{keyword}: {q.answers[0]}") + [end]))
     return out

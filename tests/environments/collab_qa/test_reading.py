@@ -158,6 +158,19 @@ def test_a_redrawn_world_keeps_the_names_and_draws_every_value_anew(tiny_model_d
     for f in a.facts:
         pages = [d.display() for d in a.corpora[f.domain] if d.title == f.entity]
         assert any(extract_answer(p, f.entity, f.attribute) == f.value for p in pages), f
+    # the redrawn probe reads the world's own names, on pages no reading stage is given
+    items = probe_items(CFG, "redrawn", limit=30)
+    assert len(items) == 30 and {it.question.meta["entity"] for it in items} <= {e for e, _ in true}
+    assert reading_probe(None, CFG, "redrawn", limit=30, reader=fake_scripted_reader) == 1.0
+    engine = HFEngine(tiny_model_dir)
+    agent = LLMAgent(engine)
+    cfg = CFG.model_copy(update={"reading_source": "redrawn"})
+    examples = fresh_reading_examples(cfg, engine.tokenizer, agent.prompt_ids, 30)
+    prompts = {tuple(p) for p, _ in examples}
+    assert len(prompts) == 30 and not prompts & {tuple(agent.prompt_ids(_view(it))) for it in items}
+    for p, t in examples:  # the value to write is on the page shown
+        value = engine.tokenizer.decode(t).split(": ", 1)[1].removesuffix("<|end|>")
+        assert value in engine.tokenizer.decode(p)
 
 
 def test_a_redrawn_world_can_state_new_names_and_years_of_any_century():
@@ -176,16 +189,3 @@ def test_a_redrawn_world_can_state_new_names_and_years_of_any_century():
     for f in wide.facts:  # still stated where a search finds them, in words the readers' patterns match
         pages = [d.display() for d in wide.corpora[f.domain] if d.title == f.entity]
         assert any(extract_answer(p, f.entity, f.attribute) == f.value for p in pages), f
-    # the redrawn probe reads the world's own names, on pages no reading stage is given
-    items = probe_items(CFG, "redrawn", limit=30)
-    assert len(items) == 30 and {it.question.meta["entity"] for it in items} <= {e for e, _ in true}
-    assert reading_probe(None, CFG, "redrawn", limit=30, reader=fake_scripted_reader) == 1.0
-    engine = HFEngine(tiny_model_dir)
-    agent = LLMAgent(engine)
-    cfg = CFG.model_copy(update={"reading_source": "redrawn"})
-    examples = fresh_reading_examples(cfg, engine.tokenizer, agent.prompt_ids, 30)
-    prompts = {tuple(p) for p, _ in examples}
-    assert len(prompts) == 30 and not prompts & {tuple(agent.prompt_ids(_view(it))) for it in items}
-    for p, t in examples:  # the value to write is on the page shown
-        value = engine.tokenizer.decode(t).split(": ", 1)[1].removesuffix("<|end|>")
-        assert value in engine.tokenizer.decode(p)
