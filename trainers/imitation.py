@@ -190,7 +190,7 @@ def target_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def prompt_targets(input_ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Next-token targets on the prompt alone, [B, T - 1]: -100 on the target, its last prompt token and the padding."""
+    """Next-token targets on the prompt alone, [B, T - 1]: -100 where the next token is the target's or padding."""
     nxt = input_ids[:, 1:].clone()
     nxt[(mask[:, 1:] == 0) | (labels[:, 1:] != -100)] = -100
     return nxt
