@@ -157,8 +157,11 @@ def load_model_policies(cfg: RunConfig, console: Console, runtime: Any = None) -
             f"[yellow]model.warm_start ({cfg.model.warm_start.recipe}) is skipped:[/yellow] it builds the tiny model, "
             f"and model.path={cfg.model.path} is used as given (set model.warm_start=null to silence this)"
         )
-    with console.status("Preparing the model (built once and cached)"):
-        path = run_model_path(cfg)
+    from arena.warm_start import build_progress
+
+    with console.status("Preparing the model (built once and cached)") as status:
+        with build_progress(lambda line: status.update(f"Preparing the model (built once and cached): {line}")):
+            path = run_model_path(cfg)
         tokenizer = AutoTokenizer.from_pretrained(path)
     console.print(f"model: [bold]{path}[/bold]")
     sampling = SamplingParams(max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p)

@@ -82,8 +82,9 @@ def isolated_eval(model_dir: str, cfg, splits: list[str], limit: int | None) -> 
         HFEngine(model_dir, max_batch_size=cfg.engine.max_batch_size), "m", sampling=SamplingParams(max_new_tokens=cfg.sampling.max_new_tokens, temperature=0.0)
     )
     results = evaluate({"m": agent}, ["isolated"], splits, qa_game_kwargs(cfg), limit=limit, seed=cfg.seed)
-    out = {split: s for (_, _, split), s in summaries(results).items()}
-    out.update(fixed_strategies(model_dir, cfg, splits, limit))
+    out = {split: dict(s) for (_, _, split), s in summaries(results).items()}
+    for split, rewards in fixed_strategies(model_dir, cfg, splits, limit).items():
+        out[split].update(rewards)  # beside the split's summary, not instead of it
     return out
 
 
@@ -203,6 +204,8 @@ def main(argv: list[str] | None = None) -> dict:
             for v, extra in variants.items():
                 print(f"seed {seed}, {v}: training and evaluating", file=sys.stderr, flush=True)
                 runs[v].append(one_run([*seeded, *extra], splits, limit, Path(tmp) / f"{v}-{seed}"))
+                # each run's own figures as soon as it ends: a later failure loses nothing
+                print(f"run {json.dumps({'variant': v, 'seed': seed, **runs[v][-1]})}", file=sys.stderr, flush=True)
     table = aggregate(runs["anonymous"], splits)
     report = {
         "benchmark": "csp_reproduction",

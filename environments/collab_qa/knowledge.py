@@ -177,6 +177,12 @@ class KnowledgeConfig(pydantic.BaseModel):
     #: default tiny model three in four after 120 steps of 64); with ``in_game`` there are 9 per fact,
     #: and 400 steps of 32 on 44 known facts recall every known test fact in play
     pretrain: Stage = Stage(steps=400, batch_size=32, lr=5e-3)
+    #: stage-0 examples mixed into stage 1, as a share of the knowledge examples: stage 1 alone trains on
+    #: known facts only, at a high rate, and may wear down the reading that stage 0 taught
+    pretrain_replay: float = pydantic.Field(0.0, ge=0.0)
+    #: after each stage, the redrawn reading probe (:func:`~arena.environments.collab_qa.reading.reading_probe`)
+    #: on this many items, recorded in the model's metadata (``reading_probe_redrawn``); 0: not measured
+    stage_probes: int = pydantic.Field(0, ge=0)
     #: the protocol, with stage-0 and stage-1 replay: at 80 steps of 32 the model still mixed up the seats'
     #: moves (an asker writing REPLY, a helper ANSWER; 45% illegal in collaborative play), at 300 steps 5%
     warm_start: Stage = Stage(steps=300, batch_size=32, lr=2e-3)
@@ -200,6 +206,19 @@ class KnowledgeConfig(pydantic.BaseModel):
     max_len: int = pydantic.Field(1024, gt=0)
     #: seeds demonstrations, replay draws and batch order
     seed: int = 0
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _stages_from_their_defaults(cls, data: Any) -> Any:
+        """A stage given in part (``fresh_reading: {steps: 3000}``, or the override
+        ``model.warm_start.fresh_reading.steps=3000``) keeps that stage's other defaults."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, field in cls.model_fields.items():
+            if isinstance(field.default, Stage) and isinstance(out.get(name), dict):
+                out[name] = {**field.default.model_dump(), **out[name]}
+        return out
 
     @pydantic.field_validator("qa_templates")
     @classmethod
@@ -523,12 +542,13 @@ def with_replay(demos: list[Example], replay: Sequence[list[Example]], share: fl
 
 
 # ----- training ------------------------------------------------------------------------------------
-def _train(model: Any, examples: list[Example], stage: Stage, cfg: KnowledgeConfig, tokenizer: Any, seed: int) -> list[float]:
+def _train(model: Any, examples: list[Example], stage: Stage, cfg: KnowledgeConfig, tokenizer: Any, seed: int, name: str = "training") -> list[float]:
     from arena.trainers.imitation import ImitationConfig, end_token_id, train_imitation
+    from arena.warm_start import stage_progress
 
     icfg = ImitationConfig(steps=stage.steps, batch_size=stage.batch_size, lr=stage.lr, max_len=cfg.max_len, seed=seed, prompt_loss=stage.prompt_loss)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_token_id(tokenizer)
-    return train_imitation(model, examples, icfg, pad_id=int(pad))
+    return train_imitation(model, examples, icfg, pad_id=int(pad), progress=stage_progress(f"collab_qa model, {name}", stage.steps))
 
 
 # ----- building the models -------------------------------------------------------------------------
@@ -579,13 +599,23 @@ def build_knowledge_model(base_path: str | Path, out_dir: str | Path, cfg: Knowl
     ds = cached_world(cfg.world)
     reading = reading_examples(cfg, tokenizer, agent.prompt_ids)
     read_stage = cfg.fresh_reading if cfg.reading_source in ("fresh", "redrawn") else cfg.reading
-    read_losses = _train(model, reading, read_stage, cfg, tokenizer, cfg.seed) if reading else [float("nan")]
+    read_losses = _train(model, reading, read_stage, cfg, tokenizer, cfg.seed, "reading") if reading else [float("nan")]
     timings["reading_s"] = time.perf_counter() - tick
+    probes: dict[str, float] = {}
 
+    def probe(after: str) -> None:
+        if cfg.stage_probes:
+            from arena.environments.collab_qa.reading import reading_probe
+
+            probes[after] = reading_probe((model, tokenizer), cfg, "redrawn", limit=cfg.stage_probes)
+
+    probe("reading")
     tick = time.perf_counter()
     knowledge = knowledge_examples(cfg, tokenizer, agent.prompt_ids)
-    pre_losses = _train(model, knowledge, cfg.pretrain, cfg, tokenizer, cfg.seed + 1)
+    mixed = with_replay(knowledge, [reading], cfg.pretrain_replay, cfg.seed + 6) if cfg.pretrain_replay > 0 else knowledge
+    pre_losses = _train(model, mixed, cfg.pretrain, cfg, tokenizer, cfg.seed + 1, "knowledge")
     timings["pretrain_s"] = time.perf_counter() - tick
+    probe("pretrain")
 
     tick = time.perf_counter()
     train_questions = ds.split("train")
@@ -595,8 +625,9 @@ def build_knowledge_model(base_path: str | Path, out_dir: str | Path, cfg: Knowl
     episodes = teacher_demonstrations(cfg, teacher, cfg.seed)
     demos = imitation_examples(episodes, tokenizer, render=agent.prompt_ids)
     examples = with_replay(demos, [knowledge, reading], cfg.replay, cfg.seed + 3)
-    warm_losses = _train(model, examples, cfg.warm_start, cfg, tokenizer, cfg.seed + 2)
+    warm_losses = _train(model, examples, cfg.warm_start, cfg, tokenizer, cfg.seed + 2, "protocol")
     timings["warm_start_s"] = time.perf_counter() - tick
+    probe("warm_start")
 
     meta = {
         "config": cfg.model_dump(mode="json"),
@@ -609,6 +640,7 @@ def build_knowledge_model(base_path: str | Path, out_dir: str | Path, cfg: Knowl
         "pretrain_loss": [pre_losses[0], float(np.mean(pre_losses[-10:]))],
         "closed_book_after_pretrain": _closed_book_summary(remembered, train_questions),
         "warm_start_loss": [warm_losses[0], float(np.mean(warm_losses[-10:]))],
+        **({"reading_probe_redrawn": probes} if probes else {}),
         **timings,
     }
     return _save(model, tokenizer, Path(out_dir), cfg, meta)
@@ -632,7 +664,7 @@ def build_action_supervised(knowledge_path: str | Path, out_dir: str | Path, cfg
     examples = with_replay(
         demos, [knowledge_examples(cfg, tokenizer, agent.prompt_ids), reading_examples(cfg, tokenizer, agent.prompt_ids)], cfg.replay, cfg.seed + 5
     )
-    losses = _train(model, examples, cfg.action_supervised, cfg, tokenizer, cfg.seed + 4)
+    losses = _train(model, examples, cfg.action_supervised, cfg, tokenizer, cfg.seed + 4, "action supervision")
     meta = {
         "config": cfg.model_dump(mode="json"),
         "base_model": str(knowledge_path),

@@ -168,9 +168,16 @@ def _illegal_rate(turns):
     return sum(t.illegal for t in turns) / len(turns)
 
 
+#: the progress lines of the module's warm-start build (what `arena run`'s spinner shows)
+BUILD_PROGRESS: list[str] = []
+
+
 @pytest.fixture(scope="module")
 def warm_dir(tiny_model_dir, tmp_path_factory):
-    return cached_warm_start(tiny_model_dir, TEST_CFG, tmp_path_factory.mktemp("warm_cache"))
+    from arena.warm_start import build_progress
+
+    with build_progress(BUILD_PROGRESS.append):
+        return cached_warm_start(tiny_model_dir, TEST_CFG, tmp_path_factory.mktemp("warm_cache"))
 
 
 def test_warm_start_is_saved_with_its_metadata_and_cached(tiny_model_dir, warm_dir):
@@ -181,6 +188,11 @@ def test_warm_start_is_saved_with_its_metadata_and_cached(tiny_model_dir, warm_d
     # built once, then reused; nothing half-written is left beside it
     assert cached_warm_start(tiny_model_dir, TEST_CFG, warm_dir.parent.parent) == warm_dir
     assert [p.name for p in warm_dir.parent.iterdir()] == [warm_dir.name]
+    # the build reported its steps as it went: every tenth, and the last with its loss
+    steps = TEST_CFG.steps
+    assert len(BUILD_PROGRESS) == len({*range(10, steps + 1, 10), steps})
+    assert BUILD_PROGRESS[-1].startswith(f"imitation: step {steps}/{steps}, loss ")
+    assert float(BUILD_PROGRESS[-1].rsplit(" ", 1)[1]) == pytest.approx(meta["final_loss"], abs=1e-3)
 
 
 def test_warm_start_turns_illegal_play_legal_in_the_matrix_game(tiny_model_dir, warm_dir):

@@ -280,8 +280,10 @@ def test_action_supervised_model_searches_where_it_does_not_know(action_supervis
     knows = [r.searches for r in results if own[r.question_id].correct == 1]
     not_knows = [r.searches for r in results if own[r.question_id].correct == 0]
     assert knows and not_knows
-    # supervised on exactly these questions: search where its closed-book answer was wrong, not where it was right
-    assert np.mean(not_knows) > np.mean(knows) + 0.4
+    # supervised on exactly these questions: search where its closed-book answer was wrong, not where it was right.
+    # Measured (searches per question, known | unknown): 0.17 | 0.88 on one kind of 2-core machine, 0.33 | 0.69
+    # on another (AMD EPYC, AVX2): the same seeded build, different float rounding, a different model
+    assert np.mean(not_knows) > np.mean(knows) + 0.25
     assert summarize(results)["f1"] > 0.6
 
 
@@ -322,3 +324,30 @@ def test_arena_eval_rejects_what_it_cannot_evaluate(tmp_path):
         assert out.returncode == 2, out.stderr
         assert message in " ".join(out.stderr.split())
     assert not (tmp_path / "m.db").exists()
+
+
+def test_csp_benchmark_keeps_each_splits_summary_beside_the_fixed_strategies(tmp_path, qa_model_dir, qa_knowledge):
+    """benchmarks/csp_reproduction.py's evaluation of one model: per split, the isolated summary and the
+    model's never / always / oracle search rewards side by side; aggregated over runs into the issue's fields."""
+    import importlib.util
+
+    from arena.config import load_config
+
+    path = Path(__file__).parents[3] / "benchmarks" / "csp_reproduction.py"
+    module_spec = importlib.util.spec_from_file_location("csp_reproduction", path)
+    csp = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(csp)
+    cfg = load_config(_qa_config(tmp_path, qa_knowledge))
+    os.environ["ARENA_HOME"] = str(qa_model_dir.parent.parent)
+    out = csp.isolated_eval(str(qa_model_dir), cfg, ["test", "ood"], limit=3)
+    for split in ("test", "ood"):
+        assert out[split]["n"] == 3 and 0.0 <= out[split]["f1"] <= 1.0
+        assert set(csp.BASELINES) <= set(out[split])
+        assert out[split]["reward_always_search"] <= 1.0 - 0.05 + 1e-9  # F1 at most 1, one search at the game's cost
+    other = {split: {**row, "searches_unknown": row["searches_unknown"] + 0.5} for split, row in out.items()}
+    table = csp.aggregate([{"before": out, "after": out}, {"before": out, "after": other}], ["test", "ood"])
+    row = table["in_distribution"]
+    assert row["n_questions_after"]["values"] == [3.0, 3.0]
+    assert row["selectivity_after"]["values"][1] == pytest.approx(row["selectivity_after"]["values"][0] + 0.5)
+    assert row["reward_oracle"]["values"] == [out["test"]["reward_oracle"]] * 2
+    assert set(csp.checks(table)["ood"]) >= {"selective_searching", "reward_beats_never_and_always_search", "n_questions_at_least_200"}

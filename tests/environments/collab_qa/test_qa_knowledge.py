@@ -313,3 +313,14 @@ def test_run_config_rejects_a_game_world_the_model_does_not_know(tmp_path):
     (tmp_path / "c.yaml").write_text(text)
     with pytest.raises(ConfigError, match="collab_qa_test: kwargs.world differs from model.warm_start.world"):
         load_config(tmp_path / "c.yaml")
+
+
+def test_a_stage_given_in_part_keeps_its_other_defaults():
+    cfg = load_config(CONFIGS / "collab_qa.yaml", ["model.warm_start.fresh_reading.steps=3000", "model.warm_start.pretrain.prompt_loss=0.5"])
+    ws = cfg.model.warm_start
+    default = KnowledgeConfig()
+    assert ws.fresh_reading == default.fresh_reading.model_copy(update={"steps": 3000})
+    assert ws.pretrain == default.pretrain.model_copy(update={"prompt_loss": 0.5})
+    assert ws.reading == default.reading  # untouched stages are the defaults
+    with pytest.raises(ConfigError, match="fresh_reading.steps"):
+        load_config(CONFIGS / "collab_qa.yaml", ["model.warm_start.fresh_reading.steps=0"])
