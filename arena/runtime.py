@@ -157,7 +157,7 @@ def load_model_policies(cfg: RunConfig, console: Console, runtime: Any = None) -
             f"[yellow]model.warm_start ({cfg.model.warm_start.recipe}) is skipped:[/yellow] it builds the tiny model, "
             f"and model.path={cfg.model.path} is used as given (set model.warm_start=null to silence this)"
         )
-    from arena.warm_start import build_progress
+    from arena.progress import build_progress
 
     with console.status("Preparing the model (built once and cached)") as status:
         with build_progress(lambda line: status.update(f"Preparing the model (built once and cached): {line}")):

@@ -13,9 +13,7 @@ the warm-started model, cached by their config.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,35 +88,6 @@ def warm_start(name: str) -> WarmStart:
 def build_warm_start(request: WarmStartRequest) -> Path:
     _builtin()
     return WARM_STARTS[request.config.recipe].build(request)
-
-
-#: where a build's progress goes (a line of text per update); None: nowhere
-_PROGRESS: ContextVar[Callable[[str], None] | None] = ContextVar("arena_build_progress", default=None)
-
-
-@contextmanager
-def build_progress(callback: Callable[[str], None]) -> Iterator[None]:
-    """Send the progress of model builds started in this block to ``callback`` (e.g. a spinner's
-    ``update``): lines such as ``"reading: step 500/3000, loss 0.412"``."""
-    token = _PROGRESS.set(callback)
-    try:
-        yield
-    finally:
-        _PROGRESS.reset(token)
-
-
-def stage_progress(stage: str, steps: int, every: int = 10) -> Callable[[int, float], None] | None:
-    """A ``progress(step, loss)`` callback for a training stage of ``steps`` steps that reports every
-    ``every`` steps (and the last) to :func:`build_progress`'s callback; None when nobody listens."""
-    callback = _PROGRESS.get()
-    if callback is None:
-        return None
-
-    def progress(step: int, loss: float) -> None:
-        if (step + 1) % every == 0 or step + 1 == steps:
-            callback(f"{stage}: step {step + 1}/{steps}, loss {loss:.3f}")
-
-    return progress
 
 
 def game_ids(games: Sequence[Any]) -> tuple[str, ...]:

@@ -322,6 +322,6 @@ def cached_warm_start(model_path: str | Path, cfg: ImitationConfig, cache_dir: s
     name = Path(str(model_path).rstrip("/")).name
     key = hashlib.sha256(f"{name}:{cfg.model_dump_json()}".encode()).hexdigest()[:12]
     final = Path(cache_dir) / "models" / f"warm-{key}"
-    from arena.warm_start import stage_progress
+    from arena.progress import stage_progress
 
     return build_once(final, lambda tmp: warm_start(model_path, tmp, cfg, progress=stage_progress("imitation", cfg.steps)), marker=META_FILE)

@@ -543,8 +543,8 @@ def with_replay(demos: list[Example], replay: Sequence[list[Example]], share: fl
 
 # ----- training ------------------------------------------------------------------------------------
 def _train(model: Any, examples: list[Example], stage: Stage, cfg: KnowledgeConfig, tokenizer: Any, seed: int, name: str = "training") -> list[float]:
+    from arena.progress import stage_progress
     from arena.trainers.imitation import ImitationConfig, end_token_id, train_imitation
-    from arena.warm_start import stage_progress
 
     icfg = ImitationConfig(steps=stage.steps, batch_size=stage.batch_size, lr=stage.lr, max_len=cfg.max_len, seed=seed, prompt_loss=stage.prompt_loss)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_token_id(tokenizer)

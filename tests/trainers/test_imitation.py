@@ -174,7 +174,7 @@ BUILD_PROGRESS: list[str] = []
 
 @pytest.fixture(scope="module")
 def warm_dir(tiny_model_dir, tmp_path_factory):
-    from arena.warm_start import build_progress
+    from arena.progress import build_progress
 
     with build_progress(BUILD_PROGRESS.append):
         return cached_warm_start(tiny_model_dir, TEST_CFG, tmp_path_factory.mktemp("warm_cache"))
