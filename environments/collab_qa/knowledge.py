@@ -602,12 +602,14 @@ def build_knowledge_model(base_path: str | Path, out_dir: str | Path, cfg: Knowl
     read_losses = _train(model, reading, read_stage, cfg, tokenizer, cfg.seed, "reading") if reading else [float("nan")]
     timings["reading_s"] = time.perf_counter() - tick
     probes: dict[str, float] = {}
+    if cfg.stage_probes:
+        from arena.environments.collab_qa.reading import model_reads, probe_items, score_reads
+
+        items = probe_items(cfg, "redrawn", cfg.stage_probes)  # drawn once, read after each stage
 
     def probe(after: str) -> None:
         if cfg.stage_probes:
-            from arena.environments.collab_qa.reading import reading_probe
-
-            probes[after] = reading_probe((model, tokenizer), cfg, "redrawn", limit=cfg.stage_probes)
+            probes[after] = score_reads(items, model_reads((model, tokenizer), items))
 
     probe("reading")
     tick = time.perf_counter()
