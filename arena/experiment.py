@@ -180,7 +180,7 @@ def _run(cfg: RunConfig, console: Console, resume: bool, holder: list[RunResult]
             log_reward_curve(result.run_id, cfg.name)
         league.log_rating_curve(cfg.name)
         result.ratings = league.ratings
-        reports = game_reports(cfg, result)
+        reports = game_reports(cfg, result, run_models(cfg, result, models))
         tracking.flush_traces()
         result.seconds = time.perf_counter() - started
         mlflow.log_metric("run/seconds", result.seconds)
@@ -334,8 +334,25 @@ def _completion_tokens(models: ModelPolicies | None) -> int:
     return sum(st.completion_tokens for st in {id(a.engine.stats): a.engine.stats for a in models.agents.values()}.values())
 
 
-def game_reports(cfg: RunConfig, result: RunResult) -> list[Any]:
-    """Each game's ``report`` hook, on that game's evaluation episodes; returns what to print."""
+def run_models(cfg: RunConfig, result: RunResult, models: ModelPolicies | None) -> dict[str, str]:
+    """:attr:`arena.registry.ReportInput.models`: ``start`` (the model the policies started from) and each
+    trained policy's directory in the run's last checkpoint."""
+    if models is None:
+        return {}
+    from arena.models import run_model_path
+
+    out = {"start": run_model_path(cfg)}  # built already: cached
+    last = checkpoint.latest(result.run_dir.parent, result.run_dir.name) if result.after else None
+    for pid in models.learners if last is not None else ():
+        d = last / "policies" / checkpoint.policy_dirname(pid)
+        if d.is_dir():
+            out[pid] = str(d)
+    return out
+
+
+def game_reports(cfg: RunConfig, result: RunResult, models: dict[str, str] | None = None) -> list[Any]:
+    """Each game's ``report`` hook, on that game's evaluation episodes; returns what to print. ``models``:
+    :func:`run_models`."""
     import mlflow
 
     out: list[Any] = []
@@ -359,6 +376,7 @@ def game_reports(cfg: RunConfig, result: RunResult) -> list[Any]:
             entries=entries,
             run_name=cfg.name,
             step=cfg.trainer.rounds if result.after else 0,
+            models=dict(models or {}),
         )
         try:
             report = hook(inp)

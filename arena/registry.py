@@ -63,7 +63,9 @@ class ReportInput:
 
     ``before``/``after`` hold this game's entries' episodes (``after`` is empty for a run that does
     not train); ``labels_*`` name each episode's game entry (``GameEntry.label``); ``entries`` maps
-    each of this game's entry labels to its kwargs."""
+    each of this game's entry labels to its kwargs. ``models`` maps ``start`` to the model directory the
+    run's model policies started from (where the run has model policies) and each trained policy id to
+    its directory in the run's last checkpoint (a full model, or a LoRA adapter in peft's format)."""
 
     game: str
     before: list[Episode]
@@ -73,6 +75,7 @@ class ReportInput:
     entries: dict[str, dict[str, Any]]
     run_name: str
     step: int
+    models: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

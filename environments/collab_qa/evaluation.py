@@ -334,8 +334,11 @@ def run_results(episodes: Sequence[Episode], labels: Sequence[str], tag: str) ->
 
 
 _CHANGE_METRICS = (
+    ("reward", "reward", "{:.2f}"),
     ("F1", "f1", "{:.2f}"),
     ("srch/q", "searches", "{:.2f}"),
+    ("srch known", "searches_known", "{:.2f}"),
+    ("srch unknown", "searches_unknown", "{:.2f}"),
     ("hedge%", "hedged", "{:.0%}"),
     ("abstain%", "abstained", "{:.0%}"),
     ("selAUC↑", "selective_auc", "{:.2f}"),
@@ -364,7 +367,7 @@ def before_after_qa_table(before: Sequence[QAResult], after: Sequence[QAResult])
             def show(v: float, fmt: str = fmt) -> str:
                 return "-" if math.isnan(v) else fmt.format(v)
 
-            cells.append(f"{show(sb[key])} -> {show(sa[key])}" if sa else show(sb[key]))
+            cells.append(f"{show(sb.get(key, math.nan))} -> {show(sa.get(key, math.nan))}" if sa else show(sb.get(key, math.nan)))
         table.add_row(label, setting, str(int(sb["n"])), *cells)
     return table
 
@@ -387,6 +390,72 @@ def log_run_results(before: Sequence[QAResult], after: Sequence[QAResult], step:
         plt.close(fig)
 
 
+def fixed_strategy_rows(inp: ReportInput) -> dict[tuple[str, str], dict[str, float]]:
+    """(isolated entry, model) -> the model's own fixed strategies on every question of the entry's split and
+    corpus (:func:`~arena.environments.collab_qa.reading.forced_answers`, greedy): never search, always search
+    once, and the oracle that searches exactly where the data marks the fact unknown, with the reward and F1
+    each scores: what a learned choice of when to search must beat. The models
+    are ``inp.models``' ``start`` (before) and trained full models (after; a LoRA adapter is left out)."""
+    from arena.environments.collab_qa.reading import fixed_strategy_rewards, forced_answers
+    from arena.environments.collab_qa.rules import CollabQAGame, load_bank
+
+    models = {"before": inp.models["start"]} if "start" in inp.models else {}
+    trained = sorted({pid for ep in inp.after for pid in ep.matchup.seats.values()} & set(inp.models))
+    models.update({f"after ({pid})" if len(trained) > 1 else "after": inp.models[pid] for pid in trained})
+    models = {k: v for k, v in models.items() if (Path(v) / "config.json").is_file()}
+    out: dict[tuple[str, str], dict[str, float]] = {}
+    for label, kwargs in inp.entries.items():
+        if kwargs.get("helpers", 2) != 0 or not kwargs.get("domain") or not models:
+            continue
+        cfg = CollabQAGame.Config.model_validate({k: v for k, v in kwargs.items() if k in CollabQAGame.Config.model_fields})
+        world = cfg.world
+        questions = load_bank(world, cfg.data_dir).questions(cfg.split, kwargs["domain"])
+        if not questions or any(q.meta.get("known") is None for q in questions):
+            continue  # no split here, or data that does not say what the model knows: no oracle
+        known = [bool(q.meta["known"]) for q in questions]
+        for name, path in models.items():
+            answers = forced_answers(path, world, questions)
+            rewards = fixed_strategy_rewards(answers, cfg.search_cost)
+            n_known = sum(known)
+            never_f1 = float(np.mean([a.memory_f1 for a in answers]))
+            always_f1 = float(np.mean([a.read_f1 for a in answers]))
+            oracle_f1 = float(np.mean([a.memory_f1 if a.known else a.read_f1 for a in answers]))
+            out[(label, name)] = {
+                "n": float(len(questions)),
+                "known_share": n_known / len(questions),
+                "never_search": rewards["reward_never_search"],
+                "always_search": rewards["reward_always_search"],
+                "oracle": rewards["reward_oracle"],
+                "f1_never_search": never_f1,
+                "f1_always_search": always_f1,
+                "f1_oracle": oracle_f1,
+            }
+    return out
+
+
+def fixed_strategy_table(rows: Mapping[tuple[str, str], Mapping[str, float]], played: Mapping[tuple[str, str, str], Mapping[str, float]]):
+    """The played reward beside the model's own fixed strategies' (:func:`fixed_strategy_rows`), per isolated entry."""
+    from rich.table import Table
+
+    table = Table(
+        title="Alone with a tool: the reward played, and the model's own fixed strategies (reward = F1 - search cost; oracle: search exactly where unknown)"
+    )
+    for col in ("entry", "model", "n", "played", "never search", "always search", "oracle", "known share"):
+        table.add_column(col, justify="left" if col in ("entry", "model") else "right", no_wrap=True)
+    for (label, name), r in rows.items():
+        tag = "before" if name == "before" else "after"
+        s = played.get((tag, "isolated", label))
+        table.add_row(
+            label,
+            name,
+            str(int(r["n"])),
+            f"{s['reward']:.2f}" if s else "-",
+            *(f"{r[k]:.2f} (F1 {r['f1_' + k]:.2f})" for k in ("never_search", "always_search", "oracle")),
+            f"{r['known_share']:.0%}",
+        )
+    return table
+
+
 def report(inp: ReportInput) -> GameReport | None:
     """The game's ``report`` hook, called after ``arena run`` inside its MLflow run: the run's collab_qa
     evaluation episodes before (and, where the run trained, after) self-play read as QA results
@@ -397,7 +466,17 @@ def report(inp: ReportInput) -> GameReport | None:
     if not before and not after:
         return None
     log_run_results(before, after, step=inp.step)
-    return GameReport(renderables=[before_after_qa_table(before, after)])
+    renderables: list[Any] = [before_after_qa_table(before, after)]
+    fixed = fixed_strategy_rows(inp)
+    metrics: dict[str, float] = {}
+    if fixed:
+        renderables.append(fixed_strategy_table(fixed, summaries([*before, *after])))
+        from arena.reporting import metric_name
+
+        for (label, name), r in fixed.items():
+            for k in ("never_search", "always_search", "oracle"):
+                metrics[metric_name(f"qa/{label}/{name}/reward_{k}")] = r[k]  # logged by the run
+    return GameReport(renderables=renderables, metrics=metrics)
 
 
 # ----- the table, the plots, MLflow ------------------------------------------------------------------

@@ -108,6 +108,8 @@ from arena.seeds import derive_seed
 
 GAME = "collab_qa-v0"
 META_FILE = "arena_qa_model.json"
+#: the model after stage 0 alone (:func:`cached_reading_model`) records itself here
+READING_FILE = "arena_qa_reading.json"
 CLOSED_BOOK_FILE = "closed_book.json"
 
 
@@ -177,8 +179,9 @@ class KnowledgeConfig(pydantic.BaseModel):
     #: default tiny model three in four after 120 steps of 64); with ``in_game`` there are 9 per fact,
     #: and 400 steps of 32 on 44 known facts recall every known test fact in play
     pretrain: Stage = Stage(steps=400, batch_size=32, lr=5e-3)
-    #: stage-0 examples mixed into stage 1, as a share of the knowledge examples: stage 1 alone trains on
-    #: known facts only, at a high rate, and may wear down the reading that stage 0 taught
+    #: stage-0 examples mixed into stage 1, so many per knowledge example seen (:func:`pretrain_examples`):
+    #: stage 1 alone trains on known facts only, at a high rate, and wore the reading that stage 0 taught
+    #: down (redrawn probe 0.875 after reading, 0.51 after stage 1)
     pretrain_replay: float = pydantic.Field(0.0, ge=0.0)
     #: after each stage, the redrawn reading probe (:func:`~arena.environments.collab_qa.reading.reading_probe`)
     #: on this many items, recorded in the model's metadata (``reading_probe_redrawn``); 0: not measured
@@ -206,6 +209,13 @@ class KnowledgeConfig(pydantic.BaseModel):
     max_len: int = pydantic.Field(1024, gt=0)
     #: seeds demonstrations, replay draws and batch order
     seed: int = 0
+    #: seeds stage 0 (its examples and batch order) instead of ``seed``: builds with different seeds then
+    #: share one model after reading (:func:`cached_reading_model`), the dearest stage
+    reading_seed: int | None = None
+
+    @property
+    def stage0_seed(self) -> int:
+        return self.seed if self.reading_seed is None else self.reading_seed
 
     @pydantic.model_validator(mode="before")
     @classmethod
@@ -227,6 +237,30 @@ class KnowledgeConfig(pydantic.BaseModel):
         if v > most:
             raise ValueError(f"qa_templates must be at most {most}: the last wording of each attribute is held out for the ood split")
         return v
+
+
+#: the fields of :class:`KnowledgeConfig` that stage 0 (reading) depends on: builds that differ in no other
+#: field share the model after reading (:func:`cached_reading_model`)
+READING_FIELDS = frozenset(
+    {
+        "world",
+        "qa_templates",
+        "reading_source",
+        "reading_worlds",
+        "fresh_reading",
+        "redrawn_new_names",
+        "redrawn_wide_years",
+        "reading",
+        "counterfactual",
+        "in_game",
+        "max_len",
+    }
+)
+
+
+def reading_config(cfg: KnowledgeConfig) -> dict[str, Any]:
+    """What stage 0 depends on: the :data:`READING_FIELDS` of ``cfg`` and the seed it reads with."""
+    return {**cfg.model_dump(mode="json", include=READING_FIELDS), "seed": cfg.stage0_seed}
 
 
 # ----- the closed-book setting ---------------------------------------------------------------------
@@ -391,7 +425,7 @@ def reading_examples(cfg: KnowledgeConfig, tokenizer: Any, render: Callable[[Any
             raise ValueError(f"reading_source={cfg.reading_source!r} reads the game's own prompts: pass the agent's render")
         return fresh_reading_examples(cfg, tokenizer, render, cfg.fresh_reading.steps * cfg.fresh_reading.batch_size)
     end = end_token_id(tokenizer)
-    rng = np.random.default_rng(cfg.seed + 7)
+    rng = np.random.default_rng(cfg.stage0_seed + 7)
     out: list[Example] = []
 
     def search(question: str) -> Example:
@@ -542,6 +576,18 @@ def with_replay(demos: list[Example], replay: Sequence[list[Example]], share: fl
 
 
 # ----- training ------------------------------------------------------------------------------------
+def pretrain_examples(cfg: KnowledgeConfig, knowledge: list[Example], reading: list[Example]) -> list[Example]:
+    """Stage 1's examples: the knowledge examples, and with ``pretrain_replay`` reading examples mixed in,
+    that many per knowledge example seen. The stage's ``steps * batch_size`` examples are drawn as one pass:
+    knowledge examples repeated (:func:`draw`), reading examples distinct while the pool lasts. (Drawn as a
+    share of the knowledge examples instead, ~200 pages were each read ~20 times over: memorised, not read.)"""
+    if cfg.pretrain_replay <= 0 or not reading:
+        return knowledge
+    seen = cfg.pretrain.steps * cfg.pretrain.batch_size
+    n_read = int(round(seen * cfg.pretrain_replay / (1 + cfg.pretrain_replay)))
+    return draw(knowledge, seen - n_read, cfg.seed + 6) + draw(reading, n_read, cfg.seed + 8)
+
+
 def _train(model: Any, examples: list[Example], stage: Stage, cfg: KnowledgeConfig, tokenizer: Any, seed: int, name: str = "training") -> list[float]:
     from arena.progress import stage_progress
     from arena.trainers.imitation import ImitationConfig, end_token_id, train_imitation
@@ -588,19 +634,70 @@ def _load(path: str | Path):
     return model, tokenizer, LLMAgent(HFEngine.from_model(model, tokenizer))
 
 
-def build_knowledge_model(base_path: str | Path, out_dir: str | Path, cfg: KnowledgeConfig) -> Path:
-    """Stages 0-2 of the module docstring, from ``base_path``; saves the model to ``out_dir``."""
+def _reading_stage(cfg: KnowledgeConfig) -> Stage:
+    return cfg.fresh_reading if cfg.reading_source in ("fresh", "redrawn") else cfg.reading
+
+
+def build_reading_model(base_path: str | Path, out_dir: str | Path, cfg: KnowledgeConfig) -> Path:
+    """Stage 0 alone, from ``base_path``: the model after reading, saved to ``out_dir`` with its loss and time
+    (:data:`READING_FILE`, written last)."""
+    tick = time.perf_counter()
+    model, tokenizer, agent = _load(base_path)
+    reading = reading_examples(cfg, tokenizer, agent.prompt_ids)
+    losses = _train(model, reading, _reading_stage(cfg), cfg, tokenizer, cfg.stage0_seed, "reading") if reading else [float("nan")]
+    meta = {
+        "config": reading_config(cfg),
+        "base_model": str(base_path),
+        "reading_examples": len(reading),
+        "reading_loss": [losses[0], float(np.mean(losses[-10:]))],
+        "reading_s": time.perf_counter() - tick,
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    (out / READING_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+def cached_reading_model(base_path: str | Path, cfg: KnowledgeConfig, cache_dir: str | Path) -> Path:
+    """The model after stage 0 (:func:`build_reading_model`), keyed by the base's name and the config's
+    :data:`READING_FIELDS` alone: builds that differ only in later stages share it (reading is the dearest
+    stage: 27 minutes of the 34 on 2 cores with the fresh-page recipe)."""
+    from arena.tiny import build_once
+
+    final = reading_model_dir(base_path, cfg, cache_dir)
+    return build_once(final, lambda tmp: build_reading_model(base_path, tmp, cfg), marker=READING_FILE)
+
+
+def reading_model_dir(base_path: str | Path, cfg: KnowledgeConfig, cache_dir: str | Path) -> Path:
+    """Where :func:`cached_reading_model` keeps the model after reading for (``base_path``, ``cfg``)."""
+    name = Path(str(base_path).rstrip("/")).name
+    return Path(cache_dir) / "models" / f"qa-read-{cache_key(name, json.dumps(reading_config(cfg), sort_keys=True))}"
+
+
+def build_knowledge_model(base_path: str | Path, out_dir: str | Path, cfg: KnowledgeConfig, cache_dir: str | Path | None = None) -> Path:
+    """Stages 0-2 of the module docstring, from ``base_path``; saves the model to ``out_dir``. Stage 0's model
+    is cached in ``cache_dir`` (:func:`cached_reading_model`), or built beside ``out_dir`` and removed."""
+    import shutil
+    import tempfile
+
     from arena.environments.collab_qa.bots import FromMemory
     from arena.trainers.imitation import imitation_examples
 
-    timings: dict[str, float] = {}
-    tick = time.perf_counter()
-    model, tokenizer, agent = _load(base_path)
+    scratch = None
+    if cache_dir is not None:
+        read_dir = cached_reading_model(base_path, cfg, cache_dir)
+    else:
+        scratch = Path(tempfile.mkdtemp(prefix=".reading-", dir=Path(out_dir).parent))
+        read_dir = build_reading_model(base_path, scratch, cfg)
+    read_meta = json.loads((read_dir / READING_FILE).read_text())
+    model, tokenizer, agent = _load(read_dir)
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
+    timings: dict[str, float] = {"reading_s": read_meta["reading_s"]}
     ds = cached_world(cfg.world)
     reading = reading_examples(cfg, tokenizer, agent.prompt_ids)
-    read_stage = cfg.fresh_reading if cfg.reading_source in ("fresh", "redrawn") else cfg.reading
-    read_losses = _train(model, reading, read_stage, cfg, tokenizer, cfg.seed, "reading") if reading else [float("nan")]
-    timings["reading_s"] = time.perf_counter() - tick
     probes: dict[str, float] = {}
     if cfg.stage_probes:
         from arena.environments.collab_qa.reading import model_reads, probe_items, score_reads
@@ -614,8 +711,7 @@ def build_knowledge_model(base_path: str | Path, out_dir: str | Path, cfg: Knowl
     probe("reading")
     tick = time.perf_counter()
     knowledge = knowledge_examples(cfg, tokenizer, agent.prompt_ids)
-    mixed = with_replay(knowledge, [reading], cfg.pretrain_replay, cfg.seed + 6) if cfg.pretrain_replay > 0 else knowledge
-    pre_losses = _train(model, mixed, cfg.pretrain, cfg, tokenizer, cfg.seed + 1, "knowledge")
+    pre_losses = _train(model, pretrain_examples(cfg, knowledge, reading), cfg.pretrain, cfg, tokenizer, cfg.seed + 1, "knowledge")
     timings["pretrain_s"] = time.perf_counter() - tick
     probe("pretrain")
 
@@ -634,11 +730,12 @@ def build_knowledge_model(base_path: str | Path, out_dir: str | Path, cfg: Knowl
     meta = {
         "config": cfg.model_dump(mode="json"),
         "base_model": str(base_path),
+        "reading_model": read_dir.name,
         "reading_examples": len(reading),
         "knowledge_examples": len(knowledge),
         "demonstration_examples": len(demos),
         "teacher_searches_per_episode": float(np.mean([ep.metrics["searches"] for ep in episodes])) if episodes else 0.0,
-        "reading_loss": [read_losses[0], float(np.mean(read_losses[-10:]))],
+        "reading_loss": read_meta["reading_loss"],
         "pretrain_loss": [pre_losses[0], float(np.mean(pre_losses[-10:]))],
         "closed_book_after_pretrain": _closed_book_summary(remembered, train_questions),
         "warm_start_loss": [warm_losses[0], float(np.mean(warm_losses[-10:]))],
@@ -692,7 +789,7 @@ def cached_knowledge_model(tiny: Any, cfg: KnowledgeConfig, cache_dir: str | Pat
 
     base = qa_base_model(tiny, cfg.world, cache_dir)
     final = Path(cache_dir) / "models" / f"qa-{cache_key(base.name, cfg.model_dump_json())}"
-    return build_once(final, lambda tmp: build_knowledge_model(base, tmp, cfg), marker=META_FILE)
+    return build_once(final, lambda tmp: build_knowledge_model(base, tmp, cfg, cache_dir), marker=META_FILE)
 
 
 def cached_action_supervised(knowledge_path: str | Path, cfg: KnowledgeConfig, cache_dir: str | Path) -> Path:

@@ -326,7 +326,7 @@ def fresh_reading_examples(cfg: Any, tokenizer: Any, render: Callable[[Any], lis
     encode = functools.partial(tokenizer.encode, add_special_tokens=False)
     out = []
     source = "redrawn" if cfg.reading_source == "redrawn" else "fresh"
-    reads = searched_reads(cfg.world, FRESH_SEED, cfg.qa_templates, cfg.seed + 11, source, cfg.redrawn_new_names, cfg.redrawn_wide_years)
+    reads = searched_reads(cfg.world, FRESH_SEED, cfg.qa_templates, cfg.stage0_seed + 11, source, cfg.redrawn_new_names, cfg.redrawn_wide_years)
     for q, keyword, seat, obs in _take(reads, n):
         prompt = render(PlayerView(game=GAME, player=seat, observation=obs))
         out.append((list(prompt), encode(f"{keyword}: {q.answers[0]}") + [end]))

@@ -351,3 +351,37 @@ def test_csp_benchmark_keeps_each_splits_summary_beside_the_fixed_strategies(tmp
     assert row["selectivity_after"]["values"][1] == pytest.approx(row["selectivity_after"]["values"][0] + 0.5)
     assert row["reward_oracle"]["values"] == [out["test"]["reward_oracle"]] * 2
     assert set(csp.checks(table)["ood"]) >= {"selective_searching", "reward_beats_never_and_always_search", "n_questions_at_least_200"}
+
+
+def test_report_sets_the_played_reward_beside_the_models_fixed_strategies(qa_model_dir, qa_knowledge, mlflow_store):
+    """With the run's models (ReportInput.models), each isolated entry gets the model's own never-search,
+    always-search and oracle rewards on every question of its split and corpus, before and after."""
+    import mlflow
+    from rich.console import Console
+
+    from arena.environments.collab_qa.reading import fixed_strategy_rewards, forced_answers
+    from arena.environments.collab_qa.world import cached_world
+
+    world = qa_knowledge.world.model_dump(mode="json")
+    entry = {"split": "test", "world": world, "helpers": 0, "asker_tool": "people", "domain": "people"}
+    before, after = _bot_episodes("never_search", 2), _bot_episodes("always_search", 2)
+    labels = ["isolated_people"] * 2
+    # the episodes' seats name the trained policy; here a bot's id stands for it, mapped to the QA model's directory
+    models = {"start": str(qa_model_dir), "scripted/always_search": str(qa_model_dir), "scripted/never_search": "/no/such/adapter"}
+    mlflow.set_tracking_uri(mlflow_store)
+    mlflow.set_experiment("report")
+    with mlflow.start_run():
+        out = spec(GAME).report(ReportInput(GAME, before, labels, after, labels, entries={"isolated_people": entry}, run_name="t", step=1, models=models))
+    questions = [q for q in cached_world(qa_knowledge.world).split("test") if q.domain == "people"]
+    expected = fixed_strategy_rewards(forced_answers(qa_model_dir, qa_knowledge.world, questions), 0.05)
+    for name in ("before", "after"):  # the same model before and after: the same figures, of every test question about people
+        for k in ("never_search", "always_search", "oracle"):
+            assert out.metrics[f"qa/isolated_people/{name}/reward_{k}"] == pytest.approx(expected[f"reward_{k}"])
+    assert not any("never_search" in k.split("/")[2] for k in out.metrics)  # a directory that is no full model is left out
+    console = Console(record=True, width=250)
+    console.print(*out.renderables)
+    text = console.export_text()
+    assert "the model's own fixed strategies" in text
+    after_rows = [line.split() for line in text.splitlines() if "isolated_people" in line and " after " in line]
+    assert any(str(len(questions)) in row and f"{expected['reward_oracle']:.2f}" in row for row in after_rows), text
+    assert "srch known" in text and "srch unknown" in text and "reward" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from arena.environments.collab_qa.knowledge import (
     closed_book,
     closed_book_observation,
     knowledge_examples,
+    pretrain_examples,
     qa_base_model,
     read_closed_book,
     reading_examples,
@@ -295,6 +297,37 @@ def test_the_build_is_cached_and_keyed_by_config(qa_model_dir, tiny_model_dir, q
 
     other = cfg.model_copy(update={"memory_rate": 0.3})
     assert cache_key("x", other.model_dump_json()) != cache_key("x", cfg.model_dump_json())
+
+
+def test_builds_that_differ_after_reading_share_the_model_after_reading(qa_model_dir, qa_knowledge):
+    from arena.environments.collab_qa.knowledge import READING_FILE, build_meta, cached_reading_model, reading_model_dir
+
+    meta = build_meta(qa_model_dir)
+    base, cache = meta["base_model"], qa_model_dir.parent.parent
+    read_dir = reading_model_dir(base, qa_knowledge, cache)
+    assert meta["reading_model"] == read_dir.name and (read_dir / READING_FILE).is_file()
+    # the model after reading holds only stage 0: its loss is the one the full build records
+    assert json.loads((read_dir / READING_FILE).read_text())["reading_loss"] == meta["reading_loss"]
+    later = qa_knowledge.model_copy(update={"memory_rate": 0.3, "pretrain_replay": 1.0, "pretrain": qa_knowledge.pretrain.model_copy(update={"lr": 1e-3})})
+    start = time.perf_counter()
+    assert cached_reading_model(base, later, cache) == read_dir and time.perf_counter() - start < 5  # reused, not rebuilt
+    # another seed reads anew, unless reading_seed pins stage 0's
+    assert reading_model_dir(base, qa_knowledge.model_copy(update={"seed": 1}), cache) != read_dir
+    assert reading_model_dir(base, qa_knowledge.model_copy(update={"seed": 1, "reading_seed": 0}), cache) == read_dir
+    assert reading_model_dir(base, qa_knowledge.model_copy(update={"reading": qa_knowledge.reading.model_copy(update={"steps": 7})}), cache) != read_dir
+
+
+def test_pretrain_examples_mix_in_fresh_reading_per_knowledge_example_seen():
+    knowledge = [([i], [i]) for i in range(10)]
+    reading = [([100 + i], [100 + i]) for i in range(1000)]
+    cfg = KnowledgeConfig.model_validate({"pretrain": {"steps": 50, "batch_size": 8, "lr": 1e-3}, "pretrain_replay": 0.5})
+    out = pretrain_examples(cfg, knowledge, reading)
+    read = [x for x in out if x in reading]
+    # one pass of steps x batch_size: a third reading (0.5 per knowledge example), every reading example a new page
+    assert len(out) == 400 and len(read) == round(400 / 3) and len({str(x) for x in read}) == len(read)
+    counts = [sum(x == k for x in out) for k in knowledge]
+    assert max(counts) - min(counts) <= 1 and sum(counts) == 400 - len(read)  # the known facts repeated evenly
+    assert pretrain_examples(cfg.model_copy(update={"pretrain_replay": 0.0}), knowledge, reading) == knowledge
 
 
 def test_run_config_chooses_the_knowledge_model_by_recipe():
