@@ -10,7 +10,7 @@ reads) and runs stage 1 under each variant from it, then measures:
   the same items split by whether the model learns the entity's facts in stage 1 (``_known_entity``:
   the page contradicts what it was taught; ``_unknown_entity``: it does not);
 - ``probe_unknown_facts``: reading the world's own pages of the unknown test and ood facts, the reads
-  play needs;
+  play needs (and per split: ``_test`` asks in a trained wording, ``_ood`` in the held-out one);
 - ``closed_book``: closed-book accuracy per split and known / unknown fact (what stage 1 is for).
 
 A variant is a comma-separated list of overrides of model.warm_start (``pretrain.lr=2e-3,pretrain_replay=1``).
@@ -67,11 +67,14 @@ def probes(model, tokenizer, items_redrawn, items_unknown, known_entities: set[s
     def score(pairs):
         return score_reads([it for it, _ in pairs], [r for _, r in pairs]) if pairs else float("nan")
 
+    unknown_reads = list(zip(items_unknown, model_reads((model, tokenizer), items_unknown)))
     return {
         "probe_redrawn": score_reads(items_redrawn, reads),
         "probe_redrawn_known_entity": score(known),
         "probe_redrawn_unknown_entity": score(unknown),
-        "probe_unknown_facts": score_reads(items_unknown, model_reads((model, tokenizer), items_unknown)),
+        "probe_unknown_facts": score(unknown_reads),
+        # the test split asks in a trained wording, the ood split in the held-out one, about other kinds of entity
+        **{f"probe_unknown_facts_{split}": score([(it, r) for it, r in unknown_reads if it.question.split == split]) for split in ("test", "ood")},
     }
 
 
