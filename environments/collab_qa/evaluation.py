@@ -394,8 +394,8 @@ def fixed_strategy_rows(inp: ReportInput) -> dict[tuple[str, str], dict[str, flo
     """(isolated entry, model) -> the model's own fixed strategies on every question of the entry's split and
     corpus (:func:`~arena.environments.collab_qa.reading.forced_answers`, greedy): never search, always search
     once, and the oracle that searches exactly where the data marks the fact unknown, with the reward and F1
-    each scores: what a learned choice of when to search must beat. The models
-    are ``inp.models``' ``start`` (before) and trained full models (after; a LoRA adapter is left out)."""
+    each scores: what a learned choice of when to search must beat. The models are ``inp.models``' ``start``
+    (before) and the trained policies seated in the entries (after; a LoRA adapter is left out)."""
     from arena.environments.collab_qa.reading import fixed_strategy_rewards, forced_answers
     from arena.environments.collab_qa.rules import CollabQAGame, load_bank
 
@@ -409,20 +409,19 @@ def fixed_strategy_rows(inp: ReportInput) -> dict[tuple[str, str], dict[str, flo
             continue
         cfg = CollabQAGame.Config.model_validate({k: v for k, v in kwargs.items() if k in CollabQAGame.Config.model_fields})
         world = cfg.world
-        questions = load_bank(world, cfg.data_dir).questions(cfg.split, kwargs["domain"])
+        questions = load_bank(world, cfg.data_dir).questions(cfg.split, cfg.domain)
         if not questions or any(q.meta.get("known") is None for q in questions):
             continue  # no split here, or data that does not say what the model knows: no oracle
-        known = [bool(q.meta["known"]) for q in questions]
+        known_share = float(np.mean([bool(q.meta["known"]) for q in questions]))
         for name, path in models.items():
             answers = forced_answers(path, world, questions)
             rewards = fixed_strategy_rewards(answers, cfg.search_cost)
-            n_known = sum(known)
             never_f1 = float(np.mean([a.memory_f1 for a in answers]))
             always_f1 = float(np.mean([a.read_f1 for a in answers]))
             oracle_f1 = float(np.mean([a.memory_f1 if a.known else a.read_f1 for a in answers]))
             out[(label, name)] = {
                 "n": float(len(questions)),
-                "known_share": n_known / len(questions),
+                "known_share": known_share,
                 "never_search": rewards["reward_never_search"],
                 "always_search": rewards["reward_always_search"],
                 "oracle": rewards["reward_oracle"],

@@ -75,7 +75,10 @@ Three training stages, then a baseline:
 Every training stage is :func:`arena.trainers.imitation.train_imitation`
 (prompt tokens masked, targets ended by ``<|end|>``); models are cached like
 the warm start, keyed by the base model's name and the config, built in a
-temporary directory renamed into place. Each model directory holds
+temporary directory renamed into place; the model after stage 0 is cached on
+its own, keyed by what stage 0 reads (:func:`cached_reading_model`), so builds
+that differ only in later stages (or, with ``reading_seed``, in their seed)
+share the dearest stage. Each model directory holds
 ``closed_book.json``: its closed-book answer and correctness per question of
 the world, and ``arena_qa_model.json``: the config, losses, timings and
 closed-book accuracy.
@@ -179,9 +182,10 @@ class KnowledgeConfig(pydantic.BaseModel):
     #: default tiny model three in four after 120 steps of 64); with ``in_game`` there are 9 per fact,
     #: and 400 steps of 32 on 44 known facts recall every known test fact in play
     pretrain: Stage = Stage(steps=400, batch_size=32, lr=5e-3)
-    #: stage-0 examples mixed into stage 1, so many per knowledge example seen (:func:`pretrain_examples`):
-    #: stage 1 alone trains on known facts only, at a high rate, and wore the reading that stage 0 taught
-    #: down (redrawn probe 0.875 after reading, 0.51 after stage 1)
+    #: stage-0 examples mixed into stage 1, so many per knowledge example seen (:func:`pretrain_examples`).
+    #: Stage 1 alone, on known facts only at a high rate, erased the reading stage 0 taught (redrawn probe
+    #: 0.875 after reading, 0.075 after stage 1); one new page per knowledge example at lr 2e-3 over 800
+    #: steps kept it (0.89) and every known test fact (benchmarks/reading_retention.py)
     pretrain_replay: float = pydantic.Field(0.0, ge=0.0)
     #: after each stage, the redrawn reading probe (:func:`~arena.environments.collab_qa.reading.reading_probe`)
     #: on this many items, recorded in the model's metadata (``reading_probe_redrawn``); 0: not measured
