@@ -106,6 +106,7 @@ from typing import Any, Literal
 import numpy as np
 import pydantic
 
+from arena.environments.collab_qa.reading import keyword_example, relay_examples
 from arena.environments.collab_qa.world import ATTRIBUTES, QuestionRecord, WorldConfig, cached_world, known_fact_lines
 from arena.seeds import derive_seed
 
@@ -187,8 +188,17 @@ class KnowledgeConfig(pydantic.BaseModel):
     #: 0.875 after reading, 0.075 after stage 1); one new page per knowledge example at lr 2e-3 over 800
     #: steps kept it (0.89) and every known test fact (benchmarks/reading_retention.py)
     pretrain_replay: float = pydantic.Field(0.0, ge=0.0)
+    #: relay examples (:func:`~arena.environments.collab_qa.reading.relay_examples`) mixed into stage 1, so
+    #: many per knowledge example seen, and replayed in the later stages (``replay``): every hop by which a
+    #: search's answer reaches the final answer through a helper (the asker's question to the helper, the
+    #: helper's query, its reply, the asker's answer after it), on the world redrawn. Without them the warm
+    #: start learned the collaborative protocol from 48 demonstrations on the train split: it asked helpers
+    #: about other entities, helpers searched other questions, and the asker answered a value it remembered
+    #: over the one a helper had just read (collaborative test F1 0.34 against 0.86 alone with a tool)
+    relay: float = pydantic.Field(0.0, ge=0.0)
     #: after each stage, the redrawn reading probe (:func:`~arena.environments.collab_qa.reading.reading_probe`)
-    #: on this many items, recorded in the model's metadata (``reading_probe_redrawn``); 0: not measured
+    #: on this many items, and the relay probe (:func:`~arena.environments.collab_qa.reading.relay_probe`) on half as many
+    #: facts, recorded in the model's metadata (``reading_probe_redrawn``, ``relay_probe``); 0: not measured
     stage_probes: int = pydantic.Field(0, ge=0)
     #: the protocol, with stage-0 and stage-1 replay: at 80 steps of 32 the model still mixed up the seats'
     #: moves (an asker writing REPLY, a helper ANSWER; 45% illegal in collaborative play), at 300 steps 5%
@@ -509,17 +519,6 @@ def _seat_prompts(world: WorldConfig, question: QuestionRecord, domain: str) -> 
     return out + [("REPLY", helper, group.observe_text(helper))]
 
 
-def _after_keyword(tokenizer: Any, prompt: list[int], keyword: str, value: str, end: int) -> Example:
-    """``prompt`` followed by ``<keyword>:`` as part of the prompt, and `` <value>`` as the target: the
-    example teaches the value, never the choice of move. (The QA tokenizer cuts ``KEYWORD: value`` at the
-    colon, so the two parts are the move's own tokens.)"""
-    head = tokenizer.encode(f"{keyword}:", add_special_tokens=False)
-    whole = tokenizer.encode(f"{keyword}: {value}", add_special_tokens=False)
-    if whole[: len(head)] != head:  # a tokenizer that merges across the colon: teach the whole move
-        return list(prompt), whole + [end]
-    return list(prompt) + head, whole[len(head) :] + [end]
-
-
 def knowledge_examples(cfg: KnowledgeConfig, tokenizer: Any, render: Callable[[Any], list[int]]) -> list[Example]:
     """Stage 1: each known fact as a sentence, as closed-book answers to its first ``qa_templates`` wordings,
     and (``in_game``) as the value after ``ANSWER:`` / ``REPLY:`` in the game's own first prompts."""
@@ -541,7 +540,7 @@ def knowledge_examples(cfg: KnowledgeConfig, tokenizer: Any, render: Callable[[A
             if cfg.in_game:
                 for keyword, seat, obs in _seat_prompts(cfg.world, q, f.domain):
                     prompt = render(PlayerView(game=GAME, player=seat, observation=obs))
-                    out.append(_after_keyword(tokenizer, prompt, keyword, f.value, end))
+                    out.append(keyword_example(tokenizer, prompt, keyword, f.value, end))
     return out
 
 
@@ -580,16 +579,30 @@ def with_replay(demos: list[Example], replay: Sequence[list[Example]], share: fl
 
 
 # ----- training ------------------------------------------------------------------------------------
-def pretrain_examples(cfg: KnowledgeConfig, knowledge: list[Example], reading: list[Example]) -> list[Example]:
-    """Stage 1's examples: the knowledge examples, and with ``pretrain_replay`` reading examples mixed in,
-    that many per knowledge example seen. The stage's ``steps * batch_size`` examples are drawn as one pass:
-    knowledge examples repeated (:func:`draw`), reading examples distinct while the pool lasts. (Drawn as a
-    share of the knowledge examples instead, ~200 pages were each read ~20 times over: memorised, not read.)"""
-    if cfg.pretrain_replay <= 0 or not reading:
+def _stage1_shares(cfg: KnowledgeConfig) -> tuple[int, int]:
+    """How many reading and relay examples stage 1 sees (``pretrain_replay`` and ``relay`` per knowledge example)."""
+    seen = cfg.pretrain.steps * cfg.pretrain.batch_size
+    whole = 1 + cfg.pretrain_replay + cfg.relay
+    return int(round(seen * cfg.pretrain_replay / whole)), int(round(seen * cfg.relay / whole))
+
+
+def relay_pool(cfg: KnowledgeConfig, tokenizer: Any, render: Callable[[Any], list[int]]) -> list[Example]:
+    """The relay examples of a build (none without ``relay``): as many as stage 1 sees, all distinct."""
+    return relay_examples(cfg, tokenizer, render, _stage1_shares(cfg)[1]) if cfg.relay > 0 else []
+
+
+def pretrain_examples(cfg: KnowledgeConfig, knowledge: list[Example], reading: list[Example], relay: Sequence[Example] = ()) -> list[Example]:
+    """Stage 1's examples: the knowledge examples, and with ``pretrain_replay`` reading examples (with ``relay``
+    relay examples) mixed in, that many per knowledge example seen. The stage's ``steps * batch_size``
+    examples are drawn as one pass: knowledge examples repeated (:func:`draw`), reading and relay examples
+    distinct while their pools last. (Drawn as a share of the knowledge examples instead, ~200 pages were
+    each read ~20 times over: memorised, not read.)"""
+    n_read, n_relay = _stage1_shares(cfg)
+    n_read, n_relay = (n_read if reading else 0), (n_relay if relay else 0)
+    if not n_read and not n_relay:
         return knowledge
     seen = cfg.pretrain.steps * cfg.pretrain.batch_size
-    n_read = int(round(seen * cfg.pretrain_replay / (1 + cfg.pretrain_replay)))
-    return draw(knowledge, seen - n_read, cfg.seed + 6) + draw(reading, n_read, cfg.seed + 8)
+    return draw(knowledge, seen - n_read - n_relay, cfg.seed + 6) + draw(reading, n_read, cfg.seed + 8) + draw(list(relay), n_relay, cfg.seed + 9)
 
 
 def _train(model: Any, examples: list[Example], stage: Stage, cfg: KnowledgeConfig, tokenizer: Any, seed: int, name: str = "training") -> list[float]:
@@ -703,19 +716,23 @@ def build_knowledge_model(base_path: str | Path, out_dir: str | Path, cfg: Knowl
     ds = cached_world(cfg.world)
     reading = reading_examples(cfg, tokenizer, agent.prompt_ids)
     probes: dict[str, float] = {}
+    relay_probes: dict[str, dict[str, float]] = {}
     if cfg.stage_probes:
-        from arena.environments.collab_qa.reading import model_reads, probe_items, score_reads
+        from arena.environments.collab_qa.reading import RELAY_TOKENS, model_reads, probe_items, relay_items, score_hops, score_reads
 
         items = probe_items(cfg, "redrawn", cfg.stage_probes)  # drawn once, read after each stage
+        hops = relay_items(cfg, max(1, cfg.stage_probes // 2))
 
     def probe(after: str) -> None:
         if cfg.stage_probes:
             probes[after] = score_reads(items, model_reads((model, tokenizer), items))
+            relay_probes[after] = score_hops(hops, model_reads((model, tokenizer), hops, max_new_tokens=RELAY_TOKENS))
 
     probe("reading")
     tick = time.perf_counter()
     knowledge = knowledge_examples(cfg, tokenizer, agent.prompt_ids)
-    pre_losses = _train(model, pretrain_examples(cfg, knowledge, reading), cfg.pretrain, cfg, tokenizer, cfg.seed + 1, "knowledge")
+    relay = relay_pool(cfg, tokenizer, agent.prompt_ids)
+    pre_losses = _train(model, pretrain_examples(cfg, knowledge, reading, relay), cfg.pretrain, cfg, tokenizer, cfg.seed + 1, "knowledge")
     timings["pretrain_s"] = time.perf_counter() - tick
     probe("pretrain")
 
@@ -726,7 +743,7 @@ def build_knowledge_model(base_path: str | Path, out_dir: str | Path, cfg: Knowl
     teacher = FromMemory(memory, default_recall=cfg.memory_rate, hedge=cfg.hedge_rate)
     episodes = teacher_demonstrations(cfg, teacher, cfg.seed)
     demos = imitation_examples(episodes, tokenizer, render=agent.prompt_ids)
-    examples = with_replay(demos, [knowledge, reading], cfg.replay, cfg.seed + 3)
+    examples = with_replay(demos, [knowledge, reading, *([relay] if relay else [])], cfg.replay, cfg.seed + 3)
     warm_losses = _train(model, examples, cfg.warm_start, cfg, tokenizer, cfg.seed + 2, "protocol")
     timings["warm_start_s"] = time.perf_counter() - tick
     probe("warm_start")
@@ -743,7 +760,8 @@ def build_knowledge_model(base_path: str | Path, out_dir: str | Path, cfg: Knowl
         "pretrain_loss": [pre_losses[0], float(np.mean(pre_losses[-10:]))],
         "closed_book_after_pretrain": _closed_book_summary(remembered, train_questions),
         "warm_start_loss": [warm_losses[0], float(np.mean(warm_losses[-10:]))],
-        **({"reading_probe_redrawn": probes} if probes else {}),
+        **({"reading_probe_redrawn": probes, "relay_probe": relay_probes} if probes else {}),
+        "relay_examples": len(relay),
         **timings,
     }
     return _save(model, tokenizer, Path(out_dir), cfg, meta)
@@ -764,9 +782,9 @@ def build_action_supervised(knowledge_path: str | Path, out_dir: str | Path, cfg
     teacher = FromMemory(memory, recall)
     episodes = teacher_demonstrations(cfg, teacher, cfg.seed + 2)
     demos = imitation_examples(episodes, tokenizer, render=agent.prompt_ids)
-    examples = with_replay(
-        demos, [knowledge_examples(cfg, tokenizer, agent.prompt_ids), reading_examples(cfg, tokenizer, agent.prompt_ids)], cfg.replay, cfg.seed + 5
-    )
+    pools = [knowledge_examples(cfg, tokenizer, agent.prompt_ids), reading_examples(cfg, tokenizer, agent.prompt_ids)]
+    relay = relay_pool(cfg, tokenizer, agent.prompt_ids)
+    examples = with_replay(demos, [*pools, *([relay] if relay else [])], cfg.replay, cfg.seed + 5)
     losses = _train(model, examples, cfg.action_supervised, cfg, tokenizer, cfg.seed + 4, "action supervision")
     meta = {
         "config": cfg.model_dump(mode="json"),

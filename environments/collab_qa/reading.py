@@ -63,12 +63,21 @@ ReadingSource = Literal["fresh", "redrawn"]
 @dataclass(frozen=True)
 class ProbeItem:
     """One reading test: the game's observation for ``seat`` right after the search, and the move it must
-    make (``keyword``: ANSWER for the asker, REPLY for a helper) with the gold value in ``question.answers``."""
+    make (``keyword``: ANSWER for the asker, REPLY for a helper) with the gold value in ``question.answers``.
+    A relay test (:func:`relay_reads`) names its ``hop`` and, where what must follow the keyword is not the
+    value (a message, a query: the question's own text), that ``target``."""
 
     question: QuestionRecord
     seat: str
     keyword: str
     observation: str
+    target: str | None = None
+    hop: str = "reply"
+
+    @property
+    def gold(self) -> list[str]:
+        """What an exact match is scored against."""
+        return [self.target] if self.target is not None else list(self.question.answers)
 
 
 # ----- the game's state right after the right search -----------------------------------------------------
@@ -121,6 +130,42 @@ class _Table:
                 out.append(("REPLY", helper, group.observe_text(helper)))
         return out
 
+    def relay(self, bank: Any, question: QuestionRecord, domain: str, seed: int, detour: bool = False, hedge: bool = False) -> list[ProbeItem]:
+        """Every hop of a search's answer to the final answer (:data:`RELAY_HOPS`), each the game's state
+        before the move and the move's keyword: the asker alone writes the question as its query
+        (``search``); in the collaborative game the asker writes it to the helper holding the tool
+        (``ask``; with ``detour`` after the other helper said it does not know), that helper searches it
+        (``query``) and, where the search found the page, replies with the value (``reply``; hedged with
+        ``hedge``), and the asker answers what the helper replied (``relay``; ``ANSWER (unsure)`` after a
+        hedged reply)."""
+        from arena.environments.collab_qa.bots import HEDGE_PREFIX, IDK
+
+        text, value = question.question, question.answers[0]
+        alone = self.alone[domain]
+        alone.reset(seed=seed)
+        alone.bank, alone.question = bank, question
+        out = [ProbeItem(question, "asker", "SEARCH", alone.observe_text("asker"), text, "search")]
+        group = self.group
+        group.reset(seed=seed)
+        group.bank, group.question = bank, question
+        right = next(n for n, h in sorted(group.seat_of.items()) if group.tools.get(h) == domain)
+        helper = group.seat_of[right]
+        others = [n for n in sorted(group.seat_of) if n != right]
+        if detour and others:
+            group.apply("asker", f"ASK helper {others[0]}: {text}")
+            group.apply(group.seat_of[others[0]], f"REPLY: {IDK}")
+        out.append(ProbeItem(question, "asker", f"ASK helper {right}", group.observe_text("asker"), text, "ask"))
+        group.apply("asker", f"ASK helper {right}: {text}")
+        out.append(ProbeItem(question, helper, "SEARCH", group.observe_text(helper), text, "query"))
+        group.apply(helper, f"SEARCH: {text}")
+        searched = group.observe_text(helper)
+        if not _found(searched, question):
+            return out
+        out.append(ProbeItem(question, helper, "REPLY", searched, None, "reply"))
+        group.apply(helper, f"REPLY: {HEDGE_PREFIX}{value}" if hedge else f"REPLY: {value}")
+        out.append(ProbeItem(question, "asker", "ANSWER (unsure)" if hedge else "ANSWER", group.observe_text("asker"), None, "relay"))
+        return out
+
 
 def result_lines(observation: str) -> list[str]:
     """The search results shown in ``observation``, one line each, in the game's order."""
@@ -135,12 +180,13 @@ def _found(observation: str, question: QuestionRecord) -> bool:
 
 def _questions(ds: QADataset, rng: np.random.Generator, templates: int, exclude: set[str]) -> list[QuestionRecord]:
     """A question per fact of ``ds`` (entities sharing a word with ``exclude`` left out), in one of the first
-    ``templates`` wordings of its attribute, drawn by ``rng``."""
+    ``templates`` wordings of its attribute, drawn by ``rng`` (``templates=0``: the held-out wording, the
+    attribute's last, which the ood split asks in and no stage trains)."""
     out = []
     for i, f in enumerate(ds.facts):
         if exclude & set(f.entity.lower().split()):
             continue
-        wordings = ATTRIBUTES[f.attribute].questions[:templates]
+        wordings = ATTRIBUTES[f.attribute].questions[:templates] if templates else ATTRIBUTES[f.attribute].questions[-1:]
         text = wordings[int(rng.integers(len(wordings)))].format(name=f.entity)
         meta = {"entity": f.entity, "kind": f.kind, "attribute": f.attribute, "known": False}
         out.append(QuestionRecord(id=f"fresh-{i}", question=text, answers=[f.value], domain=f.domain, split="fresh", meta=meta))
@@ -172,19 +218,48 @@ def searched_reads(
     (:func:`reading_worlds` from ``offset``, entities sharing no word with ``world``) or of ``world`` redrawn
     (``source="redrawn"``, ``new_names`` and ``wide_years`` as :func:`reading_worlds`), facts in random order, only where the
     search found the page."""
-    if source not in ("fresh", "redrawn"):
-        raise ValueError(f"source must be 'fresh' or 'redrawn', not {source!r}")
     rng = np.random.default_rng(seed)
     table = _Table(world)
+    for bank, q in _world_questions(world, offset, templates, rng, source, new_names, wide_years):
+        for keyword, seat, obs in table.after_search(bank, q, q.domain, int(rng.integers(1 << 30))):
+            if _found(obs, q):
+                yield q, keyword, seat, obs
+
+
+def _world_questions(
+    world: WorldConfig, offset: int, templates: int, rng: np.random.Generator, source: ReadingSource, new_names: float, wide_years: float
+) -> Iterator[tuple[Any, QuestionRecord]]:
+    """(bank, question) over :func:`reading_worlds`: a question per fact (:func:`_questions`), in an order
+    drawn by ``rng``, world after world (fresh worlds leave out entities sharing a word with ``world``)."""
+    if source not in ("fresh", "redrawn"):
+        raise ValueError(f"source must be 'fresh' or 'redrawn', not {source!r}")
     exclude = _words(cached_world(world)) if source == "fresh" else set()
     for ds in reading_worlds(world, offset, source, new_names, wide_years):
         bank = _bank_of(ds)
         questions = _questions(ds, rng, templates, exclude)
         for i in rng.permutation(len(questions)):
-            q = questions[int(i)]
-            for keyword, seat, obs in table.after_search(bank, q, q.domain, int(rng.integers(1 << 30))):
-                if _found(obs, q):
-                    yield q, keyword, seat, obs
+            yield bank, questions[int(i)]
+
+
+def relay_reads(
+    world: WorldConfig,
+    offset: int,
+    templates: int,
+    seed: int,
+    source: ReadingSource = "redrawn",
+    new_names: float = 0.0,
+    wide_years: float = 0.0,
+    detour: float = 0.5,
+    hedge: float = 0.25,
+) -> Iterator[list[ProbeItem]]:
+    """:meth:`_Table.relay` for fact after fact of :func:`reading_worlds` (as :func:`searched_reads`), one
+    list of hops per fact; a ``detour`` share of them ask the other helper first, a ``hedge`` share hedge
+    the reply."""
+    rng = np.random.default_rng(seed)
+    table = _Table(world)
+    for bank, q in _world_questions(world, offset, templates, rng, source, new_names, wide_years):
+        episode_seed, d, h = int(rng.integers(1 << 30)), bool(rng.random() < detour), bool(rng.random() < hedge)
+        yield table.relay(bank, q, q.domain, episode_seed, d, h)
 
 
 # ----- the probe ---------------------------------------------------------------------------------------------
@@ -220,7 +295,7 @@ def score_reads(items: Sequence[ProbeItem], reads: Sequence[str]) -> float:
         raise ValueError(f"{len(items)} probe items but {len(reads)} reads")
     if not items:
         raise ValueError("no probe items: no search found its page")
-    return float(np.mean([best_score(_first_line(r), it.question.answers)[1] for it, r in zip(items, reads)]))
+    return float(np.mean([best_score(_first_line(r), it.gold)[1] for it, r in zip(items, reads)]))
 
 
 def _first_line(text: str) -> str:
@@ -263,6 +338,51 @@ def reading_probe(
     items = probe_items(cfg, facts, limit, seed)
     reads = reader(items) if reader is not None else model_reads(model_dir, items)
     return score_reads(items, reads)
+
+
+# ----- the relay probe ---------------------------------------------------------------------------------------
+#: the hops a search's answer travels to the final answer (:meth:`_Table.relay`), in order: the asker's own
+#: query alone with a tool, its question to a helper, the helper's query, the helper's reply after the
+#: search, the asker's answer after the reply
+RELAY_HOPS = ("search", "ask", "query", "reply", "relay")
+#: what :func:`relay_probe` lets the model write (a question is ~10 tokens of the QA tokenizer)
+RELAY_TOKENS = 32
+
+
+def relay_items(cfg: Any, limit: int = 100, seed: int = 0) -> list[ProbeItem]:
+    """Every hop of ``limit`` facts of the model's world redrawn (:func:`relay_reads` from :data:`PROBE_SEED`),
+    asked in the held-out wording: pages no stage shows, values no stage ties to the fact, and questions
+    no stage writes (relay examples copy the world's questions in the trained wordings, the states play
+    shows on the test split, so a probe in those wordings would score states the model was taught)."""
+    return [it for chain in _take(relay_reads(cfg.world, PROBE_SEED, 0, seed, "redrawn"), limit) for it in chain]
+
+
+def score_hops(items: Sequence[ProbeItem], reads: Sequence[str]) -> dict[str, float]:
+    """:func:`score_reads` per hop of :data:`RELAY_HOPS` (the hops ``items`` have)."""
+    if len(items) != len(reads):
+        raise ValueError(f"{len(items)} probe items but {len(reads)} reads")
+    out = {}
+    for hop in RELAY_HOPS:
+        pairs = [(it, r) for it, r in zip(items, reads) if it.hop == hop]
+        if pairs:
+            out[hop] = score_reads([it for it, _ in pairs], [r for _, r in pairs])
+    return out
+
+
+def relay_probe(
+    model: str | Path | tuple[Any, Any] | None,
+    cfg: Any,
+    limit: int = 100,
+    seed: int = 0,
+    reader: Callable[[Sequence[ProbeItem]], list[str]] | None = None,
+) -> dict[str, float]:
+    """Exact match per hop of the relay (:data:`RELAY_HOPS`), the model forced to make each hop's move in the
+    game's own state before it, on ``limit`` facts of its world redrawn (:func:`relay_items`). Searching
+    through a helper pays only if every hop holds: the question reaches the helper, the helper searches
+    it, reads the page, and the asker answers what the helper replied. ``reader`` as :func:`reading_probe`."""
+    items = relay_items(cfg, limit, seed)
+    reads = reader(items) if reader is not None else model_reads(model, items, max_new_tokens=RELAY_TOKENS)
+    return score_hops(items, reads)
 
 
 # ----- the model's own fixed strategies ----------------------------------------------------------------------
@@ -313,6 +433,47 @@ def fixed_strategy_rewards(answers: Sequence[ForcedAnswer], search_cost: float) 
         "memory_f1_known": float(np.mean([a.memory_f1 for a in answers if a.known] or [np.nan])),
         "read_f1_unknown": float(np.mean([a.read_f1 for a in answers if not a.known] or [np.nan])),
     }
+
+
+# ----- examples ---------------------------------------------------------------------------------------------
+def keyword_example(tokenizer: Any, prompt: list[int], keyword: str, value: str, end: int) -> tuple[list[int], list[int]]:
+    """``prompt`` followed by ``<keyword>:`` as part of the prompt, and `` <value>`` as the target: the
+    example teaches the value, never the choice of move. (The QA tokenizer cuts ``KEYWORD: value`` at the
+    colon, so the two parts are the move's own tokens.)"""
+    head = tokenizer.encode(f"{keyword}:", add_special_tokens=False)
+    whole = tokenizer.encode(f"{keyword}: {value}", add_special_tokens=False)
+    if whole[: len(head)] != head:  # a tokenizer that merges across the colon: teach the whole move
+        return list(prompt), whole + [end]
+    return list(prompt) + head, whole[len(head) :] + [end]
+
+
+#: relay examples draw their worlds from ``world.seed + RELAY_SEED`` (fresh-page reading from FRESH_SEED)
+RELAY_SEED = 1_500_000
+
+
+def relay_examples(cfg: Any, tokenizer: Any, render: Callable[[Any], list[int]], n: int) -> list[tuple[list[int], list[int]]]:
+    """``n`` examples of the relay's hops (:meth:`_Table.relay`) on the model's world redrawn, no page or value
+    repeated: each hop's state with its keyword, and what must follow it (the question, or the value out of
+    the helper's reply) as the target (:func:`keyword_example`), so the copying is taught and the choice of
+    move is not. The ``reply`` hop (reading the page) is left to fresh-page reading, which reads 48,000
+    pages in the recipe of issue 13; here it would take a fifth of the examples from the weakest hop, the
+    asker's answer after a reply."""
+    from arena.agents.base import PlayerView
+    from arena.trainers.imitation import end_token_id
+
+    end = end_token_id(tokenizer)
+    out: list[tuple[list[int], list[int]]] = []
+    if n <= 0:
+        return out
+    for chain in relay_reads(cfg.world, RELAY_SEED, cfg.qa_templates, cfg.seed + 13, "redrawn", cfg.redrawn_new_names, cfg.redrawn_wide_years):
+        for it in chain:
+            if it.hop == "reply":
+                continue
+            prompt = render(PlayerView(game=GAME, player=it.seat, observation=it.observation))
+            out.append(keyword_example(tokenizer, list(prompt), it.keyword, it.gold[0], end))
+            if len(out) == n:
+                return out
+    return out
 
 
 # ----- fresh-page reading (stage 0 with reading_source="fresh") -----------------------------------------------

@@ -330,6 +330,23 @@ def test_pretrain_examples_mix_in_fresh_reading_per_knowledge_example_seen():
     assert pretrain_examples(cfg.model_copy(update={"pretrain_replay": 0.0}), knowledge, reading) == knowledge
 
 
+def test_pretrain_examples_mix_in_relay_examples_beside_reading():
+    knowledge = [([i], [i]) for i in range(10)]
+    reading = [([100 + i], [100 + i]) for i in range(1000)]
+    relay = [([5000 + i], [5000 + i]) for i in range(1000)]
+    cfg = KnowledgeConfig.model_validate({"pretrain": {"steps": 50, "batch_size": 8, "lr": 1e-3}, "pretrain_replay": 1.0, "relay": 0.5})
+    out = pretrain_examples(cfg, knowledge, reading, relay)
+    relayed = [x for x in out if x in relay]
+    # 400 seen: knowledge, reading and relay as 1 : 1 : 0.5, every relay example distinct
+    assert len(out) == 400 and len(relayed) == 80 and len({str(x) for x in relayed}) == 80
+    assert sum(x in reading for x in out) == 160 and sum(x in knowledge for x in out) == 160
+    no_pool = pretrain_examples(cfg, knowledge, reading)  # no relay examples given: knowledge fills their place
+    assert len(no_pool) == 400 and sum(x in reading for x in no_pool) == 160
+    # relay alone, without reading replay
+    alone = pretrain_examples(cfg.model_copy(update={"pretrain_replay": 0.0}), knowledge, reading, relay)
+    assert len(alone) == 400 and sum(x in relay for x in alone) == round(400 * 0.5 / 1.5) and not any(x in reading for x in alone)
+
+
 def test_run_config_chooses_the_knowledge_model_by_recipe():
     cfg = load_config(CONFIGS / "collab_qa.yaml")
     assert isinstance(cfg.model.warm_start, KnowledgeConfig) and cfg.trainer.return_mix == 1.0

@@ -9,21 +9,26 @@ copies (it answers the most common value of the attribute).
 from __future__ import annotations
 
 import collections
+import re
 
 import pytest
 
 from arena.environments.collab_qa.knowledge import KnowledgeConfig
 from arena.environments.collab_qa.reading import (
     PROBE_SEED,
+    RELAY_HOPS,
     ProbeItem,
     fixed_strategy_rewards,
     forced_answers,
     fresh_reading_examples,
     probe_items,
     reading_probe,
+    relay_examples,
+    relay_items,
+    relay_probe,
     score_reads,
 )
-from arena.environments.collab_qa.world import cached_world, extract_answer
+from arena.environments.collab_qa.world import ATTRIBUTES, cached_world, extract_answer
 
 CFG = KnowledgeConfig.model_validate({"world": {"persons": 8, "towns": 3, "compounds": 8, "organisms": 3}})
 
@@ -189,3 +194,81 @@ def test_a_redrawn_world_can_state_new_names_and_years_of_any_century():
     for f in wide.facts:  # still stated where a search finds them, in words the readers' patterns match
         pages = [d.display() for d in wide.corpora[f.domain] if d.title == f.entity]
         assert any(extract_answer(p, f.entity, f.attribute) == f.value for p in pages), f
+
+
+# ----- the relay ------------------------------------------------------------------------------------------
+def fake_relayer(items: list[ProbeItem]) -> list[str]:
+    """A FAKE model that makes every hop from what its own state shows: the question (the asker's private
+    line, or the asker's last message to a helper), the page (read with the world's templates), or the
+    helper's last reply (its hedge taken off)."""
+    out = []
+    for it in items:
+        obs = it.observation
+        if it.hop in ("search", "ask"):
+            out.append(" " + re.search(r"^\[private\] Question: (.*)$", obs, re.M).group(1))
+        elif it.hop == "query":
+            out.append(" " + re.findall(r'^  asker: "(.*)"$', obs, re.M)[-1])
+        elif it.hop == "reply":
+            out.extend(fake_scripted_reader([it]))
+        else:
+            out.append(" " + re.findall(r'^  helper [0-9]+: "(?:I\'m not sure, but )?(.*)"$', obs, re.M)[-1])
+    return out
+
+
+def test_relay_probe_scores_a_relayer_one_and_a_rememberer_by_chance_only():
+    # every hop's state holds what its move must copy: the question reaches the helper, the reply the asker
+    assert relay_probe(None, CFG, limit=40, reader=fake_relayer) == dict.fromkeys(RELAY_HOPS, 1.0)
+
+    def fake_rememberer(items):
+        """A FAKE model: relays perfectly except the last hop, where it answers the attribute's most common value."""
+        relayed = fake_relayer(items)
+        common = fake_never_copier(items)
+        return [c if it.hop == "relay" else r for it, r, c in zip(items, relayed, common)]
+
+    scores = relay_probe(None, CFG, limit=100, reader=fake_rememberer)
+    assert scores["reply"] == 1.0 and scores["relay"] < 0.25
+
+
+def test_relay_items_walk_a_searchs_answer_through_the_helper_with_the_tool():
+    items = relay_items(CFG, limit=60)
+    chains = [[it for it in items if id(it.question) == q] for q in dict.fromkeys(id(it.question) for it in items)]
+    assert len(chains) == 60
+    for chain in chains:
+        q = chain[0].question
+        hops = [it.hop for it in chain]
+        assert hops in (list(RELAY_HOPS), list(RELAY_HOPS[:3]))  # no reply or relay where the search missed the page
+        search, ask, query = chain[:3]
+        assert search.seat == "asker" and "Your search tool" in search.observation and "Helpers:" not in search.observation
+        assert ask.seat == "asker" and ask.keyword.startswith("ASK helper ") and ask.target == query.target == q.question
+        assert f"the {q.domain} corpus" in query.observation and f'asker: "{q.question}"' in query.observation
+        if len(chain) == 5:
+            assert chain[3].seat == query.seat and q.answers[0] in chain[3].observation and chain[4].target is None
+    detours = sum("I don't know." in it.observation for it in items if it.hop == "ask")
+    hedged = [it for it in items if it.hop == "relay" and it.keyword == "ANSWER (unsure)"]
+    assert 15 <= detours <= 45 and hedged and all("I'm not sure, but" in it.observation for it in hedged)
+    # the world redrawn: its names, values drawn anew (a value stated on a page is rarely the true one)
+    truth = {(f.entity, f.attribute): f.value for f in cached_world(CFG.world).facts}
+    relays = [it for it in items if it.hop == "relay"]
+    assert sum(truth[(it.question.meta["entity"], it.question.meta["attribute"])] == it.question.answers[0] for it in relays) < len(relays) / 3
+
+
+def test_relay_examples_teach_the_copy_not_the_move(tiny_model_dir):
+    from arena.agents.llm import LLMAgent
+    from arena.engines.hf import HFEngine
+
+    engine = HFEngine(tiny_model_dir)
+    agent, tok = LLMAgent(engine), engine.tokenizer
+    examples = relay_examples(CFG, tok, agent.prompt_ids, 50)
+    assert len(examples) == 50 and relay_examples(CFG, tok, agent.prompt_ids, 0) == []
+    keywords = re.compile(r"^(SEARCH|REPLY|ANSWER|ASK)\b")
+    for prompt, target in examples:
+        head, text = tok.decode(prompt[-16:]), tok.decode(target)
+        assert re.search(r"(SEARCH|ANSWER|ANSWER \(unsure\)|ASK helper [0-9]):$", head.rstrip())  # reading a page is stage 0's
+        assert text.endswith("<|end|>") and not keywords.match(text.strip())  # the keyword is the prompt's, never the target's
+    # never the probe's states: the probe asks in the held-out wording, which no example writes
+    trained = {t.format(name="") for a in ATTRIBUTES.values() for t in a.questions[: CFG.qa_templates]}
+    probe = relay_items(CFG, limit=40)
+    assert all(it.question.question.replace(it.question.meta["entity"], "") not in trained for it in probe)
+    states = {tuple(p) for p, _ in relay_examples(CFG, tok, agent.prompt_ids, 400)}
+    heads = [tuple(agent.prompt_ids(_view(it)) + tok.encode(f"{it.keyword}:", add_special_tokens=False)) for it in probe]
+    assert not states & set(heads)
