@@ -21,7 +21,8 @@ change over seeds, ``f1_change``, is not negative), selective AUC improves.
 Beside it, for the model before and after: ``collaborative_test``, the same
 game self-play trains in (every seat the model, test split), and
 ``relay_probe``, exact match per hop of a search's answer on its way through
-a helper (environments.collab_qa.reading.relay_probe).
+a helper (environments.collab_qa.reading.relay_probe), asked in the trained
+wordings, and ``relay_probe_held_out_wording`` in the ood split's.
 
     python benchmarks/csp_reproduction.py                 # 3 seeds, the quick start's settings
     python benchmarks/csp_reproduction.py --quick         # 1 seed, 2 rounds: checks that it works
@@ -138,7 +139,9 @@ def one_run(overrides: list[str], splits: list[str], limit: int | None, workdir:
         out[key] = reading_probe(before_dir, cfg.model.warm_start, facts=facts)
     # the game self-play trains in (every seat the model), and each hop of a search's answer through a helper
     out["collaborative"] = {tag: played_eval(d, cfg, ["test"], limit, "collaborative")["test"] for tag, d in (("before", before_dir), ("after", after_dir))}
-    out["relay_probe"] = {tag: relay_probe(d, cfg.model.warm_start) for tag, d in (("before", before_dir), ("after", after_dir))}
+    for wording in ("trained", "held_out"):  # the test split's wordings, and the ood split's
+        key = "relay_probe" if wording == "trained" else "relay_probe_held_out_wording"
+        out[key] = {tag: relay_probe(d, cfg.model.warm_start, wording=wording) for tag, d in (("before", before_dir), ("after", after_dir))}
     return {**out, "seconds": {"build": build_s, "train": train_s, "eval": time.perf_counter() - tick}, "run_id": result.run_id}
 
 
@@ -164,14 +167,16 @@ COLLABORATIVE = ("f1", "searches", "searches_known", "searches_unknown", "reward
 
 def side_tables(runs: list[dict]) -> dict:
     """The collaborative game's test figures and the relay probe per hop, before and after, over seeds."""
-    out: dict = {"collaborative_test": {}, "relay_probe": {}}
+    probes = [k for k in ("relay_probe", "relay_probe_held_out_wording") if k in runs[0]]
+    out: dict = {"collaborative_test": {}, **{k: {} for k in probes}}
     for tag in ("before", "after"):
         for key in COLLABORATIVE:
             values = [r["collaborative"][tag].get(key) for r in runs]
             if all(v is not None for v in values):
                 out["collaborative_test"][f"{key}_{tag}"] = interval(values)
-        for hop in runs[0]["relay_probe"][tag]:
-            out["relay_probe"][f"{hop}_{tag}"] = interval([r["relay_probe"][tag][hop] for r in runs])
+        for probe in probes:
+            for hop in runs[0][probe][tag]:
+                out[probe][f"{hop}_{tag}"] = interval([r[probe][tag][hop] for r in runs])
     return out
 
 

@@ -414,7 +414,7 @@ def fixed_strategy_rows(inp: ReportInput) -> dict[tuple[str, str], dict[str, flo
             continue  # no split here, or data that does not say what the model knows: no oracle
         known_share = float(np.mean([bool(q.meta["known"]) for q in questions]))
         for name, path in models.items():
-            answers = forced_answers(path, world, questions)
+            answers = forced_answers(path, world, questions, game_kwargs={k: v for k, v in base_game_kwargs(kwargs).items() if k not in ("world", "data_dir")})
             rewards = fixed_strategy_rewards(answers, cfg.search_cost)
             never_f1 = float(np.mean([a.memory_f1 for a in answers]))
             always_f1 = float(np.mean([a.read_f1 for a in answers]))

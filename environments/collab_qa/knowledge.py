@@ -55,7 +55,11 @@ Three training stages, then a baseline:
    left to the warm start and self-play. (A fact learned only closed-book did
    not carry over: made to answer alone with a tool, the warm start was right
    on 9% of the known test questions, all of which it answered right
-   closed-book.)
+   closed-book.) With ``pretrain_replay`` new reading pages are mixed in, so
+   stage 1 keeps what stage 0 taught; with ``relay`` the relay's hops
+   (:func:`~arena.environments.collab_qa.reading.relay_examples`: the
+   question copied to a helper and into its query, the helper's reply copied
+   into the answer), so a search through a helper can pay.
 2. Protocol warm start (the prompting analogue). Imitation of scripted
    teachers playing ``collab_qa-v0`` on the train split, collaborative (every
    seat) and isolated (each corpus): a teacher answers from memory with

@@ -35,13 +35,25 @@ prompts after the search (the asker alone with the tool, the helper holding it),
 (:func:`~arena.environments.collab_qa.world.redrawn_world`): the world's names, whole tokens of its
 tokenizer, where fresh worlds' names are cut into pieces.
 
+The relay (:func:`relay_probe`, :func:`relay_examples`). In the collaborative game a search's answer
+reaches the final answer in hops, each a move the model must make right: the asker writes the question
+to a helper (``ask``), the helper searches it (``query``), reads the page (``reply``), and the asker
+answers what the helper replied (``relay``); alone, the asker searches the question itself (``search``).
+The relay probe scores each hop by exact match, the model forced to make the hop's move in the game's own
+state, on the model's world redrawn, asked in the trained wordings or the held-out one. Relay examples teach the same hops
+on other redraws, the keyword in the prompt (the copy is taught, the choice of move is not); they are
+mixed into stage 1 (``relay`` of :class:`~arena.environments.collab_qa.knowledge.KnowledgeConfig`).
+Without them the warm start copied the question to a helper exactly 38% of the time, the helper's query
+37%, and the asker answered the helper's value 21% (seed 0 of the 3-seed run with reading kept).
+
     score = reading_probe(model_dir, knowledge_config, facts="held_out")   # 0.0 .. 1.0
+    hops = relay_probe(model_dir, knowledge_config)   # {"search": .., "ask": .., "query": .., "reply": .., "relay": ..}
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -99,11 +111,15 @@ def _bank_of(ds: QADataset):
 class _Table:
     """The two games whose prompts are read after a search, on the shape of ``world``, played on any bank."""
 
-    def __init__(self, world: WorldConfig):
+    def __init__(self, world: WorldConfig, game_kwargs: Mapping[str, Any] | None = None):
         from arena.registry import make
 
-        self.alone = {d: make(GAME, helpers=0, asker_tool=d, domain=d, split=None, question_index=0, world=world) for d in cached_world(world).corpora}
-        self.group = make(GAME, split=None, question_index=0, world=world)
+        extra = dict(game_kwargs or {})  # the game's other options (results_per_search, search_cost, ...)
+        corpora = cached_world(world).corpora
+        self.alone = {
+            d: make(GAME, **{**extra, "helpers": 0, "asker_tool": d, "domain": d, "split": None, "question_index": 0, "world": world}) for d in corpora
+        }
+        self.group = make(GAME, **{**extra, "split": None, "question_index": 0, "world": world})
 
     def first_look(self, bank: Any, question: QuestionRecord, domain: str, seed: int) -> str:
         """The asker's observation alone with the tool of ``domain``, before any move."""
@@ -349,12 +365,19 @@ RELAY_HOPS = ("search", "ask", "query", "reply", "relay")
 RELAY_TOKENS = 32
 
 
-def relay_items(cfg: Any, limit: int = 100, seed: int = 0) -> list[ProbeItem]:
-    """Every hop of ``limit`` facts of the model's world redrawn (:func:`relay_reads` from :data:`PROBE_SEED`),
-    asked in the held-out wording: pages no stage shows, values no stage ties to the fact, and questions
-    no stage writes (relay examples copy the world's questions in the trained wordings, the states play
-    shows on the test split, so a probe in those wordings would score states the model was taught)."""
-    return [it for chain in _take(relay_reads(cfg.world, PROBE_SEED, 0, seed, "redrawn"), limit) for it in chain]
+Wording = Literal["trained", "held_out"]
+
+
+def relay_items(cfg: Any, limit: int = 100, seed: int = 0, wording: Wording = "trained") -> list[ProbeItem]:
+    """Every hop of ``limit`` facts of the model's world redrawn (:func:`relay_reads` from :data:`PROBE_SEED`):
+    pages no stage shows, values no stage ties to the fact. Asked in the ``trained`` wordings (the test
+    split's: the states before the copying hops, ``search``, ``ask`` and ``query``, are then ones relay
+    examples teach, as play on the test split shows them), or the ``held_out`` one (the ood split's, which
+    no stage writes)."""
+    if wording not in ("trained", "held_out"):
+        raise ValueError(f"wording must be 'trained' or 'held_out', not {wording!r}")
+    templates = cfg.qa_templates if wording == "trained" else 0
+    return [it for chain in _take(relay_reads(cfg.world, PROBE_SEED, templates, seed, "redrawn"), limit) for it in chain]
 
 
 def score_hops(items: Sequence[ProbeItem], reads: Sequence[str]) -> dict[str, float]:
@@ -375,12 +398,13 @@ def relay_probe(
     limit: int = 100,
     seed: int = 0,
     reader: Callable[[Sequence[ProbeItem]], list[str]] | None = None,
+    wording: Wording = "trained",
 ) -> dict[str, float]:
     """Exact match per hop of the relay (:data:`RELAY_HOPS`), the model forced to make each hop's move in the
-    game's own state before it, on ``limit`` facts of its world redrawn (:func:`relay_items`). Searching
+    game's own state before it, on ``limit`` facts of its world redrawn, asked in ``wording`` (:func:`relay_items`). Searching
     through a helper pays only if every hop holds: the question reaches the helper, the helper searches
     it, reads the page, and the asker answers what the helper replied. ``reader`` as :func:`reading_probe`."""
-    items = relay_items(cfg, limit, seed)
+    items = relay_items(cfg, limit, seed, wording)
     reads = reader(items) if reader is not None else model_reads(model, items, max_new_tokens=RELAY_TOKENS)
     return score_hops(items, reads)
 
@@ -402,13 +426,15 @@ def forced_answers(
     questions: Sequence[QuestionRecord],
     seed: int = 0,
     reader: Callable[[Sequence[ProbeItem]], list[str]] | None = None,
+    game_kwargs: Mapping[str, Any] | None = None,
 ) -> list[ForcedAnswer]:
     """The model's answer to each question from memory and right after the right search (the game's own
     prompts and search, greedy): what never-search, always-search and the oracle between them score.
-    ``reader`` replaces the model, as for :func:`reading_probe`."""
+    ``game_kwargs``: the game's other options (an entry's ``results_per_search``, ...; seating, split and
+    world are set here). ``reader`` replaces the model, as for :func:`reading_probe`."""
     from arena.environments.collab_qa.rules import best_score
 
-    table, bank = _Table(world), _bank_of(cached_world(world))
+    table, bank = _Table(world, game_kwargs), _bank_of(cached_world(world))
     first = [ProbeItem(q, "asker", "ANSWER", table.first_look(bank, q, q.domain, seed)) for q in questions]
     searched = [ProbeItem(q, "asker", "ANSWER", table.after_search(bank, q, q.domain, seed)[0][2]) for q in questions]
     reads = reader(first + searched) if reader is not None else model_reads(model, first + searched)

@@ -26,6 +26,7 @@ from arena.environments.collab_qa.reading import (
     relay_examples,
     relay_items,
     relay_probe,
+    result_lines,
     score_reads,
 )
 from arena.environments.collab_qa.world import ATTRIBUTES, cached_world, extract_answer
@@ -120,6 +121,23 @@ def fake_knower_and_reader(items: list[ProbeItem]) -> list[str]:
         read = next((v for v in found if v), None)
         out.append(" " + (read or (q.answers[0] if q.meta.get("known") else "I don't know")))
     return out
+
+
+def test_forced_answers_search_as_the_entry_does():
+    seen: list[ProbeItem] = []
+
+    def fake_recorder(items):
+        """A FAKE model: records what it is shown, answers nothing."""
+        seen.extend(items)
+        return [" I don't know"] * len(items)
+
+    questions = cached_world(CFG.world).split("test")[:6]
+    forced_answers(None, CFG.world, questions, reader=fake_recorder, game_kwargs={"results_per_search": 1})
+    searched = seen[len(questions) :]
+    assert [len(result_lines(it.observation)) for it in searched] == [1] * len(questions)
+    seen.clear()
+    forced_answers(None, CFG.world, questions, reader=fake_recorder)
+    assert all(len(result_lines(it.observation)) == 3 for it in seen[len(questions) :])  # the game's default
 
 
 def test_fixed_strategies_score_the_models_own_memory_and_reading():
@@ -267,8 +285,9 @@ def test_relay_examples_teach_the_copy_not_the_move(tiny_model_dir):
         assert text.endswith("<|end|>") and not keywords.match(text.strip())  # the keyword is the prompt's, never the target's
     # never the probe's states: the probe asks in the held-out wording, which no example writes
     trained = {t.format(name="") for a in ATTRIBUTES.values() for t in a.questions[: CFG.qa_templates]}
-    probe = relay_items(CFG, limit=40)
+    probe = relay_items(CFG, limit=40, wording="held_out")
     assert all(it.question.question.replace(it.question.meta["entity"], "") not in trained for it in probe)
+    assert all(it.question.question.replace(it.question.meta["entity"], "") in trained for it in relay_items(CFG, limit=40))
     states = {tuple(p) for p, _ in relay_examples(CFG, tok, agent.prompt_ids, 400)}
     heads = [tuple(agent.prompt_ids(_view(it)) + tok.encode(f"{it.keyword}:", add_special_tokens=False)) for it in probe]
     assert not states & set(heads)
