@@ -137,7 +137,8 @@ def test_forced_answers_search_as_the_entry_does():
     assert [len(result_lines(it.observation)) for it in searched] == [1] * len(questions)
     seen.clear()
     forced_answers(None, CFG.world, questions, reader=fake_recorder)
-    assert all(len(result_lines(it.observation)) == 3 for it in seen[len(questions) :])  # the game's default
+    default = [len(result_lines(it.observation)) for it in seen[len(questions) :]]
+    assert max(default) == 3 and min(default) >= 1  # the game's default: up to 3 (BM25 returns only documents that match)
 
 
 def test_fixed_strategies_score_the_models_own_memory_and_reading():
