@@ -27,11 +27,13 @@ wordings, and ``relay_probe_held_out_wording`` in the ood split's.
     python benchmarks/csp_reproduction.py                 # 3 seeds, the quick start's settings
     python benchmarks/csp_reproduction.py --quick         # 1 seed, 2 rounds: checks that it works
     python benchmarks/csp_reproduction.py --seeds 5 trainer.rounds=8 trainer.recipe=rest
+    python benchmarks/csp_reproduction.py --keep csp-runs ...  # keep every run's episodes and checkpoints
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import math
@@ -48,6 +50,9 @@ METRICS = {
     "searches_per_question": "searches",
     "f1": "f1",
     "selective_auc": "selective_auc",
+    # the same area with the probability the model gave its own move as the confidence: a model that never
+    # hedges or abstains has a selective AUC by stated confidence equal to its F1; this one still ranks
+    "selective_auc_p": "selective_auc_p",
     # the same searches on questions whose fact the model was pre-trained on / not: learning *what you
     # know* means searching less on the first without giving up the second
     "searches_known": "searches_known",
@@ -195,6 +200,7 @@ def checks(table: dict) -> dict:
             # paired over seeds: the mean change of F1 from before to after is not negative
             "f1_not_lower": bool(row["f1_change"]["mean"] >= 0),
             "selective_auc_improved": bool(row["selective_auc_after"]["mean"] > row["selective_auc_before"]["mean"]),
+            "selective_auc_p_improved": bool(row["selective_auc_p_after"]["mean"] > row["selective_auc_p_before"]["mean"]),
             "n_questions_at_least_200": bool(min(row["n_questions_after"]["values"]) >= 200),
             # the issue's targets: searches where unknown exceed those where known by 0.5 (test) / 0.3 (ood)
             "selective_searching": bool(row["selectivity_after"]["mean"] >= (0.5 if split == "in_distribution" else 0.3)),
@@ -211,6 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true", help="1 seed, 2 training rounds, the first 16 questions of each split")
     ap.add_argument("--limit", type=int, default=None, help="only the first N questions of each split")
     ap.add_argument("--no-deanonymised", action="store_true", help="skip the de-anonymised variant")
+    ap.add_argument("--keep", metavar="DIR", default=None, help="keep the runs (episodes, checkpoints, MLflow store) in DIR instead of a temporary directory")
     ap.add_argument("overrides", nargs="*", help="key=value overrides of the quick-start config")
     args = ap.parse_args(argv)
     seeds = 1 if args.quick else args.seeds
@@ -233,7 +240,9 @@ def main(argv: list[str] | None = None) -> dict:
                 g["kwargs"]["reveal_helpers"] = True
         variants["deanonymised"] = [f"games={json.dumps(games)}"]
     runs: dict[str, list[dict]] = {v: [] for v in variants}
-    with tempfile.TemporaryDirectory(prefix="csp-") as tmp:
+    if args.keep:
+        Path(args.keep).mkdir(parents=True, exist_ok=True)
+    with contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory(prefix="csp-") as tmp:
         os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{Path(tmp) / 'mlflow.db'}")
         for seed in range(seeds):
             seeded = [f"seed={seed}", f"model.warm_start.seed={seed}", *overrides]
@@ -260,6 +269,11 @@ def main(argv: list[str] | None = None) -> dict:
     if "deanonymised" in runs:
         deanon = aggregate(runs["deanonymised"], splits)
         report["deanonymised"] = {**deanon, "checks": checks(deanon)}
+        # the paper's ablation: with the helpers' tools shown, the trained model calibrates worse (isolated, test)
+        report["deanonymised_calibrates_worse"] = {
+            key: bool(deanon["in_distribution"][f"{key}_after"]["mean"] < table["in_distribution"][f"{key}_after"]["mean"])
+            for key in ("selective_auc", "selective_auc_p")
+        }
     print(json.dumps(report))
     return report
 

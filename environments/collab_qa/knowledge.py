@@ -218,6 +218,11 @@ class KnowledgeConfig(pydantic.BaseModel):
     #: (at 16 per corpus the warm start alone with a tool read the wrong attribute off a search result
     #: often enough that its F1 fell below answering closed-book; 48 took it from ~0.4 to ~0.6)
     isolated_episodes: int = pydantic.Field(48, ge=0)
+    #: collaborative demonstrations per corpus with the asker holding that corpus's search tool and asked
+    #: its questions (``asker_tool`` and ``domain`` of the game), beside the two helpers: the asker's
+    #: prompt is then the isolated one's, with helpers. For runs whose training entries seat such an asker
+    #: (the collaborative protocol with the deployed decision, to search or to answer, in the trained seat)
+    asker_tool_episodes: int = pydantic.Field(0, ge=0)
     #: stage-0 and stage-1 examples mixed into later stages, each as a share of their demonstrations
     #: (at 0.3 the warm start forgot a third of the facts)
     replay: float = pydantic.Field(1.0, ge=0.0)
@@ -552,7 +557,8 @@ def knowledge_examples(cfg: KnowledgeConfig, tokenizer: Any, render: Callable[[A
 
 def teacher_demonstrations(cfg: KnowledgeConfig, teacher, seed: int) -> list:
     """The teacher in every seat: ``collaborative_episodes`` collaborative games, ``isolated_episodes``
-    isolated games per corpus, all on the train split of ``cfg.world``."""
+    isolated games per corpus and ``asker_tool_episodes`` collaborative games per corpus with the asker
+    holding its tool, all on the train split of ``cfg.world``."""
     from arena.records import Matchup
     from arena.rollout import play_many
 
@@ -561,6 +567,9 @@ def teacher_demonstrations(cfg: KnowledgeConfig, teacher, seed: int) -> list:
     for corpus in sorted(cached_world(cfg.world).corpora):
         kwargs = {"split": "train", "world": world, "helpers": 0, "asker_tool": corpus, "domain": corpus}
         settings.append((kwargs, ("asker",), cfg.isolated_episodes))
+    for corpus in sorted(cached_world(cfg.world).corpora) if cfg.asker_tool_episodes else ():
+        kwargs = {"split": "train", "world": world, "asker_tool": corpus, "domain": corpus}
+        settings.append((kwargs, ("asker", "helper_0", "helper_1"), cfg.asker_tool_episodes))
     matchups = [
         Matchup(game=GAME, seed=derive_seed(seed, s, k), seats={p: teacher.policy_id for p in players}, game_kwargs=kwargs)
         for s, (kwargs, players, n) in enumerate(settings)
@@ -805,6 +814,17 @@ def build_action_supervised(knowledge_path: str | Path, out_dir: str | Path, cfg
     return _save(model, tokenizer, Path(out_dir), cfg, meta)
 
 
+#: fields added after models were built and cached: at their default they are left out of the cache key
+#: (:func:`config_key`), so the builds made before them stay valid
+_KEY_IF_SET = frozenset({"asker_tool_episodes"})
+
+
+def config_key(cfg: KnowledgeConfig) -> str:
+    """``cfg`` as its cache key's part: the JSON of every field, less the later ones at their default."""
+    unset = {f for f in _KEY_IF_SET if getattr(cfg, f) == KnowledgeConfig.model_fields[f].default}
+    return cfg.model_dump_json(exclude=unset)
+
+
 def cache_key(*parts: str) -> str:
     """The 12-hex-digit name of a cached model built from ``parts`` (its base's name and its config)."""
     return hashlib.sha256(":".join(parts).encode()).hexdigest()[:12]
@@ -816,7 +836,7 @@ def cached_knowledge_model(tiny: Any, cfg: KnowledgeConfig, cache_dir: str | Pat
     from arena.tiny import build_once
 
     base = qa_base_model(tiny, cfg.world, cache_dir)
-    final = Path(cache_dir) / "models" / f"qa-{cache_key(base.name, cfg.model_dump_json())}"
+    final = Path(cache_dir) / "models" / f"qa-{cache_key(base.name, config_key(cfg))}"
     return build_once(final, lambda tmp: build_knowledge_model(base, tmp, cfg, cache_dir), marker=META_FILE)
 
 
@@ -825,7 +845,7 @@ def cached_action_supervised(knowledge_path: str | Path, cfg: KnowledgeConfig, c
     from arena.tiny import build_once
 
     name = Path(str(knowledge_path).rstrip("/")).name
-    final = Path(cache_dir) / "models" / f"qa-action-{cache_key(name, cfg.model_dump_json())}"
+    final = Path(cache_dir) / "models" / f"qa-action-{cache_key(name, config_key(cfg))}"
     return build_once(final, lambda tmp: build_action_supervised(knowledge_path, tmp, cfg), marker=META_FILE)
 
 

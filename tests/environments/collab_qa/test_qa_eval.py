@@ -350,7 +350,13 @@ def test_csp_benchmark_keeps_each_splits_summary_beside_the_fixed_strategies(tmp
     assert row["n_questions_after"]["values"] == [3.0, 3.0]
     assert row["selectivity_after"]["values"][1] == pytest.approx(row["selectivity_after"]["values"][0] + 0.5)
     assert row["reward_oracle"]["values"] == [out["test"]["reward_oracle"]] * 2
-    assert set(csp.checks(table)["ood"]) >= {"selective_searching", "reward_beats_never_and_always_search", "n_questions_at_least_200"}
+    assert set(csp.checks(table)["ood"]) >= {
+        "selective_searching",
+        "reward_beats_never_and_always_search",
+        "n_questions_at_least_200",
+        "selective_auc_p_improved",
+    }
+    assert row["selective_auc_p_after"]["values"] == [out["test"]["selective_auc_p"]] * 2
 
 
 def test_report_sets_the_played_reward_beside_the_models_fixed_strategies(qa_model_dir, qa_knowledge, mlflow_store):

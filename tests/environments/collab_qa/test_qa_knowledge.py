@@ -195,6 +195,33 @@ def test_from_memory_teacher_answers_from_memory_or_searches_as_told():
     assert any(ep.metrics["searches"] >= 1 for ep in helpers_remember)
 
 
+def test_asker_tool_demonstrations_seat_an_asker_with_the_tool_of_its_questions_corpus():
+    from arena.environments.collab_qa.knowledge import teacher_demonstrations
+
+    cfg = KnowledgeConfig(collaborative_episodes=0, isolated_episodes=0, asker_tool_episodes=6)
+    questions = {q.question: q for q in cached_world(cfg.world).split("train")}
+    # a teacher that never answers from memory: every asker with a tool searches its question first
+    episodes = teacher_demonstrations(cfg, FromMemory({}, default_recall=0.0), seed=0)
+    assert len(episodes) == 6 * len(cached_world(cfg.world).corpora)
+    for ep in episodes:
+        kw = ep.matchup.game_kwargs
+        assert set(ep.matchup.seats) == {"asker", "helper_0", "helper_1"} and kw["asker_tool"] == kw["domain"]
+        first = ep.turns[0]
+        assert first.player == "asker" and f"Your search tool: the {kw['asker_tool']} corpus" in first.observation
+        assert questions[first.action.split(":", 1)[1].strip()].domain == kw["domain"]  # SEARCH: <its question>
+    assert {ep.matchup.game_kwargs["asker_tool"] for ep in episodes} == set(cached_world(cfg.world).corpora)
+    assert not teacher_demonstrations(cfg.model_copy(update={"asker_tool_episodes": 0}), FromMemory({}), seed=0)
+
+
+def test_a_field_added_later_changes_the_cache_key_only_when_set():
+    from arena.environments.collab_qa.knowledge import config_key
+
+    cfg = KnowledgeConfig()
+    assert "asker_tool_episodes" not in config_key(cfg)  # builds cached before the field keep their key
+    assert config_key(cfg) == cfg.model_dump_json(exclude={"asker_tool_episodes"})
+    assert config_key(cfg.model_copy(update={"asker_tool_episodes": 4})) != config_key(cfg)
+
+
 # ----- what the built model knows -----------------------------------------------------------------------
 def test_closed_book_knows_the_known_facts_and_not_the_others(qa_model_dir, qa_knowledge):
     cfg = qa_knowledge
