@@ -102,6 +102,44 @@ def test_prompt_targets_are_the_next_prompt_tokens_only():
     assert prompt_targets(ids, mask, labels).tolist() == [[4, 5, -100, -100], [-100, -100, -100, -100]]
 
 
+def test_length_chunks_split_a_batch_only_where_padding_costs_more_than_a_pass():
+    from arena.trainers.imitation import length_chunks
+
+    # two lengths far apart: two chunks, shortest first; the split saves 6 x (400 - 60) positions
+    chunks = length_chunks([400, 60, 410, 55, 58, 405, 61, 62], overhead=256)
+    assert chunks == [[3, 4, 1, 6, 7], [0, 5, 2]]
+    assert length_chunks([100, 101, 99, 102], overhead=256) == [[2, 0, 1, 3]]  # alike: one pass
+    assert sorted(i for c in length_chunks(list(range(1, 40)), overhead=8) for i in c) == list(range(39))
+
+
+@pytest.mark.parametrize("prompt_loss", [0.0, 0.5])
+def test_a_step_in_length_chunks_has_the_gradient_of_the_batch_padded_as_one(prompt_loss):
+    """batch_step's gradients and loss against the batch padded to its longest row and scored at once (the
+    mean over all its target tokens, plus prompt_loss times the mean over its prompt tokens)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from arena.trainers.imitation import batch_step, length_chunks, target_loss
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4))
+    gen = torch.Generator().manual_seed(1)
+    lengths = [(3, 2), (290, 4), (5, 1), (288, 3), (4, 6), (700, 2)]  # (prompt, target): short and long rows, one cut to max_len
+    rows = [(torch.randint(1, 40, (p,), generator=gen).tolist(), torch.randint(1, 40, (t,), generator=gen).tolist()) for p, t in lengths]
+    cfg = ImitationConfig(max_len=300, prompt_loss=prompt_loss)
+    assert len(length_chunks([min(len(p), 300) + len(t) for p, t in rows])) > 1  # the chunked path is the one tested
+    model.zero_grad()
+    scored = batch_step(model, rows, cfg, pad_id=0, device="cpu")
+    chunked = {k: v.grad.clone() for k, v in model.named_parameters()}
+    model.zero_grad()
+    ids, mask, labels = collate(rows, 300, 0)
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]
+    whole = target_loss(logits, labels[:, 1:])
+    (whole + prompt_loss * target_loss(logits, prompt_targets(ids, mask, labels))).backward()
+    assert float(scored) == pytest.approx(float(whole), rel=1e-5)
+    for k, v in model.named_parameters():
+        torch.testing.assert_close(chunked[k], v.grad, rtol=1e-4, atol=1e-6)
+
+
 # ----- training -----------------------------------------------------------------------------------
 
 
