@@ -443,6 +443,27 @@ def forced_answers(
     return [ForcedAnswer(q.id, bool(q.meta.get("known")), f1[i], f1[n + i]) for i, q in enumerate(questions)]
 
 
+def search_probabilities(model: str | Path | tuple[Any, Any], world: WorldConfig, questions: Sequence[QuestionRecord], seed: int = 0) -> list[float]:
+    """The probability ``model`` gives ``SEARCH`` as its first move alone with the tool of each question's
+    corpus (the game's own first prompt). Greedy play shows only which move wins; this shows whether the
+    choice leans on what the model knows: a model that searches everywhere may still search more readily
+    where it does not know, and one that searches nowhere less readily where it does."""
+    import math
+
+    from arena.agents.base import PlayerView
+    from arena.agents.llm import LLMAgent
+    from arena.engines.hf import HFEngine
+
+    engine = HFEngine(model) if isinstance(model, (str, Path)) else HFEngine.from_model(*model)
+    agent, keyword = LLMAgent(engine), engine.tokenizer.encode("SEARCH", add_special_tokens=False)
+    table, bank = _Table(world), _bank_of(cached_world(world))
+    out = []
+    for q in questions:
+        prompt = list(agent.prompt_ids(PlayerView(game=GAME, player="asker", observation=table.first_look(bank, q, q.domain, seed))))
+        out.append(math.exp(sum(engine.score(prompt, keyword))))
+    return out
+
+
 def fixed_strategy_rewards(answers: Sequence[ForcedAnswer], search_cost: float) -> dict[str, float]:
     """Mean reward (F1 minus ``search_cost`` per search) of the model's three fixed strategies: never
     search (answer from memory), always search once, and the oracle that searches exactly where the data

@@ -285,6 +285,16 @@ def test_action_supervised_model_searches_where_it_does_not_know(action_supervis
     # on another (AMD EPYC, AVX2): the same seeded build, different float rounding, a different model
     assert np.mean(not_knows) > np.mean(knows) + 0.25
     assert summarize(results)["f1"] > 0.6
+    # the probability of SEARCH as the first move leans the same way, and greedy play follows it
+    from arena.environments.collab_qa.reading import search_probabilities
+    from arena.environments.collab_qa.world import cached_world
+
+    questions = {q.id: q for q in cached_world(qa_knowledge.world).split("train")}
+    p = dict(zip(questions, search_probabilities(action_supervised_dir, qa_knowledge.world, list(questions.values()))))
+    assert all(0.0 <= x <= 1.0 for x in p.values())
+    assert np.mean([p[q] for q in questions if own[q].correct == 0]) > np.mean([p[q] for q in questions if own[q].correct == 1]) + 0.25
+    agree = [(p[r.question_id] > 0.5) == (r.searches > 0) for r in results]
+    assert np.mean(agree) >= 0.9, f"greedy searched against the first move's probability on {agree.count(False)} of {len(agree)} questions"
 
 
 def test_arena_eval_prints_the_table_and_logs_metrics_and_plots(tmp_path, qa_model_dir, qa_knowledge, action_supervised_dir, mlflow_store):
