@@ -202,7 +202,8 @@ def shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> Ite
     Batches mix games and dialogue stages. Grouping rows of similar length
     would pad less (a one-letter matrix turn pads to the longest negotiation
     prompt), but in single runs on the tiny model it left about twice as many
-    illegal negotiation moves for the same number of steps.
+    illegal negotiation moves for the same number of steps. So batches stay
+    mixed, and :func:`batch_step` saves the padding inside each one instead.
     """
     while True:
         order = torch.randperm(n, generator=generator).tolist()
