@@ -28,6 +28,7 @@ wordings, and ``relay_probe_held_out_wording`` in the ood split's.
     python benchmarks/csp_reproduction.py --quick         # 1 seed, 2 rounds: checks that it works
     python benchmarks/csp_reproduction.py --seeds 5 trainer.rounds=8 trainer.recipe=rest
     python benchmarks/csp_reproduction.py --keep csp-runs ...  # keep every run's episodes and checkpoints
+    python benchmarks/csp_reproduction.py --config configs/collab_qa_asker_tool.yaml --no-deanonymised
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def fixed_strategies(model_dir: str, cfg, splits: list[str], limit: int | None) 
     return {split: fixed_strategy_rewards(forced_answers(model_dir, world, ds.split(split)[:limit], cfg.seed), cost) for split in splits}
 
 
-def one_run(overrides: list[str], splits: list[str], limit: int | None, workdir: Path) -> dict:
+def one_run(overrides: list[str], splits: list[str], limit: int | None, workdir: Path, config: str | None = None) -> dict:
     """Train one variant (overrides on the quick start), evaluate before and after; the per-split summaries."""
     from rich.console import Console
 
@@ -128,7 +129,7 @@ def one_run(overrides: list[str], splits: list[str], limit: int | None, workdir:
     from arena.experiment import run
     from arena.models import run_model_path
 
-    cfg = load_config(None, [*overrides, f"runs_dir={workdir / 'runs'}", "tracking.traces_per_round=0"])
+    cfg = load_config(config, [*overrides, f"runs_dir={workdir / 'runs'}", "tracking.traces_per_round=0"])
     tick = time.perf_counter()
     before_dir = run_model_path(cfg)  # the model the run starts from: the knowledge model (its warm start)
     build_s = time.perf_counter() - tick
@@ -218,7 +219,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--limit", type=int, default=None, help="only the first N questions of each split")
     ap.add_argument("--no-deanonymised", action="store_true", help="skip the de-anonymised variant")
     ap.add_argument("--keep", metavar="DIR", default=None, help="keep the runs (episodes, checkpoints, MLflow store) in DIR instead of a temporary directory")
-    ap.add_argument("overrides", nargs="*", help="key=value overrides of the quick-start config")
+    ap.add_argument("--config", default=None, help="a run config to reproduce instead of the quick start's (its collab_qa entries)")
+    ap.add_argument("overrides", nargs="*", help="key=value overrides of the config")
     args = ap.parse_args(argv)
     seeds = 1 if args.quick else args.seeds
     overrides = list(args.overrides)
@@ -230,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     from arena.config import load_config
 
-    base = load_config(None, overrides)
+    base = load_config(args.config, overrides)
     variants = {"anonymous": []}
     if not args.no_deanonymised:
         # the collaborative entries with each helper's corpus shown to the asker
@@ -248,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
             seeded = [f"seed={seed}", f"model.warm_start.seed={seed}", *overrides]
             for v, extra in variants.items():
                 print(f"seed {seed}, {v}: training and evaluating", file=sys.stderr, flush=True)
-                runs[v].append(one_run([*seeded, *extra], splits, limit, Path(tmp) / f"{v}-{seed}"))
+                runs[v].append(one_run([*seeded, *extra], splits, limit, Path(tmp) / f"{v}-{seed}", args.config))
                 # each run's own figures as soon as it ends: a later failure loses nothing
                 print(f"run {json.dumps({'variant': v, 'seed': seed, **runs[v][-1]})}", file=sys.stderr, flush=True)
     table = aggregate(runs["anonymous"], splits)
@@ -256,6 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "csp_reproduction",
         "setting": "isolated (one agent, the search tool of the question's corpus), greedy",
         "seeds": seeds,
+        "config": args.config or "the quick start",
         "overrides": overrides,
         "limit": limit,
         **{key: interval([r[key] for r in runs["anonymous"]]) for key in PROBES},
