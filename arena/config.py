@@ -229,6 +229,13 @@ class TrainerConfig(Section):
     max_staleness: int = Field(0, ge=0)
     #: the largest truncated importance weight (reinforce on off-policy samples)
     tis_cap: float = Field(2.0, gt=0)
+    #: weight of a supervised term added to every update (pg and rest): the mean cross-entropy on
+    #: ``replay_batch`` examples drawn from what the run's warm start taught (its recipe's replay
+    #: examples: collab_qa's knowledge model replays its facts and its reading). A pretraining mix
+    #: (InstructGPT's PPO-ptx): self-play moves the choices while the facts stay. 0 = off
+    replay_coef: float = Field(0.0, ge=0)
+    #: warm-start examples drawn for each update's replay term
+    replay_batch: int = Field(16, ge=1)
 
     @property
     def training(self) -> bool:
@@ -461,6 +468,23 @@ class RunConfig(Section):
                     f"trainer.max_staleness={self.trainer.max_staleness} (asynchronous rollouts) needs a recipe that learns from the "
                     f"episodes it plays ({', '.join(n for n, r in RECIPES.items() if r.runs_async)}), not {self.trainer.recipe}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _replay_has_examples(self) -> RunConfig:
+        if not self.trainer.training or self.trainer.replay_coef <= 0:
+            return self
+        from arena.warm_start import warm_start
+
+        if self.cluster.mode == "ray":
+            raise ValueError("trainer.replay_coef runs with cluster.mode=local (Ray Train learners do not replay yet)")
+        if self.trainer.recipe not in ("pg", "rest"):
+            raise ValueError(f"trainer.replay_coef mixes into pg and rest updates; trainer.recipe={self.trainer.recipe} has none")
+        ws = self.model.warm_start
+        if ws is None or self.model.path is not None:
+            raise ValueError("trainer.replay_coef replays what the warm start taught: it needs model.warm_start (and no model.path)")
+        if warm_start(ws.recipe).replay is None:
+            raise ValueError(f"trainer.replay_coef: warm-start recipe {ws.recipe!r} has no examples to replay")
         return self
 
     @model_validator(mode="after")

@@ -10,7 +10,7 @@ its engine; the experiment driver (:mod:`arena.experiment`) is the same for both
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,14 +90,14 @@ class LocalRuntime:
 
         return HFEngine(model_path, device=self.model.device, dtype=self.model.dtype, max_batch_size=self.engine_cfg.max_batch_size)
 
-    def learner(self, learner_class: type, model: Any, *, pad_id: int, max_len: int, name: str = "learner") -> Any:
-        return learner_class(model, self.trainer, pad_id=pad_id, max_len=max_len)
+    def learner(self, learner_class: type, model: Any, *, pad_id: int, max_len: int, name: str = "learner", replay: Sequence[Any] = ()) -> Any:
+        return learner_class(model, self.trainer, pad_id=pad_id, max_len=max_len, **({"replay": replay} if replay else {}))
 
-    def adapter_learners(self, model: Any, names: list[str], *, pad_id: int, max_len: int) -> dict[str, Any]:
+    def adapter_learners(self, model: Any, names: list[str], *, pad_id: int, max_len: int, replay: Sequence[Any] = ()) -> dict[str, Any]:
         """LoRA policies: a learner per adapter of the peft ``model``, all sharing its one base."""
         from arena.trainers.lora import AdapterLearner
 
-        return {name: AdapterLearner(model, name, self.trainer, pad_id=pad_id, max_len=max_len) for name in names}
+        return {name: AdapterLearner(model, name, self.trainer, pad_id=pad_id, max_len=max_len, replay=replay) for name in names}
 
     def play(
         self,
@@ -178,16 +178,34 @@ def load_model_policies(cfg: RunConfig, console: Console, runtime: Any = None) -
     learners = {}
     if cfg.trainer.training:
         learner_class = RECIPES[cfg.trainer.recipe].learner
+        replay = _replay(cfg, path, console)
         for pid in ids:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(cfg.model.dtype)).to(cfg.model.device)
             learners[pid] = runtime.learner(
-                learner_class, model, pad_id=tokenizer.pad_token_id, max_len=cfg.agent.max_prompt_tokens + cfg.sampling.max_new_tokens, name=pid
+                learner_class,
+                model,
+                pad_id=tokenizer.pad_token_id,
+                max_len=cfg.agent.max_prompt_tokens + cfg.sampling.max_new_tokens,
+                name=pid,
+                **({"replay": replay} if replay else {}),
             )
     policies = ModelPolicies(agents=agents, learners=learners, tokenizer=tokenizer, make_agent=agent)
     if any(pid == SNAPSHOT for g in cfg.games for seats in g.matchups for pid in seats.values()):
         policies.snapshot = agent("main@0")
         policies.pool[0] = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(cfg.model.dtype)).state_dict()
     return policies
+
+
+def _replay(cfg: RunConfig, path: str, console: Console | None) -> list:
+    """The warm start's examples for ``trainer.replay_coef`` (none when it is 0)."""
+    if cfg.trainer.replay_coef <= 0:
+        return []
+    from arena.warm_start import replay_examples
+
+    examples = replay_examples(cfg.model.warm_start, path)
+    if console is not None:
+        console.print(f"replay: {len(examples)} examples of the warm start, {cfg.trainer.replay_batch} per update at weight {cfg.trainer.replay_coef}")
+    return examples
 
 
 def _lora_policies(cfg: RunConfig, ids: list[str], path: str, tokenizer: Any, sampling: SamplingParams, runtime: Any) -> ModelPolicies:
@@ -220,7 +238,8 @@ def _lora_policies(cfg: RunConfig, ids: list[str], path: str, tokenizer: Any, sa
         base = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(cfg.model.dtype)).to(cfg.model.device)
         shared = add_adapters(base, cfg.model.lora, ids, seed=cfg.seed)
         max_len = cfg.agent.max_prompt_tokens + cfg.sampling.max_new_tokens
-        learners = runtime.adapter_learners(shared, ids, pad_id=tokenizer.pad_token_id, max_len=max_len)
+        replay = _replay(cfg, path, None)
+        learners = runtime.adapter_learners(shared, ids, pad_id=tokenizer.pad_token_id, max_len=max_len, **({"replay": replay} if replay else {}))
     policies = ModelPolicies(agents=agents, learners=learners, tokenizer=tokenizer, make_agent=agent)
     if any(pid == SNAPSHOT for g in cfg.games for seats in g.matchups for pid in seats.values()):
         # one adapter slot into which choose_snapshot loads the drawn version; version 0 is main's start

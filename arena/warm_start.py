@@ -39,26 +39,38 @@ class WarmStart:
     #: whether the builder trains the tiny model from scratch with its own tokenizer (true) or
     #: fine-tunes the run's tiny model built on the run's games' text (false)
     own_base: bool = False
+    #: what the recipe taught, as (prompt ids, target ids) examples, given the built model's directory and
+    #: the recipe's config: ``trainer.replay_coef`` mixes them into every reinforcement-learning update
+    #: (a pretraining mix), so that what the warm start taught is kept while self-play moves the choices
+    replay: Callable[[Path, pydantic.BaseModel], list[tuple[list[int], list[int]]]] | None = None
 
 
 WARM_STARTS: dict[str, WarmStart] = {}
 
 
-def register_warm_start(name: str, config: type[pydantic.BaseModel], build: Callable[[WarmStartRequest], Path], *, own_base: bool = False) -> None:
-    """Register a warm-start recipe. ``config`` must accept a ``recipe`` key equal to ``name``."""
-    WARM_STARTS[name] = WarmStart(name, config, build, own_base)
+def register_warm_start(
+    name: str,
+    config: type[pydantic.BaseModel],
+    build: Callable[[WarmStartRequest], Path],
+    *,
+    own_base: bool = False,
+    replay: Callable[[Path, pydantic.BaseModel], list[tuple[list[int], list[int]]]] | None = None,
+) -> None:
+    """Register a warm-start recipe. ``config`` must accept a ``recipe`` key equal to ``name``; ``replay``
+    (optional) returns the examples it taught, for ``trainer.replay_coef``."""
+    WARM_STARTS[name] = WarmStart(name, config, build, own_base, replay)
 
 
 def _builtin() -> None:
     """Register the default warm start, imitation of the run's games' bots (on first use: it imports torch)."""
     if "imitation" in WARM_STARTS:
         return
-    from arena.trainers.imitation import ImitationConfig, cached_warm_start
+    from arena.trainers.imitation import ImitationConfig, cached_warm_start, imitation_replay
 
     def build(request: WarmStartRequest) -> Path:
         return cached_warm_start(request.tiny, request.config, request.cache_dir, request.games)
 
-    register_warm_start("imitation", ImitationConfig, build)
+    register_warm_start("imitation", ImitationConfig, build, replay=imitation_replay)
 
 
 def warm_start_config(value: Any) -> pydantic.BaseModel | None:
@@ -83,6 +95,14 @@ def warm_start(name: str) -> WarmStart:
     """A registered warm-start recipe by name (the built-in one included)."""
     _builtin()
     return WARM_STARTS[name]
+
+
+def replay_examples(config: pydantic.BaseModel, model_dir: str | Path) -> list[tuple[list[int], list[int]]]:
+    """The examples the warm start ``config`` taught the model in ``model_dir`` (``WarmStart.replay``)."""
+    recipe = warm_start(config.recipe)
+    if recipe.replay is None:
+        raise ValueError(f"warm-start recipe {recipe.name!r} has no examples to replay")
+    return recipe.replay(Path(model_dir), config)
 
 
 def build_warm_start(request: WarmStartRequest) -> Path:

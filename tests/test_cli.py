@@ -65,12 +65,14 @@ def test_run_selfplay_trains_logs_episodes_and_episodes_command_reads_them(tmp_p
         "tracking.trace_illegal=false",
         "trainer.rounds=1",
         "trainer.groups_per_matchup=1",
+        "trainer.replay_coef=0.1",  # and the warm start's demonstrations replayed in the update
         cwd=tmp_path,
         env=home,
         timeout=900,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Before / after training" in out.stdout
+    assert re.search(r"replay: \d+ examples of the warm start, 16 per update at weight 0\.1", out.stdout)
     run_id = re.search(r"MLflow run (\w+)", out.stdout).group(1)
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -85,6 +87,7 @@ def test_run_selfplay_trains_logs_episodes_and_episodes_command_reads_them(tmp_p
         "learn/main/kl",
         "learn/main/entropy",
         "learn/main/grad_norm",
+        "learn/main/replay_loss",
         "train/rollout_tokens_per_s",
         "learn/main/train_tokens_per_s",
         "time/rollout_s",

@@ -111,6 +111,10 @@ def test_a_game_listed_twice_needs_names():
         (["model.warm_start={recipe: imitation, stepz: 3}"], "stepz"),
         (["imports=[no_such_module_here]"], "imports': cannot import 'no_such_module_here'"),
         (["trainer.recipe=magic"], "unknown name 'magic'"),
+        (["trainer.replay_coef=0.5", "model.warm_start=null"], "trainer.replay_coef replays what the warm start taught: it needs model.warm_start"),
+        (["trainer.replay_coef=0.5", "trainer.recipe=dpo"], "trainer.replay_coef mixes into pg and rest updates; trainer.recipe=dpo"),
+        (["trainer.replay_coef=0.5", "cluster.mode=ray"], "trainer.replay_coef runs with cluster.mode=local"),
+        (["trainer.replay_coef=-1"], "trainer.replay_coef"),
     ],
 )
 def test_bad_model_warm_start_imports_and_recipe_fail_before_any_work(overrides, expected):

@@ -244,26 +244,29 @@ def length_chunks(lengths: Sequence[int], overhead: int | None = None) -> list[l
     return chunks[::-1]
 
 
-def batch_step(model: Any, rows: Sequence[tuple[list[int], list[int]]], cfg: ImitationConfig, pad_id: int, device: Any) -> torch.Tensor:
-    """Back-propagate the batch's loss (the mean cross-entropy over its target tokens, plus ``prompt_loss``
-    times the mean over its prompt tokens) through ``model``, chunk by chunk (:func:`length_chunks`);
-    returns the target loss, detached. The gradients are those of the batch padded as one, up to rounding."""
-    rows = [(p[-cfg.max_len :], t) for p, t in rows]
+def batch_step(
+    model: Any, rows: Sequence[tuple[list[int], list[int]]], max_len: int, pad_id: int, device: Any, *, prompt_loss: float = 0.0, scale: float = 1.0
+) -> torch.Tensor:
+    """Back-propagate ``scale`` times the batch's loss (the mean cross-entropy over its target tokens, plus
+    ``prompt_loss`` times the mean over its prompt tokens, prompts cut to their last ``max_len`` tokens)
+    through ``model``, chunk by chunk (:func:`length_chunks`); returns the target loss, detached. The
+    gradients add to those already there, and are those of the batch padded as one, up to rounding."""
+    rows = [(p[-max_len:], t) for p, t in rows]
     n_target = sum(len(t) for _, t in rows)
     n_prompt = sum(max(len(p) - 1, 0) for p, _ in rows)
     scored_sum = torch.zeros((), device=device)
     for chunk in length_chunks([len(p) + len(t) for p, t in rows]):
-        input_ids, mask, labels = (x.to(device) for x in collate([rows[i] for i in chunk], cfg.max_len, pad_id))
-        if cfg.prompt_loss > 0:
+        input_ids, mask, labels = (x.to(device) for x in collate([rows[i] for i in chunk], max_len, pad_id))
+        if prompt_loss > 0:
             logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits[:, :-1]
             scored = target_loss(logits, labels[:, 1:], reduction="sum")
-            loss = scored / n_target + cfg.prompt_loss * target_loss(logits, prompt_targets(input_ids, mask, labels), reduction="sum") / max(n_prompt, 1)
+            loss = scored / n_target + prompt_loss * target_loss(logits, prompt_targets(input_ids, mask, labels), reduction="sum") / max(n_prompt, 1)
         else:
             keep = predicting_positions(labels)
             logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits
             scored = target_loss(logits, labels[:, keep + 1], reduction="sum")
             loss = scored / n_target
-        loss.backward()
+        (loss * scale if scale != 1.0 else loss).backward()
         scored_sum = scored_sum + scored.detach()
     return scored_sum / n_target
 
@@ -297,7 +300,7 @@ def train_imitation(
         for step in range(cfg.steps):
             batch = next(batches)
             opt.zero_grad(set_to_none=True)
-            scored = batch_step(model, [examples[i] for i in batch], cfg, pad_id, device)
+            scored = batch_step(model, [examples[i] for i in batch], cfg.max_len, pad_id, device, prompt_loss=cfg.prompt_loss)
             # a few long negotiation targets can spike the gradient of a tiny model
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
@@ -311,6 +314,27 @@ def train_imitation(
 
 
 # ----- entry points: load, train, save ----------------------------------------------------------
+
+
+def _demonstrated(cfg: ImitationConfig, tokenizer: Any, agent: Any) -> tuple[list[Episode], list[tuple[list[int], list[int]]]]:
+    """The bots' demonstration episodes of ``cfg`` and their examples, rendered by ``agent``."""
+    if cfg.seatings is None:
+        raise ValueError("imitation needs its seatings resolved (cached_warm_start takes them from the run's games)")
+    episodes = demonstrations(cfg.seatings, cfg.episodes_per_seating, cfg.seed)
+    return episodes, imitation_examples(episodes, tokenizer, render=agent.prompt_ids)
+
+
+def imitation_replay(model_dir: str | Path, cfg: ImitationConfig) -> list[tuple[list[int], list[int]]]:
+    """The examples the imitation warm start in ``model_dir`` learned from (``trainer.replay_coef``): the
+    same demonstrations, played again from the seatings its build recorded."""
+    from transformers import AutoTokenizer
+
+    from arena.agents.llm import LLMAgent
+    from arena.engines.hf import HFEngine
+
+    built = ImitationConfig.model_validate(json.loads((Path(model_dir) / META_FILE).read_text())["config"])
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    return _demonstrated(built, tokenizer, LLMAgent(HFEngine(str(model_dir))))[1]
 
 
 def warm_start(
@@ -330,10 +354,7 @@ def warm_start(
     tokenizer = AutoTokenizer.from_pretrained(str(model_path))
     model = AutoModelForCausalLM.from_pretrained(str(model_path))
     agent = LLMAgent(HFEngine.from_model(model, tokenizer))
-    if cfg.seatings is None:
-        raise ValueError("imitation needs its seatings resolved (cached_warm_start takes them from the run's games)")
-    episodes = demonstrations(cfg.seatings, cfg.episodes_per_seating, cfg.seed)
-    examples = imitation_examples(episodes, tokenizer, render=agent.prompt_ids)
+    episodes, examples = _demonstrated(cfg, tokenizer, agent)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_token_id(tokenizer)
     losses = train_imitation(model, examples, cfg, pad_id=int(pad), progress=progress)
     out = Path(out_dir)

@@ -7,6 +7,7 @@ optimizer holds the adapter's tensors alone, and what a sync sends is :func:`are
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,9 @@ def adapter_parameters(model: Any, name: str) -> list[torch.nn.Parameter]:
 class AdapterLearner(Learner):
     """One policy's LoRA adapter, trained like :class:`~arena.trainers.selfplay.Learner` trains a whole model."""
 
-    def __init__(self, model: Any, name: str, cfg: Any, pad_id: int, max_len: int = 2048) -> None:
+    def __init__(self, model: Any, name: str, cfg: Any, pad_id: int, max_len: int = 2048, replay: Sequence[Any] = ()) -> None:
         self.model, self.name, self.cfg, self.pad_id, self.max_len = model, name, cfg, pad_id, max_len
+        self.replay = list(replay)
         self.version = 0
         self.trainable = adapter_parameters(model, name)
         for p in self.trainable:

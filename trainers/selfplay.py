@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,9 @@ from arena.records import Episode
 from arena.trainers.advantages import ADVANTAGES, RoleBaseline, seat_returns
 from arena.trainers.batching import Sample, collate, forward_logprobs
 from arena.trainers.losses import LOSSES, kl_penalty, masked_mean, truncated_importance_weights
+
+#: a supervised example: (prompt ids, target ids)
+Example = tuple[list[int], list[int]]
 
 
 @dataclass
@@ -127,12 +131,14 @@ class LearnStats:
 class Learner:
     """One trainable policy: its model, optimizer and (with a KL term) a frozen reference copy."""
 
-    def __init__(self, model, cfg: TrainerConfig, pad_id: int, max_len: int = 2048):
+    def __init__(self, model, cfg: TrainerConfig, pad_id: int, max_len: int = 2048, replay: Sequence[Example] = ()):
         self.model = model
         self.cfg = cfg
         self.pad_id = pad_id
         self.max_len = max_len
         self.version = 0
+        #: the warm start's own examples, mixed into every update with ``cfg.replay_coef`` (:meth:`replay_step`)
+        self.replay = list(replay)
         #: what the optimizer steps (and the gradient norm is clipped over)
         self.trainable = list(model.parameters())
         self.optimizer = torch.optim.AdamW(self.trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -159,6 +165,23 @@ class Learner:
         with torch.no_grad():
             return forward_logprobs(self.reference, batch)[0]
 
+    @staticmethod
+    def _replay_generator(generator: torch.Generator) -> torch.Generator:
+        """The replay draws' own generator, seeded from ``generator``'s state without advancing it: the
+        round's shuffles stay those of a run without replay, and a resumed round draws the same examples."""
+        twin = torch.Generator()
+        twin.set_state(generator.get_state())
+        return torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=twin)))
+
+    def replay_step(self, generator: torch.Generator) -> torch.Tensor:
+        """Add to the gradients ``cfg.replay_coef`` times the mean target cross-entropy of ``cfg.replay_batch``
+        warm-start examples drawn with ``generator``; returns that cross-entropy, detached."""
+        from arena.trainers.imitation import batch_step
+
+        idx = torch.randint(0, len(self.replay), (self.cfg.replay_batch,), generator=generator).tolist()
+        device = next(self.model.parameters()).device
+        return batch_step(self.model, [self.replay[i] for i in idx], self.max_len, self.pad_id, device, scale=self.cfg.replay_coef)
+
     def learn(self, samples: list[Sample], generator: torch.Generator) -> dict[str, float]:
         """One round of updates on ``samples``; bumps ``version`` when the weights changed."""
         if not samples:
@@ -169,6 +192,7 @@ class Learner:
         # samples from older weights (asynchronous rollouts): reinforce weighs each token by the
         # learner's probability over the sampler's, truncated; ppo_clip's ratio is that already
         tis = cfg.max_staleness > 0 and cfg.loss == "reinforce"
+        replay = self._replay_generator(generator) if self.replay and cfg.replay_coef > 0 else None
         self.model.train()
         for _ in range(cfg.epochs):
             order = torch.randperm(len(samples), generator=generator).tolist()
@@ -187,6 +211,8 @@ class Learner:
                     loss = loss + cfg.kl_coef * kl
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if replay is not None:
+                    stats.add(replay_loss=self.replay_step(replay).item())
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
                 self.optimizer.step()
                 tokens += batch.num_tokens

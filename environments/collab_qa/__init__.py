@@ -19,7 +19,7 @@ Its registration declares the game's own parts to Arena:
 
 from arena.environments.collab_qa.bots import BOTS
 from arena.environments.collab_qa.evaluation import eval_command, report
-from arena.environments.collab_qa.knowledge import KnowledgeConfig, check_entry, knowledge_warm_start
+from arena.environments.collab_qa.knowledge import KnowledgeConfig, check_entry, knowledge_replay, knowledge_warm_start
 from arena.environments.collab_qa.rules import CollabQAGame
 from arena.registry import register
 from arena.warm_start import register_warm_start
@@ -40,6 +40,6 @@ register(
     evaluate=eval_command,
     check_entry=check_entry,
 )
-register_warm_start("knowledge", KnowledgeConfig, knowledge_warm_start, own_base=True)
+register_warm_start("knowledge", KnowledgeConfig, knowledge_warm_start, own_base=True, replay=knowledge_replay)
 
 __all__ = ["BOTS", "CollabQAGame", "KnowledgeConfig"]

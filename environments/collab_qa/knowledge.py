@@ -861,6 +861,24 @@ def knowledge_warm_start(request: Any) -> Path:
     return cached_knowledge_model(request.tiny, request.config, request.cache_dir)
 
 
+def knowledge_replay(model_dir: str | Path, cfg: KnowledgeConfig) -> list[Example]:
+    """What the knowledge model was taught, for ``trainer.replay_coef``: its knowledge examples (each known
+    fact as a sentence, closed-book, and as the value after ``ANSWER:`` / ``REPLY:`` in the game's prompts)
+    and as many reading examples (a fact read off a search result). None of them shows the choice between
+    answering and searching: replay keeps the facts and the reading, and leaves the choice to self-play."""
+    _, tokenizer, agent = _load(model_dir)
+    knowledge = knowledge_examples(cfg, tokenizer, agent.prompt_ids)
+    if cfg.reading_source in ("fresh", "redrawn"):
+        from arena.environments.collab_qa.reading import fresh_reading_examples
+
+        reading = fresh_reading_examples(cfg, tokenizer, agent.prompt_ids, len(knowledge))
+    else:  # stage 0's reading, less its SEARCH examples (they teach the choice)
+        search = tokenizer.encode("SEARCH:", add_special_tokens=False)
+        reads = [ex for ex in reading_examples(cfg, tokenizer, agent.prompt_ids) if ex[1][: len(search)] != search]
+        reading = draw(reads, len(knowledge), cfg.seed + 8)
+    return knowledge + reading
+
+
 def check_entry(entry: Any, run_config: Any) -> None:
     """A run config's check of one collab_qa entry: with the knowledge warm start (and no ``model.path``)
     the entry plays the world the model knows, generated (no ``data_dir``). Raises ValueError (the run

@@ -125,11 +125,13 @@ def test_a_step_in_length_chunks_has_the_gradient_of_the_batch_padded_as_one(pro
     gen = torch.Generator().manual_seed(1)
     lengths = [(3, 2), (290, 4), (5, 1), (288, 3), (4, 6), (700, 2)]  # (prompt, target): short and long rows, one cut to max_len
     rows = [(torch.randint(1, 40, (p,), generator=gen).tolist(), torch.randint(1, 40, (t,), generator=gen).tolist()) for p, t in lengths]
-    cfg = ImitationConfig(max_len=300, prompt_loss=prompt_loss)
     assert len(length_chunks([min(len(p), 300) + len(t) for p, t in rows])) > 1  # the chunked path is the one tested
     model.zero_grad()
-    scored = batch_step(model, rows, cfg, pad_id=0, device="cpu")
+    scored = batch_step(model, rows, 300, pad_id=0, device="cpu", prompt_loss=prompt_loss)
     chunked = {k: v.grad.clone() for k, v in model.named_parameters()}
+    batch_step(model, rows, 300, pad_id=0, device="cpu", prompt_loss=prompt_loss, scale=2.0)  # adds twice the gradient
+    for k, v in model.named_parameters():
+        torch.testing.assert_close(v.grad, 3 * chunked[k], rtol=1e-4, atol=1e-6)
     model.zero_grad()
     ids, mask, labels = collate(rows, 300, 0)
     logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]
@@ -249,3 +251,16 @@ def test_warm_start_makes_offers_and_accepts_in_negotiation(tiny_model_dir, warm
     assert _illegal_rate(before) > 0.8
     assert _illegal_rate(after) < 0.65, f"illegal-move rate {_illegal_rate(before):.2f} -> {_illegal_rate(after):.2f}"
     assert len(legal_offers) >= 10
+
+
+def test_the_imitation_warm_start_replays_the_examples_it_was_built_from(warm_model_dir):
+    """trainer.replay_coef's examples for the default warm start: its own demonstrations, played again from
+    the seatings its build recorded (as many examples as the build counted; the same for the same build)."""
+    from arena.trainers.imitation import META_FILE
+    from arena.warm_start import replay_examples
+
+    meta = json.loads((warm_model_dir / META_FILE).read_text())
+    examples = replay_examples(ImitationConfig(), warm_model_dir)
+    assert len(examples) == meta["examples"] > 0
+    assert all(prompt and target for prompt, target in examples)
+    assert replay_examples(ImitationConfig(), warm_model_dir)[:20] == examples[:20]

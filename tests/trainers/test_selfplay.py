@@ -179,3 +179,35 @@ def test_every_loss_and_advantage_variant_is_reachable_from_config(tiny, loss, a
     assert learner.version == 1 and np.isfinite(stats["loss"])
     if loss == "ppo_clip":
         assert "clip_fraction" in stats
+
+
+def test_replay_keeps_a_taught_answer_that_the_policy_gradient_pushes_down_and_leaves_the_shuffles_alone(tiny):
+    """The replay term (trainer.replay_coef) adds the warm start's cross-entropy to every update: self-play
+    punishing "J" after a prompt lowers it less when "J" after that prompt is among the replayed examples.
+    The replay draws never advance the round's generator, so the round's batches are those of a run without it."""
+    import copy
+
+    model, tok = tiny
+    prompt, j = tok.encode("Answer with J or F.", add_special_tokens=False), tok.encode("J", add_special_tokens=False)
+    punished = [Sample(prompt, j, [0.0], -1.0), Sample(prompt, tok.encode("F", add_special_tokens=False), [0.0], +1.0)]
+    taught = [(prompt, j)]
+
+    def logp_j(m) -> float:
+        with torch.no_grad():
+            batch = collate([punished[0]], tok.pad_token_id)
+            return float(forward_logprobs(m, batch)[0][batch.mask.bool()].sum())
+
+    start = logp_j(model)
+    ends, states = {}, {}
+    for coef in (0.0, 1.0):
+        learner = Learner(
+            copy.deepcopy(model), TrainerConfig(recipe="pg", lr=1e-2, batch_size=2, replay_coef=coef, replay_batch=4), tok.pad_token_id, replay=taught
+        )
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(3):
+            stats = learner.learn(punished, gen)
+        ends[coef], states[coef] = logp_j(learner.model), gen.get_state()
+        assert ("replay_loss" in stats) == (coef > 0)
+    assert ends[0.0] < start - 0.5  # the policy gradient alone pushes the answer down
+    assert ends[1.0] > ends[0.0] + 0.5  # the replay holds it up
+    assert torch.equal(states[0.0], states[1.0])

@@ -310,6 +310,21 @@ def test_warm_start_plays_the_protocol_and_searches_a_lot(qa_model_dir, qa_knowl
     assert np.mean([ep.metrics["searches"] for ep in c]) > 0.5
 
 
+def test_the_knowledge_model_replays_its_facts_and_reading_and_never_the_choice(qa_model_dir, qa_knowledge):
+    """trainer.replay_coef's examples for the knowledge warm start: every known fact (closed-book and in
+    the game's prompts) and as many reading examples; no target is a SEARCH, which self-play must choose."""
+    from arena.warm_start import replay_examples
+
+    examples = replay_examples(qa_knowledge, qa_model_dir)
+    assert len(examples) == 2 * build_meta(qa_model_dir)["knowledge_examples"]
+    tok = AutoTokenizer.from_pretrained(str(qa_model_dir))
+    targets = [tok.decode(t, skip_special_tokens=True) for _, t in examples]
+    assert not any(t.lstrip().startswith("SEARCH") for t in targets)
+    known = {f.value for f in cached_world(qa_knowledge.world).facts if f.known}
+    assert all(any(v in t for t in targets[: len(examples) // 2]) for v in known)
+    assert sum(t.lstrip().startswith("ANSWER") for t in targets[len(examples) // 2 :]) > len(examples) // 4  # read off a page
+
+
 # ----- caching and configuration ----------------------------------------------------------------------------
 def test_the_build_is_cached_and_keyed_by_config(qa_model_dir, tiny_model_dir, qa_knowledge, qa_tiny):
     cfg = qa_knowledge
