@@ -120,13 +120,24 @@ class _Table:
             d: make(GAME, **{**extra, "helpers": 0, "asker_tool": d, "domain": d, "split": None, "question_index": 0, "world": world}) for d in corpora
         }
         self.group = make(GAME, **{**extra, "split": None, "question_index": 0, "world": world})
+        self._extra, self._world = extra, world
+        self._beside: dict[tuple[str, int], Any] = {}  # (domain, helpers) -> the asker with its tool beside helpers
 
-    def first_look(self, bank: Any, question: QuestionRecord, domain: str, seed: int) -> str:
-        """The asker's observation alone with the tool of ``domain``, before any move."""
-        alone = self.alone[domain]
-        alone.reset(seed=seed)
-        alone.bank, alone.question = bank, question
-        return alone.observe_text("asker")
+    def first_look(self, bank: Any, question: QuestionRecord, domain: str, seed: int, helpers: int = 0) -> str:
+        """The asker's observation with the tool of ``domain``, before any move: alone, or beside ``helpers`` helpers."""
+        if helpers:
+            from arena.registry import make
+
+            key = (domain, helpers)
+            if key not in self._beside:
+                kwargs = {**self._extra, "helpers": helpers, "asker_tool": domain, "domain": domain, "split": None, "question_index": 0}
+                self._beside[key] = make(GAME, **kwargs, world=self._world)
+            game = self._beside[key]
+        else:
+            game = self.alone[domain]
+        game.reset(seed=seed)
+        game.bank, game.question = bank, question
+        return game.observe_text("asker")
 
     def after_search(self, bank: Any, question: QuestionRecord, domain: str, seed: int) -> list[tuple[str, str, str]]:
         """(keyword, seat, observation) right after ``SEARCH: <question>`` in ``bank``'s corpus of ``domain``:
@@ -443,9 +454,12 @@ def forced_answers(
     return [ForcedAnswer(q.id, bool(q.meta.get("known")), f1[i], f1[n + i]) for i, q in enumerate(questions)]
 
 
-def search_probabilities(model: str | Path | tuple[Any, Any], world: WorldConfig, questions: Sequence[QuestionRecord], seed: int = 0) -> list[float]:
+def search_probabilities(
+    model: str | Path | tuple[Any, Any], world: WorldConfig, questions: Sequence[QuestionRecord], seed: int = 0, helpers: int = 0
+) -> list[float]:
     """The probability ``model`` gives ``SEARCH`` as its first move alone with the tool of each question's
-    corpus (the game's own first prompt). Greedy play shows only which move wins; this shows whether the
+    corpus (the game's own first prompt; with ``helpers``, the asker holds that tool beside as many helpers,
+    as ``asker_tool`` games train it). Greedy play shows only which move wins; this shows whether the
     choice leans on what the model knows: a model that searches everywhere may still search more readily
     where it does not know, and one that searches nowhere less readily where it does."""
     import math
@@ -459,7 +473,7 @@ def search_probabilities(model: str | Path | tuple[Any, Any], world: WorldConfig
     table, bank = _Table(world), _bank_of(cached_world(world))
     out = []
     for q in questions:
-        prompt = list(agent.prompt_ids(PlayerView(game=GAME, player="asker", observation=table.first_look(bank, q, q.domain, seed))))
+        prompt = list(agent.prompt_ids(PlayerView(game=GAME, player="asker", observation=table.first_look(bank, q, q.domain, seed, helpers))))
         out.append(math.exp(sum(engine.score(prompt, keyword))))
     return out
 

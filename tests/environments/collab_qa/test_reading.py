@@ -79,6 +79,20 @@ def test_probe_items_are_the_games_state_after_the_right_search():
     assert PROBE_SEED > CFG.world.seed + 1000 + CFG.reading_worlds  # never a world of reading_source="other"
 
 
+def test_the_first_look_is_the_asker_alone_with_its_tool_or_beside_helpers():
+    """search_probabilities' prompts: the lone agent's, or (``helpers``) the asker of an asker_tool game."""
+    from arena.environments.collab_qa.reading import _bank_of, _Table
+
+    ds = cached_world(CFG.world)
+    table, bank, q = _Table(CFG.world), _bank_of(ds), ds.split("test")[0]
+    alone, beside = table.first_look(bank, q, q.domain, 0), table.first_look(bank, q, q.domain, 0, helpers=2)
+    for obs in (alone, beside):
+        assert f"[private] Question: {q.question}" in obs and f"Your search tool: the {q.domain} corpus" in obs
+    assert "Helpers" not in alone and "ASK helper" not in alone
+    assert "Helpers: helper 1, helper 2." in beside and "ASK helper <n>: <message> (n from 1 to 2)" in beside
+    assert table.first_look(bank, q, q.domain, 0, helpers=1).count("helper 1") and "helper 2" not in table.first_look(bank, q, q.domain, 0, helpers=1)
+
+
 def test_score_reads_is_exact_match_of_the_first_line():
     items = probe_items(CFG, "held_out", limit=2)
     value = items[0].question.answers[0]
