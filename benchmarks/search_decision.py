@@ -48,7 +48,7 @@ def decision(model_dir: str, world, helpers: int = 0) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("models", nargs="+", help="model directories, then key=value overrides")
-    ap.add_argument("--helpers", type=int, nargs="*", default=[], help="also measure beside this many helpers (asker holding its tool)")
+    ap.add_argument("--helpers", type=int, action="append", default=[], help="also measure beside this many helpers (asker holding its tool); repeatable")
     args = ap.parse_args(argv)
     from arena.config import load_config
 
