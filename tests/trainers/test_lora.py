@@ -61,3 +61,27 @@ def test_an_unknown_adapter_is_named(shared):
     model, tok = shared
     with pytest.raises(KeyError, match="no adapter 'judge'"):
         adapter_parameters(model, "judge")
+
+
+def test_an_adapter_learner_replays_into_its_own_adapter_only(shared):
+    """trainer.replay_coef with LoRA policies: the replayed cross-entropy reaches the learner's adapter
+    (a taught answer becomes likelier with no reward at all), and the base and other adapters stay."""
+    model, tok = shared
+    prompt, j = tok.encode("Answer with J or F.", add_special_tokens=False), tok.encode("J", add_special_tokens=False)
+    neutral = Sample(prompt, tok.encode("F", add_special_tokens=False), [0.0], 0.0)  # no advantage: only the replay moves
+    cfg = TrainerConfig(recipe="pg", lr=1e-2, batch_size=1, kl_coef=0.0, replay_coef=1.0, replay_batch=2)
+    seller = AdapterLearner(model, "seller", cfg, pad_id=tok.pad_token_id, replay=[(prompt, j)])
+    base = {n: p.detach().clone() for n, p in model.named_parameters() if ".lora_" not in n}
+    buyer_before = adapter_state(model, "buyer")
+    batch = collate([Sample(prompt, j, [0.0], 0.0)], tok.pad_token_id)
+    model.set_adapter("seller")
+    with torch.no_grad():
+        before = forward_logprobs(model, batch)[0][batch.mask.bool()].sum()
+    for _ in range(3):
+        stats = seller.learn([neutral], torch.Generator().manual_seed(0))
+    model.set_adapter("seller")
+    with torch.no_grad():
+        after = forward_logprobs(model, batch)[0][batch.mask.bool()].sum()
+    assert stats["replay_loss"] > 0 and after > before + 0.1
+    assert all(torch.equal(p, base[n]) for n, p in model.named_parameters() if ".lora_" not in n), "the base is frozen"
+    assert all(torch.equal(v, adapter_state(model, "buyer")[k]) for k, v in buyer_before.items()), "the other adapter did not move"
