@@ -4,6 +4,7 @@ the game's report and evaluate hooks, `arena eval`."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import subprocess
@@ -402,3 +403,31 @@ def test_report_sets_the_played_reward_beside_the_models_fixed_strategies(qa_mod
     after_rows = [line.split() for line in text.splitlines() if "isolated_people" in line and " after " in line]
     assert any(str(len(questions)) in row and f"{expected['reward_oracle']:.2f}" in row for row in after_rows), text
     assert "srch known" in text and "srch unknown" in text and "reward" in text
+
+
+def test_memorised_benchmark_counts_blind_right_answers_and_reads_closed_book_at_both_ends(tmp_path, qa_model_dir, qa_knowledge):
+    """benchmarks/qa_memorised.py on a kept run: per round, unknown-fact episodes answered without a search
+    and how many of those were right; closed-book accuracy at the first and last checkpoint."""
+    import importlib.util
+
+    path = Path(__file__).parents[3] / "benchmarks" / "qa_memorised.py"
+    module_spec = importlib.util.spec_from_file_location("qa_memorised", path)
+    bench = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(bench)
+    run = tmp_path / "run"
+    (run / "episodes" / "train").mkdir(parents=True)
+    for r, rows in enumerate([[(0.0, 1, 1.0), (0.0, 0, 0.0), (0.0, 0, 1.0), (1.0, 0, 1.0)], [(0.0, 0, 1.0), (1.0, 1, 1.0)]]):
+        lines = [json.dumps({"episode": {"metrics": {"known": k, "searches": s, "f1": f}}}) for k, s, f in rows]
+        (run / "episodes" / "train" / f"round_{r:05d}.jsonl").write_text("\n".join(lines) + "\n")
+    for r in (0, 2):
+        (run / "checkpoints" / f"round_{r:05d}" / "policies").mkdir(parents=True)
+        (run / "checkpoints" / f"round_{r:05d}" / "policies" / "main").symlink_to(qa_model_dir)
+    out = bench.measure(run, qa_knowledge.world)
+    first, second = out["rounds"]
+    assert (first["unknown_episodes"], first["answered_without_search"], first["right_without_search"], first["right_share"]) == (3, 2, 1, 0.5)
+    assert (second["unknown_episodes"], second["answered_without_search"], second["right_share"]) == (1, 1, 1.0)
+    books = out["closed_book"]
+    assert set(books) == {"round_00000", "round_00002"} and books["round_00000"] == books["round_00002"]  # the same model at both ends
+    assert books["round_00000"]["test/known"] > books["round_00000"]["test/unknown"] + 0.5
+    with pytest.raises(SystemExit, match="no checkpoints"):
+        bench.measure(tmp_path, qa_knowledge.world)
