@@ -76,11 +76,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", nargs="+", help="run directories, then key=value overrides")
     args = ap.parse_args(argv)
-    from arena.config import load_config
+    from arena.environments.collab_qa.knowledge import paths_and_knowledge
 
-    runs = [Path(r) for r in args.runs if "=" not in r]
-    overrides = [r for r in args.runs if "=" in r]
-    world = load_config(None, overrides).model.warm_start.world
+    paths, overrides, knowledge = paths_and_knowledge(args.runs)
+    runs, world = [Path(r) for r in paths], knowledge.world
     started = time.perf_counter()
     report = {"benchmark": "qa_memorised", "overrides": overrides, "runs": {str(r): measure(r, world) for r in runs}}
     report["seconds"] = time.perf_counter() - started

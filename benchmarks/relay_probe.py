@@ -53,11 +53,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("models", nargs="+", help="model directories, then key=value overrides")
     ap.add_argument("--limit", type=int, default=150, help="facts per wording")
     args = ap.parse_args(argv)
-    from arena.config import load_config
+    from arena.environments.collab_qa.knowledge import paths_and_knowledge
 
-    models = [m for m in args.models if "=" not in m]
-    overrides = [m for m in args.models if "=" in m]
-    cfg = load_config(None, overrides).model.warm_start
+    models, overrides, cfg = paths_and_knowledge(args.models)
     started = time.perf_counter()
     report = {"benchmark": "relay_probe", "limit": args.limit, "overrides": overrides, "models": {m: probe(m, cfg, args.limit) for m in models}}
     report["seconds"] = time.perf_counter() - started

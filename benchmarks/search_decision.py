@@ -50,11 +50,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("models", nargs="+", help="model directories, then key=value overrides")
     ap.add_argument("--helpers", type=int, action="append", default=[], help="also measure beside this many helpers (asker holding its tool); repeatable")
     args = ap.parse_args(argv)
-    from arena.config import load_config
+    from arena.environments.collab_qa.knowledge import paths_and_knowledge
 
-    models = [m for m in args.models if "=" not in m]
-    overrides = [m for m in args.models if "=" in m]
-    world = load_config(None, overrides).model.warm_start.world
+    models, overrides, knowledge = paths_and_knowledge(args.models)
+    world = knowledge.world
     started = time.perf_counter()
     report = {"benchmark": "search_decision", "overrides": overrides, "models": {m: decision(m, world) for m in models}}
     for m in models:

@@ -854,6 +854,19 @@ def build_meta(model_dir: str | Path) -> Mapping[str, Any]:
     return json.loads((Path(model_dir) / META_FILE).read_text())
 
 
+def paths_and_knowledge(args: Sequence[str]) -> tuple[list[str], list[str], KnowledgeConfig]:
+    """A benchmark's command line: paths (model or run directories), then ``key=value`` overrides of the
+    quick start, which name the knowledge config the models were built with. Returns the paths, the
+    overrides and that config."""
+    from arena.config import load_config
+
+    paths, overrides = [a for a in args if "=" not in a], [a for a in args if "=" in a]
+    knowledge = load_config(None, overrides).model.warm_start
+    if not isinstance(knowledge, KnowledgeConfig):
+        raise SystemExit(f"the overrides {overrides} leave no knowledge warm start (model.warm_start.recipe: knowledge)")
+    return paths, overrides, knowledge
+
+
 # ----- the run config's side: the warm-start recipe and the game entries' check --------------------
 def knowledge_warm_start(request: Any) -> Path:
     """The ``knowledge`` warm-start recipe (an :class:`arena.warm_start.WarmStartRequest`): the knowledge
