@@ -131,7 +131,7 @@ from gymnasium import spaces
 from pydantic import Field, model_validator
 
 from arena.environments.collab_qa.retrieval import BM25Index, cached_index
-from arena.environments.collab_qa.world import QADataset, QuestionRecord, WorldConfig, cached_world, load_dataset
+from arena.environments.collab_qa.world import QADataset, QuestionRecord, WorldConfig, cached_world, draw_value, load_dataset, value_pools
 from arena.game import FreeText, GameConfig, IllegalMove, TextGame, clean_text
 
 PRIVATE = "[private]"
@@ -182,6 +182,16 @@ class QABank:
         if (split, domain) not in self._splits:
             self._splits[(split, domain)] = [q for q in self.ds.split(split) if domain is None or q.domain == domain]
         return self._splits[(split, domain)]
+
+    @functools.cached_property
+    def titles(self) -> dict[str, str]:
+        """Each document's title by id, over all corpora."""
+        return {d.id: d.title for docs in self.ds.corpora.values() for d in docs}
+
+    @functools.cached_property
+    def pools(self) -> dict[str, tuple[str, ...]]:
+        """What each attribute's value may be (:func:`~arena.environments.collab_qa.world.value_pools`)."""
+        return value_pools(self.ds)
 
     def index(self, tool: str) -> BM25Index:
         if tool not in self._indexes:
@@ -235,11 +245,19 @@ class CollabQAGame(TextGame):
         hedged_right: float = Field(0.6, description="score of a hedged answer with quality 1")
         hedged_wrong: float = Field(0.15, description="score of a hedged answer with quality 0")
         abstain_score: float = Field(0.2, description="score of abstaining, running out of turns or forfeiting")
+        redraw_unknown: bool = Field(
+            False,
+            description="give a question on an unknown fact a value drawn anew each game, stated so on the pages about its "
+            "entity that searches return: a stream of questions never met before, which playing them cannot teach "
+            "(for training entries; the generated world only)",
+        )
 
         @model_validator(mode="after")
         def _check(self) -> CollabQAGame.Config:
             if self.helper_tools is not None and len(self.helper_tools) != self.helpers:
                 raise ValueError(f"helper_tools names {len(self.helper_tools)} tools for {self.helpers} helpers")
+            if self.redraw_unknown and self.data_dir is not None:
+                raise ValueError("redraw_unknown needs the generated world (data_dir is set): a data directory's values cannot be drawn anew")
             return self
 
     config: Config
@@ -285,6 +303,12 @@ class CollabQAGame(TextGame):
         #: label_of[seat] = the number the asker knows that helper by (1-based)
         self.label_of = {self.helper_seats[int(h)]: k + 1 for k, h in enumerate(order)}
         self.seat_of = {k: seat for seat, k in self.label_of.items()}
+        #: (the fact's value in the data, this game's value) when ``redraw_unknown`` drew it anew
+        self.redrawn: tuple[str, str] | None = None
+        if c.redraw_unknown and self.question.meta.get("known") is False:
+            value = draw_value(self.bank.pools, self.question.meta["attribute"], rng)
+            self.redrawn = (self.question.answers[0], value)
+            self.question = self.question.model_copy(update={"answers": [value]})
         self.messages: list[tuple[str, str, str]] = []  # (sender, recipient, cleaned text)
         self.searches: dict[str, list[tuple[str, list[tuple[str, str, float]]]]] = {p: [] for p in self.players}
         self.streak: dict[str, int] = {p: 0 for p in self.players}  # searches in a row
@@ -331,11 +355,21 @@ class CollabQAGame(TextGame):
                 + ("REPLY to the asker" if player != "asker" else "ANSWER, ANSWER (unsure) or ABSTAIN")
             )
         results = self.bank.index(tool).search(query, c.results_per_search)
+        if self.redrawn is not None:
+            results = [(doc, self._restate(doc, text), score) for doc, text, score in results]
         self.searches[player].append((clean_text(query, 100), results))
         self.streak[player] += 1
         self.record_tool_call(
             player, f"search:{tool}", {"query": query}, [{"doc": doc, "text": text, "score": round(float(score), 4)} for doc, text, score in results]
         )
+
+    def _restate(self, doc: str, text: str) -> str:
+        """``text`` of document ``doc`` with the question's fact stated at this game's value, if the document
+        is about the question's entity (an entity's own attributes never share a value)."""
+        old, new = self.redrawn
+        if self.bank.titles.get(doc) != self.question.meta["entity"]:
+            return text
+        return re.sub(rf"\b{re.escape(old)}\b", new, text)
 
     def _asker_move(self, move: str, rest: str, line: str) -> None:
         c = self.config

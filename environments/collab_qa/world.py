@@ -624,6 +624,31 @@ def generate_world(cfg: WorldConfig | None = None) -> QADataset:
     )
 
 
+def value_pools(ds: QADataset) -> dict[str, tuple[str, ...]]:
+    """What each attribute's value may be in ``ds``'s world: its vocabulary (occupations, conditions,
+    habitats, groups) or ``ds``'s own names (a birthplace among its towns, a source among its organisms, a
+    region among its regions). Years are drawn from :data:`YEARS` instead (:func:`draw_value`)."""
+    regions = sorted({f.value for f in ds.facts if f.attribute == "region"})
+    towns = tuple(sorted({f.entity for f in ds.facts if f.kind == "town"}))
+    pools: dict[str, tuple[str, ...]] = {
+        "occupation": OCCUPATIONS,
+        "treats": CONDITIONS,
+        "habitat": HABITATS,
+        "group": GROUPS,
+        "birthplace": towns,
+        "source": tuple(sorted({f.entity for f in ds.facts if f.kind == "organism"})),
+        "region": tuple(regions),
+    }
+    if len(pools["region"]) < 2:  # one region in use: the towns' names stand in as the other places
+        pools["region"] += towns
+    return pools
+
+
+def draw_value(pools: dict[str, tuple[str, ...]], attribute: str, rng: np.random.Generator) -> str:
+    """A value of ``attribute`` drawn uniformly from its pool (:func:`value_pools`), or a year in its range."""
+    return _year(rng, attribute) if attribute in YEARS else _pick(rng, pools[attribute])
+
+
 def redrawn_world(cfg: WorldConfig, seed: int, avoid_true: bool = False, new_names: float = 0.0, wide_years: float = 0.0) -> QADataset:
     """The world of ``cfg`` (``ds``), its entities with every value drawn anew, and corpora written for them (no questions).
 
@@ -642,26 +667,9 @@ def redrawn_world(cfg: WorldConfig, seed: int, avoid_true: bool = False, new_nam
     Deterministic in ``seed``."""
     ds = cached_world(cfg)
     rng = np.random.default_rng(seed)
-    values: dict[str, set[str]] = {}
-    kinds: dict[str, str] = {}
-    true: dict[tuple[str, str], str] = {}
-    for f in ds.facts:
-        values.setdefault(f.attribute, set()).add(f.value)
-        kinds[f.entity] = f.kind
-        true[(f.entity, f.attribute)] = f.value
-    towns = sorted(e for e, k in kinds.items() if k == "town")
-    organisms = sorted(e for e, k in kinds.items() if k == "organism")
-    pools: dict[str, tuple[str, ...]] = {
-        "occupation": OCCUPATIONS,
-        "treats": CONDITIONS,
-        "habitat": HABITATS,
-        "group": GROUPS,
-        "birthplace": tuple(towns),
-        "source": tuple(organisms),
-        "region": tuple(sorted(values.get("region", ()))),
-    }
-    if len(pools["region"]) < 2:  # one region in use: the towns' names stand in as the other places
-        pools["region"] += tuple(towns)
+    kinds = {f.entity: f.kind for f in ds.facts}
+    true = {(f.entity, f.attribute): f.value for f in ds.facts}
+    pools = value_pools(ds)
 
     names = _Names(rng)
     names.used.update(w for e in kinds for w in e.lower().split())
@@ -673,7 +681,7 @@ def redrawn_world(cfg: WorldConfig, seed: int, avoid_true: bool = False, new_nam
                 return new[attr]()
             if attr in YEARS and wide_years > 0 and rng.random() < wide_years:
                 return str(int(rng.integers(WIDE_YEARS[0], WIDE_YEARS[1] + 1)))
-            v = _year(rng, attr) if attr in YEARS else _pick(rng, pools[attr])
+            v = draw_value(pools, attr, rng)
             if not (avoid_true and v == true.get((entity, attr))):
                 return v
         raise ValueError(f"no value of {attr!r} other than {true.get((entity, attr))!r} to draw")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -392,6 +393,8 @@ def test_bad_game_configs_fail_before_play(tmp_path):
         make(helpers=3)
     with pytest.raises(ValueError, match="question_index 54 is out of range"):
         make(split="test", question_index=54)
+    with pytest.raises(ValidationError, match="redraw_unknown needs the generated world"):
+        make(data_dir=data, redraw_unknown=True)
     with pytest.raises(ValidationError, match="names 1 tools for 2 helpers"):
         make(helper_tools=("people",))
     with pytest.raises(ValidationError):
@@ -412,6 +415,39 @@ def test_data_and_indexes_are_built_once_per_process(tmp_path):
     (tmp_path / "real" / "questions.jsonl").write_text(json.dumps({"id": "n", "question": "Who?", "answers": ["x"]}) + "\n")
     assert make(data_dir=data, split=None).bank is not first  # an edited file is read again
     assert [q.id for q in make(data_dir=data, split=None).pool] == ["n"]
+
+
+def test_redraw_unknown_gives_an_unknown_fact_a_new_value_each_game_stated_on_its_pages():
+    env = make(**ISOLATED, redraw_unknown=True)
+    data = {q.id: q for q in env.pool}
+    drawn: dict[str, set[str]] = {}
+    for seed in range(60):
+        env.reset(seed=seed)
+        q, true = env.question, data[env.question.id]
+        if q.meta["known"]:
+            assert env.redrawn is None and q.answers == true.answers
+            continue
+        old, new = env.redrawn
+        assert old == true.answers[0] and q.answers == [new]
+        assert q.meta["attribute"] == "birth_year" or new in env.bank.pools[q.meta["attribute"]]
+        drawn.setdefault(q.id, set()).add(new)
+        env.step(f"SEARCH: {q.question}")
+        about = [text for doc, text, _ in env.searches["asker"][-1][1] if env.bank.titles[doc] == q.meta["entity"]]
+        assert about and any(re.search(rf"\b{re.escape(new)}\b", t) for t in about)
+        if new != old:
+            assert not any(re.search(rf"\b{re.escape(old)}\b", t) for t in about)
+        assert new in env.observe(env.agent_selection)["text"]  # what the seat is shown
+        env.step(f"ANSWER: {new}")
+        assert env.rewards["asker"] == pytest.approx(1.0)  # the answer's score (the search was charged when made)
+    assert len(drawn) > 3 and any(len(v) > 1 for v in drawn.values())  # a new value each game, not each question
+    env.reset(seed=5)
+    again = make(**ISOLATED, redraw_unknown=True)
+    again.reset(seed=5)
+    assert again.question == env.question  # the episode's seed draws it
+    # the searching bot reads the drawn values; the bot that knows the world's values misses them
+    assert mean(run("always_search", n=30, **ISOLATED, redraw_unknown=True), "f1") > 0.9
+    oracle = [e for e in run("oracle", n=30, **ISOLATED, redraw_unknown=True) if e.metrics["known"] == 0]
+    assert oracle and np.mean([e.metrics["f1"] for e in oracle]) < 0.5
 
 
 def test_question_index_fixes_the_question():
