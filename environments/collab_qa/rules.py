@@ -87,6 +87,11 @@ Questions
     covers only that corpus); the episode rng draws one, or ``question_index`` fixes it (for sweeps over a split).
     The data set and each BM25 index are built once per process (indexes are
     also cached on disk, keyed by content).
+    ``redraw_unknown=True`` (for training entries) gives a question on a fact
+    marked unknown a value drawn anew each game from its attribute's values,
+    and every page about its entity that a search returns states that value:
+    each such game is a question never met before, so playing unknown facts
+    cannot teach them. Evaluation leaves it off.
 
 Rewards (shared: every seat gets the same return)
     Answer quality q: token F1 with the best gold answer (``metric="f1"``,
