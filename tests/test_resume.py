@@ -41,6 +41,7 @@ trainer:
   baseline: per_role
 sampling: {max_new_tokens: 8}
 tracking: {traces_per_round: 1}
+model: {games: [repeated_matrix-v0, negotiation-v0]}  # the session's tiny model (conftest.MODEL_GAMES): none built here
 """
 
 
@@ -71,7 +72,7 @@ def workdirs(request, tmp_path, arena_home):
         d.mkdir()
         config = CONFIG.replace("  checkpoint_every: 1\n", f"  checkpoint_every: 1\n  max_staleness: {staleness}\n")
         if adapter == "lora":  # the policy and its league snapshots as LoRA adapters of one frozen base
-            config += "model: {adapter: lora, lora: {rank: 4, alpha: 8}}\n"
+            config = config.replace("model: {", "model: {adapter: lora, lora: {rank: 4, alpha: 8}, ")
         (d / "config.yaml").write_text(config)
         dirs.append(d)
     return dirs, env, staleness, adapter
