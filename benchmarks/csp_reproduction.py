@@ -28,6 +28,7 @@ wordings, and ``relay_probe_held_out_wording`` in the ood split's.
     python benchmarks/csp_reproduction.py --quick         # 1 seed, 2 rounds: checks that it works
     python benchmarks/csp_reproduction.py --seeds 5 trainer.rounds=8 trainer.recipe=rest
     python benchmarks/csp_reproduction.py --keep csp-runs ...  # keep every run's episodes and checkpoints
+    python benchmarks/csp_reproduction.py --keep csp-runs --evaluate-kept ...  # evaluate those runs again, no training
     python benchmarks/csp_reproduction.py --config configs/collab_qa_asker_tool.yaml --no-deanonymised
 """
 
@@ -119,8 +120,9 @@ def fixed_strategies(model_dir: str, cfg, splits: list[str], limit: int | None) 
     return {split: fixed_strategy_rewards(forced_answers(model_dir, world, ds.split(split)[:limit], cfg.seed), cost) for split in splits}
 
 
-def one_run(overrides: list[str], splits: list[str], limit: int | None, workdir: Path, config: str | None = None) -> dict:
-    """Train one variant (overrides on the quick start), evaluate before and after; the per-split summaries."""
+def one_run(overrides: list[str], splits: list[str], limit: int | None, workdir: Path, config: str | None = None, kept: bool = False) -> dict:
+    """Train one variant (overrides on the quick start), evaluate before and after; the per-split summaries.
+    ``kept``: evaluate the run ``workdir`` already holds (from ``--keep``) instead of training."""
     from rich.console import Console
 
     from arena import checkpoint
@@ -134,9 +136,16 @@ def one_run(overrides: list[str], splits: list[str], limit: int | None, workdir:
     before_dir = run_model_path(cfg)  # the model the run starts from: the knowledge model (its warm start)
     build_s = time.perf_counter() - tick
     tick = time.perf_counter()
-    result = run(cfg, Console(file=io.StringIO(), width=160))
+    if kept:  # the run this directory kept (--evaluate-kept): evaluated again, not trained again
+        found = sorted(d for d in (workdir / "runs" / cfg.name).glob("*") if (d / "checkpoints").is_dir())
+        if len(found) != 1:
+            raise SystemExit(f"--evaluate-kept: expected one run of {cfg.name!r} under {workdir / 'runs'}, found {len(found)}")
+        run_dir, run_id = found[0], found[0].name
+    else:
+        result = run(cfg, Console(file=io.StringIO(), width=160))
+        run_dir, run_id = result.run_dir, result.run_id
     train_s = time.perf_counter() - tick
-    last = checkpoint.latest(result.run_dir.parent, result.run_dir.name)
+    last = checkpoint.latest(run_dir.parent, run_dir.name)
     after_dir = str(last / "policies" / checkpoint.policy_dirname("main"))
     tick = time.perf_counter()
     out = {"before": isolated_eval(before_dir, cfg, splits, limit), "after": isolated_eval(after_dir, cfg, splits, limit)}
@@ -148,7 +157,7 @@ def one_run(overrides: list[str], splits: list[str], limit: int | None, workdir:
     for wording in ("trained", "held_out"):  # the test split's wordings, and the ood split's
         key = "relay_probe" if wording == "trained" else "relay_probe_held_out_wording"
         out[key] = {tag: relay_probe(d, cfg.model.warm_start, wording=wording) for tag, d in (("before", before_dir), ("after", after_dir))}
-    return {**out, "seconds": {"build": build_s, "train": train_s, "eval": time.perf_counter() - tick}, "run_id": result.run_id}
+    return {**out, "seconds": {"build": build_s, "train": train_s, "eval": time.perf_counter() - tick}, "run_id": run_id}
 
 
 def aggregate(runs: list[dict], splits: list[str]) -> dict:
@@ -219,9 +228,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--limit", type=int, default=None, help="only the first N questions of each split")
     ap.add_argument("--no-deanonymised", action="store_true", help="skip the de-anonymised variant")
     ap.add_argument("--keep", metavar="DIR", default=None, help="keep the runs (episodes, checkpoints, MLflow store) in DIR instead of a temporary directory")
+    ap.add_argument(
+        "--evaluate-kept",
+        action="store_true",
+        help="with --keep DIR holding the runs of an earlier call with the same arguments: evaluate those runs again, without training",
+    )
     ap.add_argument("--config", default=None, help="a run config to reproduce instead of the quick start's (its collab_qa entries)")
     ap.add_argument("overrides", nargs="*", help="key=value overrides of the config")
     args = ap.parse_args(argv)
+    if args.evaluate_kept and not (args.keep and Path(args.keep).is_dir()):
+        ap.error("--evaluate-kept needs --keep DIR naming the directory an earlier call kept its runs in")
     seeds = 1 if args.quick else args.seeds
     overrides = list(args.overrides)
     limit = args.limit
@@ -249,8 +265,8 @@ def main(argv: list[str] | None = None) -> dict:
         for seed in range(seeds):
             seeded = [f"seed={seed}", f"model.warm_start.seed={seed}", *overrides]
             for v, extra in variants.items():
-                print(f"seed {seed}, {v}: training and evaluating", file=sys.stderr, flush=True)
-                runs[v].append(one_run([*seeded, *extra], splits, limit, Path(tmp) / f"{v}-{seed}", args.config))
+                print(f"seed {seed}, {v}: {'evaluating' if args.evaluate_kept else 'training and evaluating'}", file=sys.stderr, flush=True)
+                runs[v].append(one_run([*seeded, *extra], splits, limit, Path(tmp) / f"{v}-{seed}", args.config, args.evaluate_kept))
                 # each run's own figures as soon as it ends: a later failure loses nothing
                 print(f"run {json.dumps({'variant': v, 'seed': seed, **runs[v][-1]})}", file=sys.stderr, flush=True)
     table = aggregate(runs["anonymous"], splits)
@@ -260,6 +276,7 @@ def main(argv: list[str] | None = None) -> dict:
         "seeds": seeds,
         "config": args.config or "the quick start",
         "overrides": overrides,
+        "evaluated_kept_runs": bool(args.evaluate_kept),
         "limit": limit,
         **{key: interval([r[key] for r in runs["anonymous"]]) for key in PROBES},
         "reading_probe_target": 0.9,

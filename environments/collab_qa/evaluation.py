@@ -167,7 +167,8 @@ def move_probability(logprobs: Sequence[float]) -> float:
 GAME = "collab_qa-v0"
 SETTINGS = ("isolated", "collaborative")
 #: game options that choose seats, tools or questions: set per setting and question, never taken from a run config
-_SEATING_KEYS = frozenset({"helpers", "helper_tools", "asker_tool", "domain", "split", "question_index"})
+#: (``redraw_unknown`` is a training option: evaluation plays the data's values)
+_SEATING_KEYS = frozenset({"helpers", "helper_tools", "asker_tool", "domain", "split", "question_index", "redraw_unknown"})
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import arena
 from arena.agents.base import PlayerView
 from arena.agents.catalog import fixed_policy_ids, make_fixed_policy
 from arena.environments.collab_qa.bots import BOTS, read_view
+from arena.environments.collab_qa.evaluation import base_game_kwargs
 from arena.environments.collab_qa.rules import CollabQAGame, token_f1
 from arena.environments.collab_qa.world import DOMAIN_DESCRIPTIONS, WorldConfig, cached_world, save_dataset
 from arena.records import Episode, Matchup
@@ -444,6 +445,8 @@ def test_redraw_unknown_gives_an_unknown_fact_a_new_value_each_game_stated_on_it
     again = make(**ISOLATED, redraw_unknown=True)
     again.reset(seed=5)
     assert again.question == env.question  # the episode's seed draws it
+    # evaluation (arena eval, the benchmarks) takes a training entry's options but always plays the data's values
+    assert base_game_kwargs({"redraw_unknown": True, "search_cost": 0.1, "split": "train"}) == {"search_cost": 0.1}
     # the searching bot reads the drawn values; the bot that knows the world's values misses them
     assert mean(run("always_search", n=30, **ISOLATED, redraw_unknown=True), "f1") > 0.9
     oracle = [e for e in run("oracle", n=30, **ISOLATED, redraw_unknown=True) if e.metrics["known"] == 0]
