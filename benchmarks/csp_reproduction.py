@@ -132,16 +132,16 @@ def one_run(overrides: list[str], splits: list[str], limit: int | None, workdir:
     from arena.models import run_model_path
 
     cfg = load_config(config, [*overrides, f"runs_dir={workdir / 'runs'}", "tracking.traces_per_round=0"])
-    tick = time.perf_counter()
-    before_dir = run_model_path(cfg)  # the model the run starts from: the knowledge model (its warm start)
-    build_s = time.perf_counter() - tick
-    tick = time.perf_counter()
     if kept:  # the run this directory kept (--evaluate-kept): evaluated again, not trained again
         found = sorted(d for d in (workdir / "runs" / cfg.name).glob("*") if (d / "checkpoints").is_dir())
         if len(found) != 1:
             raise SystemExit(f"--evaluate-kept: expected one run of {cfg.name!r} under {workdir / 'runs'}, found {len(found)}")
         run_dir, run_id = found[0], found[0].name
-    else:
+    tick = time.perf_counter()
+    before_dir = run_model_path(cfg)  # the model the run starts from: the knowledge model (its warm start)
+    build_s = time.perf_counter() - tick
+    tick = time.perf_counter()
+    if not kept:
         result = run(cfg, Console(file=io.StringIO(), width=160))
         run_dir, run_id = result.run_dir, result.run_id
     train_s = time.perf_counter() - tick

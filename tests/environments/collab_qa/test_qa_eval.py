@@ -369,6 +369,12 @@ def test_csp_benchmark_keeps_each_splits_summary_beside_the_fixed_strategies(tmp
         "selective_auc_p_improved",
     }
     assert row["selective_auc_p_after"]["values"] == [out["test"]["selective_auc_p"]] * 2
+    # --evaluate-kept evaluates the runs an earlier --keep kept: it needs that directory, and one run in each
+    with pytest.raises(SystemExit) as exit_info:
+        csp.main(["--evaluate-kept"])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit, match=r"expected one run of 'collab_qa' under .*none/runs, found 0"):
+        csp.one_run([], ["test"], 3, tmp_path / "none", None, kept=True)
 
 
 def test_report_sets_the_played_reward_beside_the_models_fixed_strategies(qa_model_dir, qa_knowledge, mlflow_store):
