@@ -168,6 +168,7 @@ def check_traces_page(browser, base: str, experiment_id: str) -> None:
     print(f"screenshots: {shots / 'traces_page.png'}, {shots / 'traces_page_trace.png'}")
 
 
+@pytest.mark.long
 def test_traces_page_shows_returns_and_arena_tags(tmp_path):
     import mlflow
 

@@ -1,4 +1,5 @@
-"""The real `arena` entry point, run as a user runs it, on tiny inputs."""
+"""The real `arena` entry point, run as a user runs it, on tiny inputs. Requests refused before any work
+run through the same typer app in-process (conftest.arena_in_process): the script's start-up costs seconds."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from conftest import arena_in_process
 
 ARENA = str(Path(sys.executable).with_name("arena"))
 
@@ -47,12 +49,13 @@ def test_games_lists_versioned_ids(tmp_path):
     ],
 )
 def test_run_rejects_bad_config_with_status_2_before_any_work(tmp_path, args, message):
-    out = arena("run", *args, cwd=tmp_path)
+    out = arena_in_process("run", *args, cwd=tmp_path)
     assert out.returncode == 2
     assert message in " ".join(out.stderr.split())
     assert not (tmp_path / "mlflow.db").exists(), "nothing may start before the config is valid"
 
 
+@pytest.mark.long
 def test_run_selfplay_trains_logs_episodes_and_episodes_command_reads_them(tmp_path, home):
     # the self-play config (the field defaults), shortened: one training round between the two evaluations
     selfplay = str(Path(__file__).parent.parent / "configs" / "selfplay.yaml")
@@ -106,6 +109,7 @@ def test_run_selfplay_trains_logs_episodes_and_episodes_command_reads_them(tmp_p
     assert "#0 " in shown.stdout and "→" in shown.stdout
 
 
+@pytest.mark.long
 def test_a_warm_start_with_model_path_is_reported_as_skipped(tmp_path, tiny_model_dir):
     config = tmp_path / "t.yaml"
     config.write_text(
@@ -132,7 +136,7 @@ def test_tournament_of_bots_needs_no_model(tmp_path):
 
 
 def test_episodes_of_unknown_run_exits_2(tmp_path):
-    out = arena("episodes", "no_such_run", cwd=tmp_path)
+    out = arena_in_process("episodes", "no_such_run", cwd=tmp_path)
     assert out.returncode == 2 and "no_such_run" in out.stderr
 
 
@@ -144,8 +148,8 @@ def test_play_by_hand_against_a_bot(tmp_path):
 
 
 def test_play_rejects_unknown_game_and_seat(tmp_path):
-    assert arena("play", "chess-v0", cwd=tmp_path).returncode == 2
-    out = arena("play", "negotiation-v0", "--seat", "judge", cwd=tmp_path)
+    assert arena_in_process("play", "chess-v0", cwd=tmp_path).returncode == 2
+    out = arena_in_process("play", "negotiation-v0", "--seat", "judge", cwd=tmp_path)
     assert out.returncode == 2 and "seller" in out.stderr
 
 

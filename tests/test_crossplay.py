@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import arena_in_process
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
@@ -82,7 +83,7 @@ def test_crossplay_table_and_its_usage_errors(tmp_path):
         (["repeated_matrix-v0", "random", "scripted/always_defect", "-o", "rounds"], "must look like key=value"),
         (["repeated_matrix-v0", "random", "scripted/always_defect", "-o", "rounds=0"], "rounds"),
     ]:
-        bad = arena("crossplay", *args, cwd=tmp_path)
+        bad = arena_in_process("crossplay", *args, cwd=tmp_path)
         assert bad.returncode == 2, (args, bad.stderr)
         assert message in bad.stderr, (args, bad.stderr)
     assert not (tmp_path / "mlflow.db").exists(), "nothing is logged by a request that cannot start"
@@ -128,13 +129,13 @@ def test_play_rejects_a_directory_that_is_not_a_model(tmp_path):
     junk = tmp_path / "not_a_model"
     junk.mkdir()
     (junk / "notes.txt").write_text("hello")
-    out = arena("play", "repeated_matrix-v0", "--opponent", str(junk), cwd=tmp_path)
+    out = arena_in_process("play", "repeated_matrix-v0", "--opponent", str(junk), cwd=tmp_path)
     assert out.returncode == 2
     assert str(junk) in out.stderr and "neither a model directory" in out.stderr
-    missing = arena("play", "repeated_matrix-v0", "--opponent", str(tmp_path / "nowhere"), cwd=tmp_path)
+    missing = arena_in_process("play", "repeated_matrix-v0", "--opponent", str(tmp_path / "nowhere"), cwd=tmp_path)
     assert missing.returncode == 2 and f"no such directory '{tmp_path / 'nowhere'}'" in missing.stderr
     (junk / "config.json").write_text("{}")  # looks like a model, holds none
-    broken = arena("play", "repeated_matrix-v0", "--opponent", str(junk), cwd=tmp_path)
+    broken = arena_in_process("play", "repeated_matrix-v0", "--opponent", str(junk), cwd=tmp_path)
     assert broken.returncode == 2 and f"cannot load the model of policy '{junk}'" in broken.stderr
 
 

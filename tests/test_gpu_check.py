@@ -11,10 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None
 
 
+@pytest.mark.long
 def test_gpu_check_runs_on_cpu_and_reports_every_section(tiny_model_dir, tmp_path):
     # the session's model cache (the tiny model of both shipped games is already built there)
     env = {**os.environ, "ARENA_HOME": str(tiny_model_dir.parent.parent), "TOKENIZERS_PARALLELISM": "false"}

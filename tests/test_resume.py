@@ -16,6 +16,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
+from conftest import arena_in_process
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
@@ -78,6 +79,7 @@ def workdirs(request, tmp_path, arena_home):
     return dirs, env, staleness, adapter
 
 
+@pytest.mark.long
 def test_sigkill_then_resume_matches_an_uninterrupted_run(workdirs):
     (killed, straight), env, staleness, adapter = workdirs
 
@@ -140,11 +142,5 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(workdirs):
 
 def test_resume_with_nothing_to_resume_exits_2(tmp_path, tiny_model_dir):
     (tmp_path / "config.yaml").write_text(CONFIG)
-    out = subprocess.run(
-        [ARENA, "run", "config.yaml", "--resume"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "ARENA_HOME": str(tiny_model_dir.parent.parent)},
-    )
+    out = arena_in_process("run", "config.yaml", "--resume", cwd=tmp_path, env={"ARENA_HOME": str(tiny_model_dir.parent.parent)})
     assert out.returncode == 2 and "nothing to resume" in out.stderr

@@ -256,6 +256,7 @@ def mlflow_server(tmp_path):
     proc.wait(timeout=30)
 
 
+@pytest.mark.long
 def test_a_server_that_dies_mid_run_loses_nothing_and_the_episodes_are_logged_later(tmp_path, mlflow_server, monkeypatch):
     import arena.tracking as tracking
 

@@ -168,6 +168,7 @@ def _mlflow(d: Path, run_id: str) -> tuple[dict, list]:
     return run.data.metrics, rounds
 
 
+@pytest.mark.long
 def test_a_users_text_game_with_bots_and_report_trains_through_arena_run(user_dir: Path):
     out = arena("run", "user.yaml", cwd=user_dir, env=_env(user_dir))
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
@@ -200,6 +201,7 @@ def test_a_users_game_is_listed_and_played_by_hand(user_dir: Path):
     assert unknown.returncode == 2 and "--import" in unknown.stderr  # not imported: a clear error, not a traceback
 
 
+@pytest.mark.long
 def test_a_plain_pettingzoo_env_from_an_installed_entry_point_plays_and_trains(tmp_path: Path):
     # an installed distribution: a module and a dist-info declaring an `arena.games` entry point
     site = tmp_path / "site"

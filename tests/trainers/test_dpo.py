@@ -103,6 +103,7 @@ def _matchups(n: int) -> list[Matchup]:
     return [Matchup(game=GAME, seed=s, seats={"debater_0": "main", "debater_1": STUBBORN}, game_kwargs=KW) for s in range(n)]
 
 
+@pytest.mark.long
 def test_debate_tree_pairs_and_dpo_steps_raise_the_preference_margin(debate_warm_dir):
     from transformers import AutoModelForCausalLM
 

@@ -192,8 +192,9 @@ def test_prompt_loss_teaches_the_prompt_and_reports_the_targets_loss(tiny_model_
 
 # ----- the point of warm start, measured ----------------------------------------------------------
 
-#: a fraction of the default budget, enough to show the effect in the test's time
-TEST_CFG = ImitationConfig(steps=200, batch_size=16, seatings=default_seatings(MODEL_GAMES))
+#: a build small enough to test the cache and its progress lines in seconds; what imitation does to play is
+#: measured on the session's default warm start (conftest's warm_model_dir, which the suite builds anyway)
+TEST_CFG = ImitationConfig(steps=20, batch_size=8, seatings=default_seatings(MODEL_GAMES))
 
 
 def _llm_turns(model_path, game, seat, opp_seat, opponent, n=16):
@@ -235,22 +236,22 @@ def test_warm_start_is_saved_with_its_metadata_and_cached(tiny_model_dir, warm_d
     assert float(BUILD_PROGRESS[-1].rsplit(" ", 1)[1]) == pytest.approx(meta["final_loss"], abs=1e-3)
 
 
-def test_warm_start_turns_illegal_play_legal_in_the_matrix_game(tiny_model_dir, warm_dir):
+def test_warm_start_turns_illegal_play_legal_in_the_matrix_game(tiny_model_dir, warm_model_dir):
     before = _illegal_rate(_llm_turns(tiny_model_dir, MATRIX, "player_0", "player_1", "scripted/tit_for_tat"))
-    after = _illegal_rate(_llm_turns(warm_dir, MATRIX, "player_0", "player_1", "scripted/tit_for_tat"))
-    # measured on 2 CPU cores: about 0.92 before, 0.02-0.14 after (0.003 with the default config)
+    after = _illegal_rate(_llm_turns(warm_model_dir, MATRIX, "player_0", "player_1", "scripted/tit_for_tat"))
+    # measured on 2 CPU cores: 0.95 before, 0.01 after (a 200-step warm start: 0.02-0.14)
     assert before > 0.8
-    assert after < 0.4, f"illegal-move rate {before:.2f} -> {after:.2f}"
+    assert after < 0.2, f"illegal-move rate {before:.2f} -> {after:.2f}"
 
 
-def test_warm_start_makes_offers_and_accepts_in_negotiation(tiny_model_dir, warm_dir):
+def test_warm_start_makes_offers_and_accepts_in_negotiation(tiny_model_dir, warm_model_dir):
     before = _llm_turns(tiny_model_dir, NEGOTIATION, "seller", "buyer", "scripted/fair_buyer")
-    after = _llm_turns(warm_dir, NEGOTIATION, "seller", "buyer", "scripted/fair_buyer")
+    after = _llm_turns(warm_model_dir, NEGOTIATION, "seller", "buyer", "scripted/fair_buyer")
     legal_offers = [t for t in after if not t.illegal and "OFFER" in t.action.upper()]
-    # measured: about 0.93 illegal before, 0.2-0.4 after this short run (under 0.1 with the defaults)
+    # measured: 0.90 illegal before, 0.09 after, 126 legal offers (a 200-step warm start: 0.2-0.4 illegal)
     assert _illegal_rate(before) > 0.8
-    assert _illegal_rate(after) < 0.65, f"illegal-move rate {_illegal_rate(before):.2f} -> {_illegal_rate(after):.2f}"
-    assert len(legal_offers) >= 10
+    assert _illegal_rate(after) < 0.35, f"illegal-move rate {_illegal_rate(before):.2f} -> {_illegal_rate(after):.2f}"
+    assert len(legal_offers) >= 40
 
 
 def test_the_imitation_warm_start_replays_the_examples_it_was_built_from(warm_model_dir):

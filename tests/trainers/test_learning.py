@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from conftest import MODEL_GAMES
 from mlflow.tracking import MlflowClient
@@ -70,6 +71,7 @@ def _params(res_dir) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
+@pytest.mark.long
 def test_seller_learns_to_sell_dearer_against_a_fair_buyer(tmp_path, arena_home, warm_model_dir):
     games = [{"id": "negotiation-v0", "matchups": [{"seller": "main", "buyer": "scripted/fair_buyer"}]}]
     trainer = {
@@ -96,6 +98,7 @@ def test_seller_learns_to_sell_dearer_against_a_fair_buyer(tmp_path, arena_home,
     assert any(not torch.equal(trained[k], start[k]) for k in trained)
 
 
+@pytest.mark.long
 def test_shared_policy_self_play_keeps_a_baseline_per_role_and_logs_each_role(tmp_path, arena_home, warm_model_dir):
     """Both negotiation seats are the one trained policy: it learns from both roles, with a return
     baseline per role, and logs its return in each role every round. (Whether it then beats its
@@ -134,6 +137,7 @@ def _warm_weights(warm_model_dir) -> dict[str, torch.Tensor]:
     return load_file(str(warm_model_dir / "model.safetensors"))
 
 
+@pytest.mark.long
 def test_prisoners_dilemma_payoff_rises_against_tit_for_tat(tmp_path, arena_home, warm_model_dir):
     games = [{"id": "repeated_matrix-v0", "kwargs": {"rounds": 10}, "matchups": [{"player_0": "main", "player_1": "scripted/tit_for_tat"}]}]
     trainer = {

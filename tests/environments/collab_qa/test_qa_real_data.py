@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from conftest import arena_in_process
 
 ARENA = str(Path(sys.executable).with_name("arena"))
 
@@ -56,10 +57,13 @@ def _config(path: Path, data: Path) -> Path:
     return path
 
 
-def _arena(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def _env(cwd: Path) -> dict[str, str]:
     # wide enough that the error's long path is not wrapped
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}", "ARENA_HOME": str(cwd / "home"), "COLUMNS": "1000"}
-    return subprocess.run([ARENA, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return {"MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}", "ARENA_HOME": str(cwd / "home"), "COLUMNS": "1000"}
+
+
+def _arena(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([ARENA, *args], cwd=cwd, env={**os.environ, **_env(cwd)}, capture_output=True, text=True, timeout=300)
 
 
 def test_arena_run_plays_questions_and_corpora_from_jsonl(tmp_path):
@@ -85,7 +89,7 @@ def test_a_malformed_line_exits_2_naming_file_line_and_field(tmp_path):
     config = _config(tmp_path / "c.yaml", data)
     lines = (data / "corpora" / "med.jsonl").read_text().splitlines()
     (data / "corpora" / "med.jsonl").write_text("\n".join([lines[0], '{"id": "m2", "title": "Tamsiline"}', *lines[1:]]) + "\n")
-    out = _arena(["run", str(config)], tmp_path)
+    out = arena_in_process("run", str(config), cwd=tmp_path, env=_env(tmp_path))
     assert out.returncode == 2, out.stderr[-3000:]
     message = " ".join(out.stderr.split())
     assert "med.jsonl:2" in message and "field 'text'" in message
@@ -95,7 +99,7 @@ def test_a_malformed_line_exits_2_naming_file_line_and_field(tmp_path):
     data2 = _write_data(tmp_path / "data2")
     with (data2 / "questions.jsonl").open("a") as f:
         f.write('{"id": "q9", "question": "Who?", "answer": ["x"]}\n')
-    out = _arena(["run", str(_config(tmp_path / "c2.yaml", data2))], tmp_path)
+    out = arena_in_process("run", str(_config(tmp_path / "c2.yaml", data2)), cwd=tmp_path, env=_env(tmp_path))
     assert out.returncode == 2
     message = " ".join(out.stderr.split())
     assert "questions.jsonl:5" in message and "answer" in message
