@@ -19,7 +19,8 @@ run: $(STAMP)
 	$(BIN)/arena run
 
 # Two workers: while one builds a model (minutes of one core's work), the other runs tests. Tests that
-# start Ray share one worker (xdist_group "ray"), as do those of the collaborative-QA model.
+# start Ray share one worker (xdist_group "ray"), as do those of the collaborative-QA model; the two groups
+# start first, then the tests marked `long`, then the rest (tests/conftest.py), so both finish together.
 test: $(STAMP) browser
 	$(BIN)/pytest -q -n 2 --dist loadgroup --durations=40 tests
 
