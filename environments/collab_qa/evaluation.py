@@ -166,9 +166,9 @@ def move_probability(logprobs: Sequence[float]) -> float:
 # ----- playing a split -------------------------------------------------------------------------------
 GAME = "collab_qa-v0"
 SETTINGS = ("isolated", "collaborative")
-#: game options that choose seats, tools or questions: set per setting and question, never taken from a run config
-#: (``redraw_unknown`` is a training option: evaluation plays the data's values)
-_SEATING_KEYS = frozenset({"helpers", "helper_tools", "asker_tool", "domain", "split", "question_index", "redraw_unknown"})
+#: game options evaluation sets itself, never taken from a run config: seats, tools and questions (per setting
+#: and question), and ``redraw_unknown``, a training option (evaluation plays the data's values)
+_SET_BY_EVALUATION = frozenset({"helpers", "helper_tools", "asker_tool", "domain", "split", "question_index", "redraw_unknown"})
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,7 @@ class QAResult:
 
 def base_game_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """A run config's collab_qa options without the ones each setting and question set (seats, tools, split)."""
-    return {k: v for k, v in kwargs.items() if k not in _SEATING_KEYS}
+    return {k: v for k, v in kwargs.items() if k not in _SET_BY_EVALUATION}
 
 
 def question_matchups(
