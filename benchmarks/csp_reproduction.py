@@ -40,6 +40,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -120,6 +121,21 @@ def fixed_strategies(model_dir: str, cfg, splits: list[str], limit: int | None) 
     return {split: fixed_strategy_rewards(forced_answers(model_dir, world, ds.split(split)[:limit], cfg.seed), cost) for split in splits}
 
 
+def _stderr_progress(every_s: float = 30.0):
+    """A build-progress callback (arena.progress) printing to stderr at most every ``every_s`` seconds,
+    and each stage's last step: a first build's stages run for minutes each."""
+    last = [-every_s]
+
+    def report(line: str) -> None:
+        done = re.search(r"step (\d+)/(\d+)", line)
+        now = time.perf_counter()
+        if now - last[0] >= every_s or (done and done[1] == done[2]):
+            print(f"  building: {line}", file=sys.stderr, flush=True)
+            last[0] = now
+
+    return report
+
+
 def one_run(overrides: list[str], splits: list[str], limit: int | None, workdir: Path, config: str | None = None, kept: bool = False) -> dict:
     """Train one variant (overrides on the quick start), evaluate before and after; the per-split summaries.
     ``kept``: evaluate the run ``workdir`` already holds (from ``--keep``) instead of training."""
@@ -130,6 +146,7 @@ def one_run(overrides: list[str], splits: list[str], limit: int | None, workdir:
     from arena.environments.collab_qa.reading import reading_probe, relay_probe
     from arena.experiment import run
     from arena.models import run_model_path
+    from arena.progress import build_progress
 
     cfg = load_config(config, [*overrides, f"runs_dir={workdir / 'runs'}", "tracking.traces_per_round=0"])
     if kept:  # the run this directory kept (--evaluate-kept): evaluated again, not trained again
@@ -138,7 +155,8 @@ def one_run(overrides: list[str], splits: list[str], limit: int | None, workdir:
             raise SystemExit(f"--evaluate-kept: expected one run of {cfg.name!r} under {workdir / 'runs'}, found {len(found)}")
         run_dir, run_id = found[0], found[0].name
     tick = time.perf_counter()
-    before_dir = run_model_path(cfg)  # the model the run starts from: the knowledge model (its warm start)
+    with build_progress(_stderr_progress()):  # a first build takes tens of minutes: say where it is
+        before_dir = run_model_path(cfg)  # the model the run starts from: the knowledge model (its warm start)
     build_s = time.perf_counter() - tick
     tick = time.perf_counter()
     if not kept:
