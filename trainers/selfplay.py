@@ -83,7 +83,8 @@ def rest_samples(seats: list[Seat], cfg: TrainerConfig) -> tuple[list[Sample], d
     """ReST: keep the top fraction of seats by return within each group (``cfg.rest_within``: the
     episodes of one matchup and seed, or a whole game), and imitate their legal turns (advantage 1).
     Within groups, a seat is kept only if it beat the group's worst: where every episode scored
-    alike, nothing tells a better move from a worse one."""
+    alike, nothing tells a better move from a worse one. With ``cfg.rest_min_return``, only seats with
+    at least that return are kept: a group's best failure is not imitated."""
     by: dict[object, list[Seat]] = defaultdict(list)
     for s in seats:
         by[s.group if cfg.rest_within == "group" else s.label].append(s)
@@ -94,6 +95,8 @@ def rest_samples(seats: list[Seat], cfg: TrainerConfig) -> tuple[list[Sample], d
         if cfg.rest_within == "group":
             worst = min(s.ret for s in group)
             best = [s for s in best if s.ret > worst]
+        if cfg.rest_min_return is not None:
+            best = [s for s in best if s.ret >= cfg.rest_min_return]
         kept += best
     samples = [
         Sample(t.prompt_ids, t.completion_ids, t.logprobs, 1.0, s.episode.episode_id, s.player)

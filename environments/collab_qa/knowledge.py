@@ -82,7 +82,9 @@ the warm start, keyed by the base model's name and the config, built in a
 temporary directory renamed into place; the model after stage 0 is cached on
 its own, keyed by what stage 0 reads (:func:`cached_reading_model`), so builds
 that differ only in later stages (or, with ``reading_seed``, in their seed)
-share the dearest stage. Each model directory holds
+share the dearest stage; the model after stage 1 likewise, keyed by what stages
+0 and 1 depend on (:func:`cached_pretrained_model`; ``pretrain_seed`` pins its
+seed), so builds that differ only in the warm start share both. Each model directory holds
 ``closed_book.json``: its closed-book answer and correctness per question of
 the world, and ``arena_qa_model.json``: the config, losses, timings and
 closed-book accuracy.
@@ -118,6 +120,7 @@ GAME = "collab_qa-v0"
 META_FILE = "arena_qa_model.json"
 #: the model after stage 0 alone (:func:`cached_reading_model`) records itself here
 READING_FILE = "arena_qa_reading.json"
+PRETRAIN_FILE = "arena_qa_pretrained.json"
 CLOSED_BOOK_FILE = "closed_book.json"
 
 
@@ -237,10 +240,19 @@ class KnowledgeConfig(pydantic.BaseModel):
     #: seeds stage 0 (its examples and batch order) instead of ``seed``: builds with different seeds then
     #: share one model after reading (:func:`cached_reading_model`), the dearest stage
     reading_seed: int | None = None
+    #: seeds stage 1 (its example draws, relay examples and batch order) instead of ``seed``: builds with different
+    #: seeds then share one model after stage 1 as well (:func:`cached_pretrained_model`), and differ from the
+    #: warm start on (demonstrations, replay draws, self-play). On a world large enough for 200 questions a
+    #: split, stage 1 memorises several hundred facts: the dearest stage after reading
+    pretrain_seed: int | None = None
 
     @property
     def stage0_seed(self) -> int:
         return self.seed if self.reading_seed is None else self.reading_seed
+
+    @property
+    def stage1_seed(self) -> int:
+        return self.seed if self.pretrain_seed is None else self.pretrain_seed
 
     @pydantic.model_validator(mode="before")
     @classmethod
@@ -286,6 +298,16 @@ READING_FIELDS = frozenset(
 def reading_config(cfg: KnowledgeConfig) -> dict[str, Any]:
     """What stage 0 depends on: the :data:`READING_FIELDS` of ``cfg`` and the seed it reads with."""
     return {**cfg.model_dump(mode="json", include=READING_FIELDS), "seed": cfg.stage0_seed}
+
+
+#: the fields stage 1 depends on beside stage 0's (the probes after each stage are measured in its build):
+#: builds that differ in no other field share the model after stage 1 (:func:`cached_pretrained_model`)
+PRETRAIN_FIELDS = READING_FIELDS | {"pretrain", "pretrain_replay", "relay", "stage_probes"}
+
+
+def pretrain_config(cfg: KnowledgeConfig) -> dict[str, Any]:
+    """What stages 0 and 1 depend on: the :data:`PRETRAIN_FIELDS` of ``cfg`` and the two stages' seeds."""
+    return {**cfg.model_dump(mode="json", include=PRETRAIN_FIELDS), "seed": cfg.stage0_seed, "pretrain_seed": cfg.stage1_seed}
 
 
 # ----- the closed-book setting ---------------------------------------------------------------------
@@ -616,8 +638,8 @@ def pretrain_examples(cfg: KnowledgeConfig, knowledge: list[Example], reading: l
     n_read, n_relay = (n_read if reading else 0), (n_relay if relay else 0)
     if not n_read and not n_relay:
         return knowledge
-    seen = cfg.pretrain.steps * cfg.pretrain.batch_size
-    return draw(knowledge, seen - n_read - n_relay, cfg.seed + 6) + draw(reading, n_read, cfg.seed + 8) + draw(list(relay), n_relay, cfg.seed + 9)
+    seen, seed = cfg.pretrain.steps * cfg.pretrain.batch_size, cfg.stage1_seed
+    return draw(knowledge, seen - n_read - n_relay, seed + 6) + draw(reading, n_read, seed + 8) + draw(list(relay), n_relay, seed + 9)
 
 
 def _train(model: Any, examples: list[Example], stage: Stage, cfg: KnowledgeConfig, tokenizer: Any, seed: int, name: str = "training") -> list[float]:
@@ -708,14 +730,28 @@ def reading_model_dir(base_path: str | Path, cfg: KnowledgeConfig, cache_dir: st
     return Path(cache_dir) / "models" / f"qa-read-{cache_key(name, json.dumps(reading_config(cfg), sort_keys=True))}"
 
 
-def build_knowledge_model(base_path: str | Path, out_dir: str | Path, cfg: KnowledgeConfig, cache_dir: str | Path | None = None) -> Path:
-    """Stages 0-2 of the module docstring, from ``base_path``; saves the model to ``out_dir``. Stage 0's model
-    is cached in ``cache_dir`` (:func:`cached_reading_model`), or built beside ``out_dir`` and removed."""
+def _stage_probes(cfg: KnowledgeConfig) -> Callable[[Any, Any], tuple[float, dict[str, float]]] | None:
+    """With ``stage_probes``: a function of (model, tokenizer) measuring the redrawn reading probe and the relay
+    probe on items drawn once (the same items after every stage, in every build of ``cfg``); else None."""
+    if not cfg.stage_probes:
+        return None
+    from arena.environments.collab_qa.reading import RELAY_TOKENS, model_reads, probe_items, relay_items, score_hops, score_reads
+
+    items = probe_items(cfg, "redrawn", cfg.stage_probes)
+    hops = relay_items(cfg, max(1, cfg.stage_probes // 2))
+
+    def probe(model: Any, tokenizer: Any) -> tuple[float, dict[str, float]]:
+        return score_reads(items, model_reads((model, tokenizer), items)), score_hops(hops, model_reads((model, tokenizer), hops, max_new_tokens=RELAY_TOKENS))
+
+    return probe
+
+
+def build_pretrained_model(base_path: str | Path, out_dir: str | Path, cfg: KnowledgeConfig, cache_dir: str | Path | None = None) -> Path:
+    """Stages 0 and 1 from ``base_path`` (stage 0's model cached in ``cache_dir``, :func:`cached_reading_model`,
+    or built beside ``out_dir`` and removed): the model that knows its facts and reads, saved to ``out_dir``
+    with its losses, timings and stage probes (:data:`PRETRAIN_FILE`, written last)."""
     import shutil
     import tempfile
-
-    from arena.environments.collab_qa.bots import FromMemory
-    from arena.trainers.imitation import imitation_examples
 
     scratch = None
     if cache_dir is not None:
@@ -727,29 +763,80 @@ def build_knowledge_model(base_path: str | Path, out_dir: str | Path, cfg: Knowl
     model, tokenizer, agent = _load(read_dir)
     if scratch is not None:
         shutil.rmtree(scratch, ignore_errors=True)
-    timings: dict[str, float] = {"reading_s": read_meta["reading_s"]}
-    ds = cached_world(cfg.world)
-    reading = reading_examples(cfg, tokenizer, agent.prompt_ids)
-    probes: dict[str, float] = {}
-    relay_probes: dict[str, dict[str, float]] = {}
-    if cfg.stage_probes:
-        from arena.environments.collab_qa.reading import RELAY_TOKENS, model_reads, probe_items, relay_items, score_hops, score_reads
-
-        items = probe_items(cfg, "redrawn", cfg.stage_probes)  # drawn once, read after each stage
-        hops = relay_items(cfg, max(1, cfg.stage_probes // 2))
-
-    def probe(after: str) -> None:
-        if cfg.stage_probes:
-            probes[after] = score_reads(items, model_reads((model, tokenizer), items))
-            relay_probes[after] = score_hops(hops, model_reads((model, tokenizer), hops, max_new_tokens=RELAY_TOKENS))
-
-    probe("reading")
+    probe = _stage_probes(cfg)
+    probes: dict[str, Any] = {}
+    relay_probes: dict[str, Any] = {}
+    if probe is not None:
+        probes["reading"], relay_probes["reading"] = probe(model, tokenizer)
     tick = time.perf_counter()
+    reading = reading_examples(cfg, tokenizer, agent.prompt_ids)
     knowledge = knowledge_examples(cfg, tokenizer, agent.prompt_ids)
     relay = relay_pool(cfg, tokenizer, agent.prompt_ids)
-    pre_losses = _train(model, pretrain_examples(cfg, knowledge, reading, relay), cfg.pretrain, cfg, tokenizer, cfg.seed + 1, "knowledge")
-    timings["pretrain_s"] = time.perf_counter() - tick
-    probe("pretrain")
+    losses = _train(model, pretrain_examples(cfg, knowledge, reading, relay), cfg.pretrain, cfg, tokenizer, cfg.stage1_seed + 1, "knowledge")
+    pretrain_s = time.perf_counter() - tick
+    if probe is not None:
+        probes["pretrain"], relay_probes["pretrain"] = probe(model, tokenizer)
+    meta = {
+        "config": pretrain_config(cfg),
+        "base_model": str(base_path),
+        "reading_model": read_dir.name,
+        "reading_examples": len(reading),
+        "knowledge_examples": len(knowledge),
+        "relay_examples": len(relay),
+        "reading_loss": read_meta["reading_loss"],
+        "pretrain_loss": [losses[0], float(np.mean(losses[-10:]))],
+        **({"reading_probe_redrawn": probes, "relay_probe": relay_probes} if probes else {}),
+        "reading_s": read_meta["reading_s"],
+        "pretrain_s": pretrain_s,
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    (out / PRETRAIN_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+def cached_pretrained_model(base_path: str | Path, cfg: KnowledgeConfig, cache_dir: str | Path) -> Path:
+    """The model after stages 0 and 1 (:func:`build_pretrained_model`), keyed by the base's name and the
+    config's :data:`PRETRAIN_FIELDS` alone: builds that differ only in the warm start share it, as builds
+    that differ only after reading share :func:`cached_reading_model`."""
+    from arena.tiny import build_once
+
+    final = pretrained_model_dir(base_path, cfg, cache_dir)
+    return build_once(final, lambda tmp: build_pretrained_model(base_path, tmp, cfg, cache_dir), marker=PRETRAIN_FILE)
+
+
+def pretrained_model_dir(base_path: str | Path, cfg: KnowledgeConfig, cache_dir: str | Path) -> Path:
+    """Where :func:`cached_pretrained_model` keeps the model after stage 1 for (``base_path``, ``cfg``)."""
+    name = Path(str(base_path).rstrip("/")).name
+    return Path(cache_dir) / "models" / f"qa-pre-{cache_key(name, json.dumps(pretrain_config(cfg), sort_keys=True))}"
+
+
+def build_knowledge_model(base_path: str | Path, out_dir: str | Path, cfg: KnowledgeConfig, cache_dir: str | Path | None = None) -> Path:
+    """Stages 0-2 of the module docstring, from ``base_path``; saves the model to ``out_dir``. The models after
+    stage 0 and after stage 1 are cached in ``cache_dir`` (:func:`cached_reading_model`,
+    :func:`cached_pretrained_model`), or built beside ``out_dir`` and removed."""
+    import shutil
+    import tempfile
+
+    from arena.environments.collab_qa.bots import FromMemory
+    from arena.trainers.imitation import imitation_examples
+
+    scratch = None
+    if cache_dir is not None:
+        pre_dir = cached_pretrained_model(base_path, cfg, cache_dir)
+    else:
+        scratch = Path(tempfile.mkdtemp(prefix=".pretrained-", dir=Path(out_dir).parent))
+        pre_dir = build_pretrained_model(base_path, scratch, cfg)
+    pre_meta = json.loads((pre_dir / PRETRAIN_FILE).read_text())
+    model, tokenizer, agent = _load(pre_dir)
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
+    ds = cached_world(cfg.world)
+    reading = reading_examples(cfg, tokenizer, agent.prompt_ids)
+    knowledge = knowledge_examples(cfg, tokenizer, agent.prompt_ids)
+    relay = relay_pool(cfg, tokenizer, agent.prompt_ids)
 
     tick = time.perf_counter()
     train_questions = ds.split("train")
@@ -760,24 +847,31 @@ def build_knowledge_model(base_path: str | Path, out_dir: str | Path, cfg: Knowl
     demos = imitation_examples(episodes, tokenizer, render=agent.prompt_ids)
     examples = with_replay(demos, [knowledge, reading, *([relay] if relay else [])], cfg.replay, cfg.seed + 3)
     warm_losses = _train(model, examples, cfg.warm_start, cfg, tokenizer, cfg.seed + 2, "protocol")
-    timings["warm_start_s"] = time.perf_counter() - tick
-    probe("warm_start")
+    warm_start_s = time.perf_counter() - tick
+    probes = dict(pre_meta.get("reading_probe_redrawn", {}))
+    relay_probes = dict(pre_meta.get("relay_probe", {}))
+    probe = _stage_probes(cfg)
+    if probe is not None:
+        probes["warm_start"], relay_probes["warm_start"] = probe(model, tokenizer)
 
     meta = {
         "config": cfg.model_dump(mode="json"),
         "base_model": str(base_path),
-        "reading_model": read_dir.name,
+        "reading_model": pre_meta["reading_model"],
+        "pretrained_model": pre_dir.name if scratch is None else None,
         "reading_examples": len(reading),
         "knowledge_examples": len(knowledge),
         "demonstration_examples": len(demos),
         "teacher_searches_per_episode": float(np.mean([ep.metrics["searches"] for ep in episodes])) if episodes else 0.0,
-        "reading_loss": read_meta["reading_loss"],
-        "pretrain_loss": [pre_losses[0], float(np.mean(pre_losses[-10:]))],
+        "reading_loss": pre_meta["reading_loss"],
+        "pretrain_loss": pre_meta["pretrain_loss"],
         "closed_book_after_pretrain": _closed_book_summary(remembered, train_questions),
         "warm_start_loss": [warm_losses[0], float(np.mean(warm_losses[-10:]))],
         **({"reading_probe_redrawn": probes, "relay_probe": relay_probes} if probes else {}),
         "relay_examples": len(relay),
-        **timings,
+        "reading_s": pre_meta["reading_s"],
+        "pretrain_s": pre_meta["pretrain_s"],
+        "warm_start_s": warm_start_s,
     }
     return _save(model, tokenizer, Path(out_dir), cfg, meta)
 
@@ -816,7 +910,7 @@ def build_action_supervised(knowledge_path: str | Path, out_dir: str | Path, cfg
 
 #: fields added after models were built and cached: at their default they are left out of the cache key
 #: (:func:`config_key`), so the builds made before them stay valid
-_KEY_IF_SET = frozenset({"asker_tool_episodes"})
+_KEY_IF_SET = frozenset({"asker_tool_episodes", "pretrain_seed"})
 
 
 def config_key(cfg: KnowledgeConfig) -> str:

@@ -526,7 +526,7 @@ def relay_examples(cfg: Any, tokenizer: Any, render: Callable[[Any], list[int]],
     out: list[tuple[list[int], list[int]]] = []
     if n <= 0:
         return out
-    for chain in relay_reads(cfg.world, RELAY_SEED, cfg.qa_templates, cfg.seed + 13, "redrawn", cfg.redrawn_new_names, cfg.redrawn_wide_years):
+    for chain in relay_reads(cfg.world, RELAY_SEED, cfg.qa_templates, cfg.stage1_seed + 13, "redrawn", cfg.redrawn_new_names, cfg.redrawn_wide_years):
         for it in chain:
             if it.hop == "reply":
                 continue

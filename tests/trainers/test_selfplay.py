@@ -109,6 +109,19 @@ def test_rest_ranks_each_seat_within_its_question_group_by_default():
     assert sorted(s.episode_id for s in half) == ["e1-2", "e2-2"]
 
 
+def test_rest_with_a_floor_does_not_imitate_a_groups_best_failure():
+    """A question every episode got wrong: the least bad (no search, 0.0, against -0.05 after a search) beats
+    the group's worst and is kept by the ranking alone; with a floor it is not, and a right answer still is."""
+    failed = [_episode(1, k, r, 0.0) for k, r in enumerate([0.0, -0.05, -0.05, -0.05])]
+    solved = [_episode(2, k, r, 0.0) for k, r in enumerate([0.0, 0.95, -0.05, 0.0])]
+    seats = trained_seats(failed + solved, "main", 0.0)
+    ranked, _ = rest_samples(seats, TrainerConfig(recipe="rest"))
+    assert sorted(s.episode_id for s in ranked) == ["e1-0", "e2-1"]
+    floored, stats = rest_samples(seats, TrainerConfig(recipe="rest", rest_min_return=0.5))
+    assert [s.episode_id for s in floored] == ["e2-1"] and stats["rest_groups_kept"] == 1
+    assert TrainerConfig(recipe="rest").rest_min_return is None  # off unless set
+
+
 def test_collate_masks_only_completion_tokens_and_aligns_sampler_logprobs():
     batch = collate([Sample([1, 2, 3], [7, 8], [-1.0, -2.0], 1.0), Sample([5], [6, 7, 8], [-3.0, -4.0, -5.0], -1.0)], pad_id=0)
     assert batch.input_ids.tolist() == [[1, 2, 3, 7, 8], [5, 6, 7, 8, 0]]

@@ -217,9 +217,12 @@ def test_a_field_added_later_changes_the_cache_key_only_when_set():
     from arena.environments.collab_qa.knowledge import config_key
 
     cfg = KnowledgeConfig()
-    assert "asker_tool_episodes" not in config_key(cfg)  # builds cached before the field keep their key
-    assert config_key(cfg) == cfg.model_dump_json(exclude={"asker_tool_episodes"})
-    assert config_key(cfg.model_copy(update={"asker_tool_episodes": 4})) != config_key(cfg)
+    later = {"asker_tool_episodes": 4, "pretrain_seed": 0}
+    for field in later:
+        assert f'"{field}"' not in config_key(cfg)  # builds cached before the field keep their key
+    assert config_key(cfg) == cfg.model_dump_json(exclude=set(later))
+    for field, value in later.items():
+        assert config_key(cfg.model_copy(update={field: value})) != config_key(cfg), field
 
 
 # ----- what the built model knows -----------------------------------------------------------------------
@@ -357,6 +360,28 @@ def test_builds_that_differ_after_reading_share_the_model_after_reading(qa_model
     assert reading_model_dir(base, qa_knowledge.model_copy(update={"seed": 1}), cache) != read_dir
     assert reading_model_dir(base, qa_knowledge.model_copy(update={"seed": 1, "reading_seed": 0}), cache) == read_dir
     assert reading_model_dir(base, qa_knowledge.model_copy(update={"reading": qa_knowledge.reading.model_copy(update={"steps": 7})}), cache) != read_dir
+
+
+def test_builds_that_differ_in_the_warm_start_share_the_model_after_stage_1(qa_model_dir, qa_knowledge):
+    from arena.environments.collab_qa.knowledge import PRETRAIN_FILE, build_meta, cached_pretrained_model, pretrained_model_dir
+
+    meta = build_meta(qa_model_dir)
+    base, cache = meta["base_model"], qa_model_dir.parent.parent
+    pre_dir = pretrained_model_dir(base, qa_knowledge, cache)
+    assert meta["pretrained_model"] == pre_dir.name and (pre_dir / PRETRAIN_FILE).is_file()
+    # the model after stage 1 holds stages 0 and 1: the losses the full build records are its own
+    pre_meta = json.loads((pre_dir / PRETRAIN_FILE).read_text())
+    assert (pre_meta["reading_loss"], pre_meta["pretrain_loss"]) == (meta["reading_loss"], meta["pretrain_loss"])
+    assert pre_meta["reading_model"] == meta["reading_model"]
+    later = qa_knowledge.model_copy(update={"memory_rate": 0.3, "replay": 2.0, "warm_start": qa_knowledge.warm_start.model_copy(update={"lr": 1e-3})})
+    start = time.perf_counter()
+    assert cached_pretrained_model(base, later, cache) == pre_dir and time.perf_counter() - start < 5  # reused, not rebuilt
+    # another seed pre-trains anew, unless pretrain_seed (and reading_seed, for stage 0) pin both stages' seeds
+    assert pretrained_model_dir(base, qa_knowledge.model_copy(update={"seed": 1}), cache) != pre_dir
+    assert pretrained_model_dir(base, qa_knowledge.model_copy(update={"seed": 1, "reading_seed": 0}), cache) != pre_dir
+    assert pretrained_model_dir(base, qa_knowledge.model_copy(update={"seed": 1, "reading_seed": 0, "pretrain_seed": 0}), cache) == pre_dir
+    for changed in ({"relay": 0.5}, {"pretrain_replay": 2.0}, {"pretrain": qa_knowledge.pretrain.model_copy(update={"steps": 7})}):
+        assert pretrained_model_dir(base, qa_knowledge.model_copy(update=changed), cache) != pre_dir, changed
 
 
 def test_pretrain_examples_mix_in_fresh_reading_per_knowledge_example_seen():
