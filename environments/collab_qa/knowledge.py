@@ -746,23 +746,31 @@ def _stage_probes(cfg: KnowledgeConfig) -> Callable[[Any, Any], tuple[float, dic
     return probe
 
 
+def _earlier_stage(
+    out_dir: str | Path, marker: str, cached: Callable[[], Path], build: Callable[[Path], Path], scratch: bool
+) -> tuple[Path, dict[str, Any], tuple[Any, Any, Any]]:
+    """The model a stage starts from, loaded: ``cached()`` (its cache directory), or with ``scratch`` built
+    by ``build(tmp)`` in a temporary directory beside ``out_dir`` and removed once loaded. Returns its
+    directory, the metadata in its ``marker`` file and :func:`_load`'s (model, tokenizer, agent)."""
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix=".stage-", dir=Path(out_dir).parent)) if scratch else None
+    try:
+        where = build(tmp) if tmp is not None else cached()
+        return Path(where), json.loads((Path(where) / marker).read_text()), _load(where)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def build_pretrained_model(base_path: str | Path, out_dir: str | Path, cfg: KnowledgeConfig, cache_dir: str | Path | None = None) -> Path:
     """Stages 0 and 1 from ``base_path`` (stage 0's model cached in ``cache_dir``, :func:`cached_reading_model`,
     or built beside ``out_dir`` and removed): the model that knows its facts and reads, saved to ``out_dir``
     with its losses, timings and stage probes (:data:`PRETRAIN_FILE`, written last)."""
-    import shutil
-    import tempfile
-
-    scratch = None
-    if cache_dir is not None:
-        read_dir = cached_reading_model(base_path, cfg, cache_dir)
-    else:
-        scratch = Path(tempfile.mkdtemp(prefix=".reading-", dir=Path(out_dir).parent))
-        read_dir = build_reading_model(base_path, scratch, cfg)
-    read_meta = json.loads((read_dir / READING_FILE).read_text())
-    model, tokenizer, agent = _load(read_dir)
-    if scratch is not None:
-        shutil.rmtree(scratch, ignore_errors=True)
+    read_dir, read_meta, (model, tokenizer, agent) = _earlier_stage(
+        out_dir, READING_FILE, lambda: cached_reading_model(base_path, cfg, cache_dir), lambda tmp: build_reading_model(base_path, tmp, cfg), cache_dir is None
+    )
     probe = _stage_probes(cfg)
     probes: dict[str, Any] = {}
     relay_probes: dict[str, Any] = {}
@@ -817,22 +825,16 @@ def build_knowledge_model(base_path: str | Path, out_dir: str | Path, cfg: Knowl
     """Stages 0-2 of the module docstring, from ``base_path``; saves the model to ``out_dir``. The models after
     stage 0 and after stage 1 are cached in ``cache_dir`` (:func:`cached_reading_model`,
     :func:`cached_pretrained_model`), or built beside ``out_dir`` and removed."""
-    import shutil
-    import tempfile
-
     from arena.environments.collab_qa.bots import FromMemory
     from arena.trainers.imitation import imitation_examples
 
-    scratch = None
-    if cache_dir is not None:
-        pre_dir = cached_pretrained_model(base_path, cfg, cache_dir)
-    else:
-        scratch = Path(tempfile.mkdtemp(prefix=".pretrained-", dir=Path(out_dir).parent))
-        pre_dir = build_pretrained_model(base_path, scratch, cfg)
-    pre_meta = json.loads((pre_dir / PRETRAIN_FILE).read_text())
-    model, tokenizer, agent = _load(pre_dir)
-    if scratch is not None:
-        shutil.rmtree(scratch, ignore_errors=True)
+    pre_dir, pre_meta, (model, tokenizer, agent) = _earlier_stage(
+        out_dir,
+        PRETRAIN_FILE,
+        lambda: cached_pretrained_model(base_path, cfg, cache_dir),
+        lambda tmp: build_pretrained_model(base_path, tmp, cfg),
+        cache_dir is None,
+    )
     ds = cached_world(cfg.world)
     reading = reading_examples(cfg, tokenizer, agent.prompt_ids)
     knowledge = knowledge_examples(cfg, tokenizer, agent.prompt_ids)
@@ -858,7 +860,7 @@ def build_knowledge_model(base_path: str | Path, out_dir: str | Path, cfg: Knowl
         "config": cfg.model_dump(mode="json"),
         "base_model": str(base_path),
         "reading_model": pre_meta["reading_model"],
-        "pretrained_model": pre_dir.name if scratch is None else None,
+        "pretrained_model": pre_dir.name if cache_dir is not None else None,
         "reading_examples": len(reading),
         "knowledge_examples": len(knowledge),
         "demonstration_examples": len(demos),

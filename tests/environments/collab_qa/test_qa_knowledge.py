@@ -384,6 +384,22 @@ def test_builds_that_differ_in_the_warm_start_share_the_model_after_stage_1(qa_m
         assert pretrained_model_dir(base, qa_knowledge.model_copy(update=changed), cache) != pre_dir, changed
 
 
+def test_a_build_without_a_cache_leaves_only_its_model(qa_model_dir, qa_knowledge, tmp_path):
+    """Without ``cache_dir`` the models after stages 0 and 1 are built in temporary directories beside the
+    output and removed: only the knowledge model is left (a few steps a stage: the bookkeeping, not the model)."""
+    from arena.environments.collab_qa.knowledge import META_FILE, build_knowledge_model, build_meta
+
+    few = {"steps": 3, "batch_size": 4, "lr": 1e-3}
+    cfg = qa_knowledge.model_copy(
+        update={k: qa_knowledge.reading.model_copy(update=few) for k in ("reading", "pretrain", "warm_start")}
+        | {"collaborative_episodes": 2, "isolated_episodes": 2}
+    )
+    out = build_knowledge_model(build_meta(qa_model_dir)["base_model"], tmp_path / "model", cfg)
+    assert (out / META_FILE).is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    meta = build_meta(out)
+    assert meta["pretrained_model"] is None and len(meta["pretrain_loss"]) == 2 and len(meta["warm_start_loss"]) == 2
+
+
 def test_pretrain_examples_mix_in_fresh_reading_per_knowledge_example_seen():
     knowledge = [([i], [i]) for i in range(10)]
     reading = [([100 + i], [100 + i]) for i in range(1000)]
