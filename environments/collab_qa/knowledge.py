@@ -692,6 +692,16 @@ def _reading_stage(cfg: KnowledgeConfig) -> Stage:
     return cfg.fresh_reading if cfg.reading_source in ("fresh", "redrawn") else cfg.reading
 
 
+def _save_stage(model: Any, tokenizer: Any, out_dir: str | Path, marker: str, meta: dict) -> Path:
+    """A stage's model, its tokenizer and ``meta`` (in ``marker``, written last: it marks a complete directory)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    (out / marker).write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
 def build_reading_model(base_path: str | Path, out_dir: str | Path, cfg: KnowledgeConfig) -> Path:
     """Stage 0 alone, from ``base_path``: the model after reading, saved to ``out_dir`` with its loss and time
     (:data:`READING_FILE`, written last)."""
@@ -706,12 +716,7 @@ def build_reading_model(base_path: str | Path, out_dir: str | Path, cfg: Knowled
         "reading_loss": [losses[0], float(np.mean(losses[-10:]))],
         "reading_s": time.perf_counter() - tick,
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    (out / READING_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    return out
+    return _save_stage(model, tokenizer, out_dir, READING_FILE, meta)
 
 
 def cached_reading_model(base_path: str | Path, cfg: KnowledgeConfig, cache_dir: str | Path) -> Path:
@@ -797,12 +802,7 @@ def build_pretrained_model(base_path: str | Path, out_dir: str | Path, cfg: Know
         "reading_s": read_meta["reading_s"],
         "pretrain_s": pretrain_s,
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    (out / PRETRAIN_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    return out
+    return _save_stage(model, tokenizer, out_dir, PRETRAIN_FILE, meta)
 
 
 def cached_pretrained_model(base_path: str | Path, cfg: KnowledgeConfig, cache_dir: str | Path) -> Path:
