@@ -181,7 +181,8 @@ def qa_knowledge():
             "warm_start": {"steps": 300, "batch_size": 32, "lr": 2e-3},
             "collaborative_episodes": 32,
             "isolated_episodes": 48,
-            "action_supervised": {"steps": 200, "batch_size": 32, "lr": 2e-3},
+            # 200 steps searched on 0.93 of known facts against 1.0 of unknown ones from the 300-step warm start
+            "action_supervised": {"steps": 300, "batch_size": 32, "lr": 2e-3},
         }
     )
 
