@@ -22,7 +22,10 @@ Beside it, for the model before and after: ``collaborative_test``, the same
 game self-play trains in (every seat the model, test split), and
 ``relay_probe``, exact match per hop of a search's answer on its way through
 a helper (environments.collab_qa.reading.relay_probe), asked in the trained
-wordings, and ``relay_probe_held_out_wording`` in the ood split's.
+wordings, and ``relay_probe_held_out_wording`` in the ood split's. Per split,
+``*_action_supervised``: the paper's supervised-actions baseline alone with a
+tool (the warm start fine-tuned to search exactly where its own closed-book
+answer is wrong; ``--no-action-supervised`` skips it).
 
     python benchmarks/csp_reproduction.py                 # 3 seeds, the quick start's settings
     python benchmarks/csp_reproduction.py --quick         # 1 seed, 2 rounds: checks that it works
@@ -67,6 +70,10 @@ METRICS = {
 #: (and, with a _before suffix, of the warm start): what learning when to search must beat
 BASELINES = ("reward_never_search", "reward_always_search", "reward_oracle")
 SPLITS = {"test": "in_distribution", "ood": "ood"}
+#: each run's figures, in its directory: ``--evaluate-kept`` measures only what they lack
+RESULT_FILE = "csp_result.json"
+#: the action-supervised baseline's isolated figures in the report, per split (with an _action_supervised suffix)
+ACTION_SUPERVISED = ("searches_per_question", "searches_known", "searches_unknown", "f1", "selective_auc", "reward")
 #: the reading probes of the model self-play starts from (environments.collab_qa.reading.reading_probe)
 PROBES = {"reading_probe_unseen": "redrawn", "reading_probe_fresh_worlds": "held_out", "reading_probe_unknown_facts": "unknown"}
 
@@ -136,32 +143,57 @@ def _stderr_progress(every_s: float = 30.0):
     return report
 
 
-def one_run(overrides: list[str], splits: list[str], limit: int | None, workdir: Path, config: str | None = None, kept: bool = False) -> dict:
+def one_run(
+    overrides: list[str], splits: list[str], limit: int | None, workdir: Path, config: str | None = None, kept: bool = False, action_supervised: bool = True
+) -> dict:
     """Train one variant (overrides on the quick start), evaluate before and after; the per-split summaries.
-    ``kept``: evaluate the run ``workdir`` already holds (from ``--keep``) instead of training."""
-    from rich.console import Console
-
-    from arena import checkpoint
+    ``kept``: evaluate the run ``workdir`` already holds (from ``--keep``) instead of training; where that
+    run's figures were saved (:data:`RESULT_FILE`), only what they lack is measured.
+    ``action_supervised``: also the action-supervised baseline (the warm start fine-tuned to search exactly
+    where its own closed-book answer is wrong), alone with a tool like the trained model."""
     from arena.config import load_config
-    from arena.environments.collab_qa.reading import reading_probe, relay_probe
-    from arena.experiment import run
+    from arena.environments.collab_qa.knowledge import KnowledgeConfig, cached_action_supervised
     from arena.models import run_model_path
     from arena.progress import build_progress
+    from arena.tiny import default_cache_dir
 
     cfg = load_config(config, [*overrides, f"runs_dir={workdir / 'runs'}", "tracking.traces_per_round=0"])
+    run_dir = None
     if kept:  # the run this directory kept (--evaluate-kept): evaluated again, not trained again
         found = sorted(d for d in (workdir / "runs" / cfg.name).glob("*") if (d / "checkpoints").is_dir())
         if len(found) != 1:
             raise SystemExit(f"--evaluate-kept: expected one run of {cfg.name!r} under {workdir / 'runs'}, found {len(found)}")
-        run_dir, run_id = found[0], found[0].name
+        run_dir = found[0]
     tick = time.perf_counter()
     with build_progress(_stderr_progress()):  # a first build takes tens of minutes: say where it is
         before_dir = run_model_path(cfg)  # the model the run starts from: the knowledge model (its warm start)
     build_s = time.perf_counter() - tick
+    saved = workdir / RESULT_FILE
+    out = json.loads(saved.read_text()) if kept and saved.is_file() else _trained_and_evaluated(cfg, splits, limit, before_dir, build_s, run_dir)
+    if action_supervised and "action_supervised" not in out and isinstance(cfg.model.warm_start, KnowledgeConfig):
+        tick = time.perf_counter()
+        with build_progress(_stderr_progress()):
+            supervised = cached_action_supervised(before_dir, cfg.model.warm_start, default_cache_dir())
+        out["action_supervised"] = played_eval(str(supervised), cfg, splits, limit)
+        out["seconds"]["action_supervised"] = time.perf_counter() - tick
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(out) + "\n")  # --evaluate-kept measures only what a later version adds
+    return out
+
+
+def _trained_and_evaluated(cfg, splits: list[str], limit: int | None, before_dir: str, build_s: float, run_dir: Path | None) -> dict:
+    """:func:`one_run`'s training (none where ``run_dir`` holds the kept run) and its evaluation before and after."""
+    from rich.console import Console
+
+    from arena import checkpoint
+    from arena.environments.collab_qa.reading import reading_probe, relay_probe
+    from arena.experiment import run
+
     tick = time.perf_counter()
-    if not kept:
+    if run_dir is None:
         result = run(cfg, Console(file=io.StringIO(), width=160))
-        run_dir, run_id = result.run_dir, result.run_id
+        run_dir = result.run_dir
+    run_id = run_dir.name
     train_s = time.perf_counter() - tick
     last = checkpoint.latest(run_dir.parent, run_dir.name)
     after_dir = str(last / "policies" / checkpoint.policy_dirname("main"))
@@ -190,6 +222,12 @@ def aggregate(runs: list[dict], splits: list[str]) -> dict:
             row[f"{name}_before"] = interval([r["before"][split][name] for r in runs])
         row["selectivity_after"] = interval([r["after"][split]["searches_unknown"] - r["after"][split]["searches_known"] for r in runs])
         row["f1_change"] = interval([r["after"][split]["f1"] - r["before"][split]["f1"] for r in runs])  # paired, per seed
+        if all(split in r.get("action_supervised", {}) for r in runs):  # the baseline taught the oracle's choice
+            for name in ACTION_SUPERVISED:
+                row[f"{name}_action_supervised"] = interval([r["action_supervised"][split][METRICS[name]] for r in runs])
+            row["selectivity_action_supervised"] = interval(
+                [r["action_supervised"][split]["searches_unknown"] - r["action_supervised"][split]["searches_known"] for r in runs]
+            )
         out[SPLITS.get(split, split)] = row
     return out
 
@@ -236,6 +274,8 @@ def checks(table: dict) -> dict:
                 row["reward_after"]["mean"] > max(row["reward_never_search"]["mean"], row["reward_always_search"]["mean"])
             ),
         }
+        if "reward_action_supervised" in row:  # the paper's supervised-actions baseline, beside self-play
+            out[split]["reward_beats_action_supervised"] = bool(row["reward_after"]["mean"] > row["reward_action_supervised"]["mean"])
     return out
 
 
@@ -251,6 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
         action="store_true",
         help="with --keep DIR holding the runs of an earlier call with the same arguments: evaluate those runs again, without training",
     )
+    ap.add_argument("--no-action-supervised", action="store_true", help="skip the action-supervised baseline (built once per seed's warm start, then cached)")
     ap.add_argument("--config", default=None, help="a run config to reproduce instead of the quick start's (its collab_qa entries)")
     ap.add_argument("overrides", nargs="*", help="key=value overrides of the config")
     args = ap.parse_args(argv)
@@ -282,9 +323,12 @@ def main(argv: list[str] | None = None) -> dict:
         os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{Path(tmp) / 'mlflow.db'}")
         for seed in range(seeds):
             seeded = [f"seed={seed}", f"model.warm_start.seed={seed}", *overrides]
+            baseline = not args.no_action_supervised  # built from the warm start, which both variants share
             for v, extra in variants.items():
                 print(f"seed {seed}, {v}: {'evaluating' if args.evaluate_kept else 'training and evaluating'}", file=sys.stderr, flush=True)
-                runs[v].append(one_run([*seeded, *extra], splits, limit, Path(tmp) / f"{v}-{seed}", args.config, args.evaluate_kept))
+                runs[v].append(
+                    one_run([*seeded, *extra], splits, limit, Path(tmp) / f"{v}-{seed}", args.config, args.evaluate_kept, baseline and v == "anonymous")
+                )
                 # each run's own figures as soon as it ends: a later failure loses nothing
                 print(f"run {json.dumps({'variant': v, 'seed': seed, **runs[v][-1]})}", file=sys.stderr, flush=True)
     table = aggregate(runs["anonymous"], splits)

@@ -921,6 +921,13 @@ def config_key(cfg: KnowledgeConfig) -> str:
     return cfg.model_dump_json(exclude=unset)
 
 
+def knowledge_key(cfg: KnowledgeConfig) -> str:
+    """The knowledge model's part of its cache key: :func:`config_key` with ``action_supervised`` (a later
+    baseline's stage, which the knowledge model does not depend on) at its default, so builds that differ
+    only in that baseline share the knowledge model, and builds made before keep their key."""
+    return config_key(cfg.model_copy(update={"action_supervised": KnowledgeConfig.model_fields["action_supervised"].default}))
+
+
 def cache_key(*parts: str) -> str:
     """The 12-hex-digit name of a cached model built from ``parts`` (its base's name and its config)."""
     return hashlib.sha256(":".join(parts).encode()).hexdigest()[:12]
@@ -932,7 +939,7 @@ def cached_knowledge_model(tiny: Any, cfg: KnowledgeConfig, cache_dir: str | Pat
     from arena.tiny import build_once
 
     base = qa_base_model(tiny, cfg.world, cache_dir)
-    final = Path(cache_dir) / "models" / f"qa-{cache_key(base.name, config_key(cfg))}"
+    final = Path(cache_dir) / "models" / f"qa-{cache_key(base.name, knowledge_key(cfg))}"
     return build_once(final, lambda tmp: build_knowledge_model(base, tmp, cfg, cache_dir), marker=META_FILE)
 
 

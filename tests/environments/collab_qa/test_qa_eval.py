@@ -341,7 +341,7 @@ def test_arena_eval_rejects_what_it_cannot_evaluate(tmp_path):
     assert not (tmp_path / "m.db").exists()
 
 
-def test_csp_benchmark_keeps_each_splits_summary_beside_the_fixed_strategies(tmp_path, qa_model_dir, qa_knowledge):
+def test_csp_benchmark_keeps_each_splits_summary_beside_the_fixed_strategies(tmp_path, qa_model_dir, qa_knowledge, action_supervised_dir):
     """benchmarks/csp_reproduction.py's evaluation of one model: per split, the isolated summary and the
     model's never / always / oracle search rewards side by side; aggregated over runs into the issue's fields."""
     import importlib.util
@@ -372,12 +372,34 @@ def test_csp_benchmark_keeps_each_splits_summary_beside_the_fixed_strategies(tmp
         "selective_auc_p_improved",
     }
     assert row["selective_auc_p_after"]["values"] == [out["test"]["selective_auc_p"]] * 2
+    assert "reward_action_supervised" not in row and "reward_beats_action_supervised" not in csp.checks(table)["in_distribution"]
+    # the action-supervised baseline alone with a tool, in the same rows, once every run has it
+    supervised = csp.played_eval(str(action_supervised_dir), cfg, ["test", "ood"], limit=3)
+    table = csp.aggregate(
+        [{"before": out, "after": out, "action_supervised": supervised}, {"before": out, "after": other, "action_supervised": supervised}], ["test", "ood"]
+    )
+    for split, name in (("test", "in_distribution"), ("ood", "ood")):
+        row = table[name]
+        assert row["reward_action_supervised"]["values"] == [supervised[split]["reward"]] * 2
+        assert row["searches_known_action_supervised"]["values"] == [supervised[split]["searches_known"]] * 2
+        gap = supervised[split]["searches_unknown"] - supervised[split]["searches_known"]
+        assert row["selectivity_action_supervised"]["values"] == [pytest.approx(gap)] * 2
+        assert csp.checks(table)[name]["reward_beats_action_supervised"] == (out[split]["reward"] > supervised[split]["reward"])
     # --evaluate-kept evaluates the runs an earlier --keep kept: it needs that directory, and one run in each
     with pytest.raises(SystemExit) as exit_info:
         csp.main(["--evaluate-kept"])
     assert exit_info.value.code == 2
     with pytest.raises(SystemExit, match=r"expected one run of 'collab_qa' under .*none/runs, found 0"):
         csp.one_run([], ["test"], 3, tmp_path / "none", None, kept=True)
+    # a kept run whose figures were saved: only what they lack (here the baseline) is measured, and saved beside them
+    kept = tmp_path / "kept"
+    (kept / "runs" / cfg.name / "r1" / "checkpoints").mkdir(parents=True)
+    saved = {"before": out, "after": other, "seconds": {"train": 1.0}, "run_id": "r1"}
+    (kept / csp.RESULT_FILE).write_text(json.dumps(saved))
+    again = csp.one_run([], ["test", "ood"], 3, kept, str(_qa_config(tmp_path, qa_knowledge)), kept=True)
+    assert again["after"] == json.loads(json.dumps(other)) and again["seconds"]["train"] == 1.0  # not trained, not evaluated again
+    assert again["action_supervised"] == supervised
+    assert json.loads((kept / csp.RESULT_FILE).read_text())["action_supervised"] == supervised
 
 
 def test_report_sets_the_played_reward_beside_the_models_fixed_strategies(qa_model_dir, qa_knowledge, mlflow_store):

@@ -225,6 +225,18 @@ def test_a_field_added_later_changes_the_cache_key_only_when_set():
         assert config_key(cfg.model_copy(update={field: value})) != config_key(cfg), field
 
 
+def test_the_knowledge_models_key_leaves_out_the_action_supervised_stage_only():
+    """The knowledge model does not depend on the action-supervised baseline's fine-tuning: builds that
+    differ only there share it (and its key is the one it had before), while the baseline's own key tells them apart."""
+    from arena.environments.collab_qa.knowledge import Stage, config_key, knowledge_key
+
+    cfg = KnowledgeConfig()
+    other = cfg.model_copy(update={"action_supervised": Stage(steps=400, batch_size=32, lr=2e-3)})
+    assert knowledge_key(cfg) == config_key(cfg) == knowledge_key(other)
+    assert config_key(other) != config_key(cfg)  # the baseline's model is keyed by the whole config
+    assert knowledge_key(cfg.model_copy(update={"warm_start": Stage(steps=301, batch_size=32, lr=2e-3)})) != knowledge_key(cfg)
+
+
 # ----- what the built model knows -----------------------------------------------------------------------
 def test_closed_book_knows_the_known_facts_and_not_the_others(qa_model_dir, qa_knowledge):
     cfg = qa_knowledge
