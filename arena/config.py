@@ -212,6 +212,12 @@ class TrainerConfig(Section):
     #: given without a search (0) beat one given after it (-0.05), and imitating it taught the model to stop
     #: searching where it does not know (seed 0, round 8: 14 of 30 kept unknown-fact seats answered wrong)
     rest_min_return: float | None = None
+    #: ReST within groups: also keep the top fraction of a group whose seats all scored alike (the floor,
+    #: ``rest_min_return``, still applies). Without it the filter is lopsided where one move already succeeds
+    #: everywhere: on collab_qa a warm start that reads every search right scores alike on every unknown fact
+    #: (all search, all right: nothing kept), while on known facts an answer from memory beats a search by its
+    #: cost, so ReST imitated only not searching (seed 0 of the 200-question world: 1.00 -> 0.07 searches)
+    rest_keep_uniform: bool = False
     #: DPO: inverse temperature of the implicit reward (how far from the warm start the policy may move)
     dpo_beta: float = Field(0.1, gt=0)
     #: DPO: continuations sampled at a tree's branch point (each training matchup grows one tree per model seat)

@@ -84,7 +84,8 @@ def rest_samples(seats: list[Seat], cfg: TrainerConfig) -> tuple[list[Sample], d
     episodes of one matchup and seed, or a whole game), and imitate their legal turns (advantage 1).
     Within groups, a seat is kept only if it beat the group's worst: where every episode scored
     alike, nothing tells a better move from a worse one. With ``cfg.rest_min_return``, only seats with
-    at least that return are kept: a group's best failure is not imitated."""
+    at least that return are kept: a group's best failure is not imitated. With ``cfg.rest_keep_uniform``,
+    a group whose seats all scored alike keeps its top fraction too."""
     by: dict[object, list[Seat]] = defaultdict(list)
     for s in seats:
         by[s.group if cfg.rest_within == "group" else s.label].append(s)
@@ -92,8 +93,9 @@ def rest_samples(seats: list[Seat], cfg: TrainerConfig) -> tuple[list[Sample], d
     for group in by.values():
         k = max(1, int(round(cfg.rest_top_fraction * len(group))))
         best = sorted(group, key=lambda s: s.ret, reverse=True)[:k]
-        if cfg.rest_within == "group":
-            worst = min(s.ret for s in group)
+        worst = min(s.ret for s in group)
+        uniform = best[0].ret == worst  # every seat of the group scored alike
+        if cfg.rest_within == "group" and not (uniform and cfg.rest_keep_uniform):
             best = [s for s in best if s.ret > worst]
         if cfg.rest_min_return is not None:
             best = [s for s in best if s.ret >= cfg.rest_min_return]

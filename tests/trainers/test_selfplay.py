@@ -122,6 +122,26 @@ def test_rest_with_a_floor_does_not_imitate_a_groups_best_failure():
     assert TrainerConfig(recipe="rest").rest_min_return is None  # off unless set
 
 
+def test_rest_keeping_uniform_groups_imitates_a_move_that_succeeds_everywhere():
+    """A warm start that searches and reads right on every unknown fact scores alike there (0.95 each), while
+    on a known fact an answer from memory (1.0) beats a search: ranked against the worst, only the known
+    fact teaches (not searching). Keeping uniform groups, the unknown fact's searches are imitated too; a
+    uniform group under the floor (every episode wrong) still teaches nothing."""
+    unknown = [_episode(1, k, 0.95, 0.0) for k in range(4)]
+    known = [_episode(2, k, r, 0.0) for k, r in enumerate([0.95, 1.0, 0.95, 0.95])]
+    failed = [_episode(3, k, 0.0, 0.0) for k in range(4)]
+    seats = trained_seats(unknown + known + failed, "main", 0.0)
+    ranked, _ = rest_samples(seats, TrainerConfig(recipe="rest", rest_min_return=0.5))
+    assert [s.episode_id for s in ranked] == ["e2-1"]
+    cfg = TrainerConfig(recipe="rest", rest_min_return=0.5, rest_keep_uniform=True)
+    kept, stats = rest_samples(seats, cfg)
+    assert sorted(s.episode_id for s in kept) == ["e1-0", "e2-1"] and stats["rest_groups_kept"] == 2
+    assert not TrainerConfig(recipe="rest").rest_keep_uniform  # off unless set
+    # without a floor a uniform group of failures is kept as well: the floor is what keeps failures out
+    unfloored, _ = rest_samples(seats, TrainerConfig(recipe="rest", rest_keep_uniform=True))
+    assert sorted(s.episode_id for s in unfloored) == ["e1-0", "e2-1", "e3-0"]
+
+
 def test_collate_masks_only_completion_tokens_and_aligns_sampler_logprobs():
     batch = collate([Sample([1, 2, 3], [7, 8], [-1.0, -2.0], 1.0), Sample([5], [6, 7, 8], [-3.0, -4.0, -5.0], -1.0)], pad_id=0)
     assert batch.input_ids.tolist() == [[1, 2, 3, 7, 8], [5, 6, 7, 8, 0]]
