@@ -216,7 +216,8 @@ class TrainerConfig(Section):
     #: ``rest_min_return``, still applies). Without it the filter is lopsided where one move already succeeds
     #: everywhere: on collab_qa a warm start that reads every search right scores alike on every unknown fact
     #: (all search, all right: nothing kept), while on known facts an answer from memory beats a search by its
-    #: cost, so ReST imitated only not searching (seed 0 of the 200-question world: 1.00 -> 0.07 searches)
+    #: cost, so ReST imitated only not searching (seed 0 of the 200-question world: 1.00 -> 0.07 searches a
+    #: test question; with it 0.015: fairer, and no cure there; README, "A world of 200 questions a split")
     rest_keep_uniform: bool = False
     #: DPO: inverse temperature of the implicit reward (how far from the warm start the policy may move)
     dpo_beta: float = Field(0.1, gt=0)
