@@ -74,6 +74,9 @@ SPLITS = {"test": "in_distribution", "ood": "ood"}
 RESULT_FILE = "csp_result.json"
 #: the action-supervised baseline's isolated figures in the report, per split (with an _action_supervised suffix)
 ACTION_SUPERVISED = ("searches_per_question", "searches_known", "searches_unknown", "f1", "selective_auc", "reward")
+#: the search decision's figures (:func:`search_decision`) in the report, before, after and of the
+#: action-supervised baseline: P(SEARCH) on known and unknown facts, and its AUROC between them
+DECISION = ("p_search_known", "p_search_unknown", "search_auroc")
 #: the reading probes of the model self-play starts from (environments.collab_qa.reading.reading_probe)
 PROBES = {"reading_probe_unseen": "redrawn", "reading_probe_fresh_worlds": "held_out", "reading_probe_unknown_facts": "unknown"}
 
@@ -122,10 +125,46 @@ def fixed_strategies(model_dir: str, cfg, splits: list[str], limit: int | None) 
     from arena.environments.collab_qa.world import WorldConfig, cached_world
 
     kwargs = qa_game_kwargs(cfg)
-    world = WorldConfig.model_validate(kwargs.get("world") or {})
+    world = WorldConfig.model_validate(kwargs.pop("world", None) or {})
     cost = float(kwargs.get("search_cost", 0.05))
     ds = cached_world(world)
-    return {split: fixed_strategy_rewards(forced_answers(model_dir, world, ds.split(split)[:limit], cfg.seed), cost) for split in splits}
+    # the prompts the entries play (their search cost, results per search, ...), as the isolated evaluation does
+    return {split: fixed_strategy_rewards(forced_answers(model_dir, world, ds.split(split)[:limit], cfg.seed, game_kwargs=kwargs), cost) for split in splits}
+
+
+def search_decision(model_dir: str, cfg, splits: list[str], limit: int | None) -> dict[str, dict[str, float]]:
+    """split -> the probability the model gives ``SEARCH`` as its first move alone with the question's tool
+    (arena.environments.collab_qa.reading.search_probabilities), averaged over the facts it knows and those it
+    does not, and its AUROC between them (1: every unknown fact searched more readily than every known one;
+    0.5: no lean). Greedy play shows only the move that wins; this shows whether the choice leans on what
+    the model knows, wherever the threshold falls."""
+    from arena.environments.collab_qa.evaluation import auroc, qa_game_kwargs
+    from arena.environments.collab_qa.reading import search_probabilities
+    from arena.environments.collab_qa.world import WorldConfig, cached_world
+
+    kwargs = qa_game_kwargs(cfg)
+    world = WorldConfig.model_validate(kwargs.pop("world", None) or {})
+    out = {}
+    for split in splits:
+        questions = cached_world(world).split(split)[:limit]
+        p = search_probabilities(model_dir, world, questions, cfg.seed, game_kwargs=kwargs)
+        unknown = [0.0 if q.meta.get("known") else 1.0 for q in questions]
+        out[split] = {
+            "p_search_known": float(np.mean([x for x, u in zip(p, unknown) if not u] or [np.nan])),
+            "p_search_unknown": float(np.mean([x for x, u in zip(p, unknown) if u] or [np.nan])),
+            "search_auroc": auroc(p, unknown),
+        }
+    return out
+
+
+def _after_dir(run_dir: Path) -> str:
+    """The trained policy of a run: its last checkpoint's ``main``."""
+    from arena import checkpoint
+
+    last = checkpoint.latest(run_dir.parent, run_dir.name)
+    if last is None:
+        raise SystemExit(f"no checkpoint under {run_dir}")
+    return str(last / "policies" / checkpoint.policy_dirname("main"))
 
 
 def _stderr_progress(every_s: float = 30.0):
@@ -152,6 +191,7 @@ def one_run(
     ``action_supervised``: also the action-supervised baseline (the warm start fine-tuned to search exactly
     where its own closed-book answer is wrong), alone with a tool like the trained model."""
     from arena.config import load_config
+    from arena.environments.collab_qa.evaluation import demonstration_game
     from arena.environments.collab_qa.knowledge import KnowledgeConfig, cached_action_supervised
     from arena.models import run_model_path
     from arena.progress import build_progress
@@ -170,12 +210,18 @@ def one_run(
     build_s = time.perf_counter() - tick
     saved = workdir / RESULT_FILE
     out = json.loads(saved.read_text()) if kept and saved.is_file() else _trained_and_evaluated(cfg, splits, limit, before_dir, build_s, run_dir)
-    if action_supervised and "action_supervised" not in out and isinstance(cfg.model.warm_start, KnowledgeConfig):
-        tick = time.perf_counter()
-        with build_progress(_stderr_progress()):
-            supervised = cached_action_supervised(before_dir, cfg.model.warm_start, default_cache_dir())
-        out["action_supervised"] = played_eval(str(supervised), cfg, splits, limit)
-        out["seconds"]["action_supervised"] = time.perf_counter() - tick
+    if "search_decision" not in out:  # a kept run measured before the decision was
+        after_dir = _after_dir(workdir / "runs" / cfg.name / out["run_id"])
+        out["search_decision"] = {tag: search_decision(d, cfg, splits, limit) for tag, d in (("before", before_dir), ("after", after_dir))}
+    if action_supervised and isinstance(cfg.model.warm_start, KnowledgeConfig):
+        if "action_supervised" not in out or "action_supervised" not in out["search_decision"]:
+            tick = time.perf_counter()
+            with build_progress(_stderr_progress()):
+                supervised = str(cached_action_supervised(before_dir, cfg.model.warm_start, default_cache_dir(), demonstration_game(cfg)))
+            if "action_supervised" not in out:
+                out["action_supervised"] = played_eval(supervised, cfg, splits, limit)
+            out["search_decision"]["action_supervised"] = search_decision(supervised, cfg, splits, limit)
+            out["seconds"]["action_supervised"] = out["seconds"].get("action_supervised", 0.0) + time.perf_counter() - tick
     saved.parent.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps(out) + "\n")  # --evaluate-kept measures only what a later version adds
     return out
@@ -185,7 +231,6 @@ def _trained_and_evaluated(cfg, splits: list[str], limit: int | None, before_dir
     """:func:`one_run`'s training (none where ``run_dir`` holds the kept run) and its evaluation before and after."""
     from rich.console import Console
 
-    from arena import checkpoint
     from arena.environments.collab_qa.reading import reading_probe, relay_probe
     from arena.experiment import run
 
@@ -195,10 +240,10 @@ def _trained_and_evaluated(cfg, splits: list[str], limit: int | None, before_dir
         run_dir = result.run_dir
     run_id = run_dir.name
     train_s = time.perf_counter() - tick
-    last = checkpoint.latest(run_dir.parent, run_dir.name)
-    after_dir = str(last / "policies" / checkpoint.policy_dirname("main"))
+    after_dir = _after_dir(run_dir)
     tick = time.perf_counter()
     out = {"before": isolated_eval(before_dir, cfg, splits, limit), "after": isolated_eval(after_dir, cfg, splits, limit)}
+    out["search_decision"] = {tag: search_decision(d, cfg, splits, limit) for tag, d in (("before", before_dir), ("after", after_dir))}
     # unseen pages of the world (its names, every value drawn anew), fresh worlds (names in pieces), its unknown facts
     for key, facts in PROBES.items():
         out[key] = reading_probe(before_dir, cfg.model.warm_start, facts=facts)
@@ -228,6 +273,11 @@ def aggregate(runs: list[dict], splits: list[str]) -> dict:
             row["selectivity_action_supervised"] = interval(
                 [r["action_supervised"][split]["searches_unknown"] - r["action_supervised"][split]["searches_known"] for r in runs]
             )
+        decisions = [r.get("search_decision", {}) for r in runs]
+        for tag in ("before", "after", "action_supervised"):  # the lean of the choice, wherever greedy play's threshold falls
+            if all(split in d.get(tag, {}) for d in decisions):
+                for name in DECISION:
+                    row[f"{name}_{tag}"] = interval([d[tag][split][name] for d in decisions])
         out[SPLITS.get(split, split)] = row
     return out
 

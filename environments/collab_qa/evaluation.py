@@ -643,6 +643,12 @@ def qa_game_kwargs(cfg) -> dict[str, Any]:
     return base
 
 
+def demonstration_game(cfg) -> dict[str, Any]:
+    """The run config's collab_qa options that a baseline's demonstrations are played with (its search
+    cost, scores, ...): :func:`qa_game_kwargs` less the world and the data, which the warm start names."""
+    return {k: v for k, v in qa_game_kwargs(cfg).items() if k not in ("world", "data_dir")}
+
+
 def run_eval(
     target: str,
     overrides: Sequence[str] = (),
@@ -690,7 +696,8 @@ def run_eval(
             start = run_model_path(cfg)
             paths["warm_start"] = start
             if isinstance(cfg.model.warm_start, KnowledgeConfig):
-                paths["action_supervised"] = str(cached_action_supervised(start, cfg.model.warm_start, default_cache_dir()))
+                supervised = cached_action_supervised(start, cfg.model.warm_start, default_cache_dir(), demonstration_game(cfg))
+                paths["action_supervised"] = str(supervised)
     paths.update(dict(trained))
     if not paths and not baselines:
         raise ConfigError("nothing to evaluate: give --model MODEL_DIR, or keep the baselines")

@@ -295,9 +295,17 @@ READING_FIELDS = frozenset(
 )
 
 
+def _text_fields(cfg: KnowledgeConfig, fields: frozenset[str]) -> dict[str, Any]:
+    """The ``fields`` of ``cfg``, its world as its text (:meth:`WorldConfig.text_world`): stages 0 and 1
+    read pages and learn facts, not the split a question is in, so both splits share them (except in
+    reading the world's own train split, ``reading_source="own"``)."""
+    world = cfg.world if cfg.reading_source == "own" else cfg.world.text_world()
+    return cfg.model_copy(update={"world": world}).model_dump(mode="json", include=fields)
+
+
 def reading_config(cfg: KnowledgeConfig) -> dict[str, Any]:
     """What stage 0 depends on: the :data:`READING_FIELDS` of ``cfg`` and the seed it reads with."""
-    return {**cfg.model_dump(mode="json", include=READING_FIELDS), "seed": cfg.stage0_seed}
+    return {**_text_fields(cfg, READING_FIELDS), "seed": cfg.stage0_seed}
 
 
 #: the fields stage 1 depends on beside stage 0's (the probes after each stage are measured in its build):
@@ -307,7 +315,7 @@ PRETRAIN_FIELDS = READING_FIELDS | {"pretrain", "pretrain_replay", "relay", "sta
 
 def pretrain_config(cfg: KnowledgeConfig) -> dict[str, Any]:
     """What stages 0 and 1 depend on: the :data:`PRETRAIN_FIELDS` of ``cfg`` and the two stages' seeds."""
-    return {**cfg.model_dump(mode="json", include=PRETRAIN_FIELDS), "seed": cfg.stage0_seed, "pretrain_seed": cfg.stage1_seed}
+    return {**_text_fields(cfg, PRETRAIN_FIELDS), "seed": cfg.stage0_seed, "pretrain_seed": cfg.stage1_seed}
 
 
 # ----- the closed-book setting ---------------------------------------------------------------------
@@ -414,10 +422,12 @@ def qa_text_corpus(world: WorldConfig, episodes: int = 8, seed: int = 0) -> list
 
 
 def qa_base_model(tiny: Any, world: WorldConfig, cache_dir: str | Path) -> Path:
-    """The tiny model of shape ``tiny`` with a tokenizer trained on :func:`qa_text_corpus` (cached)."""
+    """The tiny model of shape ``tiny`` with a tokenizer trained on :func:`qa_text_corpus` (cached), of the
+    world's text: both ``test_split`` of a world share it."""
     from arena import __version__
     from arena.tiny import cached_tiny_model
 
+    world = world.text_world()
     key = f"{__version__}:{GAME}:{world.model_dump_json()}"
     return cached_tiny_model(tiny, lambda: qa_text_corpus(world), cache_dir=Path(cache_dir), corpus_key=key)
 
@@ -577,20 +587,22 @@ def knowledge_examples(cfg: KnowledgeConfig, tokenizer: Any, render: Callable[[A
     return out
 
 
-def teacher_demonstrations(cfg: KnowledgeConfig, teacher, seed: int) -> list:
+def teacher_demonstrations(cfg: KnowledgeConfig, teacher, seed: int, game: Mapping[str, Any] | None = None) -> list:
     """The teacher in every seat: ``collaborative_episodes`` collaborative games, ``isolated_episodes``
     isolated games per corpus and ``asker_tool_episodes`` collaborative games per corpus with the asker
-    holding its tool, all on the train split of ``cfg.world``."""
+    holding its tool, all on the train split of ``cfg.world``; ``game``: other options of every game
+    (a run's ``search_cost``, ...), so the demonstrations show the prompts the run plays."""
     from arena.records import Matchup
     from arena.rollout import play_many
 
     world = cfg.world.model_dump(mode="json")
-    settings = [({"split": "train", "world": world}, ("asker", "helper_0", "helper_1"), cfg.collaborative_episodes)]
+    extra = dict(game or {})
+    settings = [({**extra, "split": "train", "world": world}, ("asker", "helper_0", "helper_1"), cfg.collaborative_episodes)]
     for corpus in sorted(cached_world(cfg.world).corpora):
-        kwargs = {"split": "train", "world": world, "helpers": 0, "asker_tool": corpus, "domain": corpus}
+        kwargs = {**extra, "split": "train", "world": world, "helpers": 0, "asker_tool": corpus, "domain": corpus}
         settings.append((kwargs, ("asker",), cfg.isolated_episodes))
     for corpus in sorted(cached_world(cfg.world).corpora) if cfg.asker_tool_episodes else ():
-        kwargs = {"split": "train", "world": world, "asker_tool": corpus, "domain": corpus}
+        kwargs = {**extra, "split": "train", "world": world, "asker_tool": corpus, "domain": corpus}
         settings.append((kwargs, ("asker", "helper_0", "helper_1"), cfg.asker_tool_episodes))
     matchups = [
         Matchup(game=GAME, seed=derive_seed(seed, s, k), seats={p: teacher.policy_id for p in players}, game_kwargs=kwargs)
@@ -878,8 +890,9 @@ def build_knowledge_model(base_path: str | Path, out_dir: str | Path, cfg: Knowl
     return _save(model, tokenizer, Path(out_dir), cfg, meta)
 
 
-def build_action_supervised(knowledge_path: str | Path, out_dir: str | Path, cfg: KnowledgeConfig) -> Path:
-    """Fine-tune the knowledge model to search exactly where its own closed-book answer is wrong."""
+def build_action_supervised(knowledge_path: str | Path, out_dir: str | Path, cfg: KnowledgeConfig, game: Mapping[str, Any] | None = None) -> Path:
+    """Fine-tune the knowledge model to search exactly where its own closed-book answer is wrong, on
+    demonstrations played with the game options ``game`` (the run's: :func:`teacher_demonstrations`)."""
     from arena.environments.collab_qa.bots import FromMemory
     from arena.trainers.imitation import imitation_examples
 
@@ -891,7 +904,7 @@ def build_action_supervised(knowledge_path: str | Path, out_dir: str | Path, cfg
     memory = {q.question: own[q.id].answer for q in train_questions if own[q.id].answer}
     recall = {q.question: own[q.id].correct for q in train_questions}
     teacher = FromMemory(memory, recall)
-    episodes = teacher_demonstrations(cfg, teacher, cfg.seed + 2)
+    episodes = teacher_demonstrations(cfg, teacher, cfg.seed + 2, game)
     demos = imitation_examples(episodes, tokenizer, render=agent.prompt_ids)
     pools = [knowledge_examples(cfg, tokenizer, agent.prompt_ids), reading_examples(cfg, tokenizer, agent.prompt_ids)]
     relay = relay_pool(cfg, tokenizer, agent.prompt_ids)
@@ -900,6 +913,7 @@ def build_action_supervised(knowledge_path: str | Path, out_dir: str | Path, cfg
     meta = {
         "config": cfg.model_dump(mode="json"),
         "base_model": str(knowledge_path),
+        "game": dict(game or {}),
         "labels_known": int(sum(recall.values())),
         "labels": len(recall),
         "demonstration_examples": len(demos),
@@ -943,13 +957,15 @@ def cached_knowledge_model(tiny: Any, cfg: KnowledgeConfig, cache_dir: str | Pat
     return build_once(final, lambda tmp: build_knowledge_model(base, tmp, cfg, cache_dir), marker=META_FILE)
 
 
-def cached_action_supervised(knowledge_path: str | Path, cfg: KnowledgeConfig, cache_dir: str | Path) -> Path:
-    """The action-supervised baseline built from the knowledge model at ``knowledge_path``, cached likewise."""
+def cached_action_supervised(knowledge_path: str | Path, cfg: KnowledgeConfig, cache_dir: str | Path, game: Mapping[str, Any] | None = None) -> Path:
+    """The action-supervised baseline built from the knowledge model at ``knowledge_path``, cached likewise;
+    ``game``: the run's game options its demonstrations are played with (a part of its key when given)."""
     from arena.tiny import build_once
 
     name = Path(str(knowledge_path).rstrip("/")).name
-    final = Path(cache_dir) / "models" / f"qa-action-{cache_key(name, config_key(cfg))}"
-    return build_once(final, lambda tmp: build_action_supervised(knowledge_path, tmp, cfg), marker=META_FILE)
+    parts = (name, config_key(cfg), *([json.dumps(dict(game), sort_keys=True)] if game else []))
+    final = Path(cache_dir) / "models" / f"qa-action-{cache_key(*parts)}"
+    return build_once(final, lambda tmp: build_action_supervised(knowledge_path, tmp, cfg, game), marker=META_FILE)
 
 
 def build_meta(model_dir: str | Path) -> Mapping[str, Any]:
@@ -957,14 +973,14 @@ def build_meta(model_dir: str | Path) -> Mapping[str, Any]:
     return json.loads((Path(model_dir) / META_FILE).read_text())
 
 
-def paths_and_knowledge(args: Sequence[str]) -> tuple[list[str], list[str], KnowledgeConfig]:
+def paths_and_knowledge(args: Sequence[str], config: str | None = None) -> tuple[list[str], list[str], KnowledgeConfig]:
     """A benchmark's command line: paths (model or run directories), then ``key=value`` overrides of the
-    quick start, which name the knowledge config the models were built with. Returns the paths, the
-    overrides and that config."""
+    quick start (or of the run config ``config``), which name the knowledge config the models were built
+    with. Returns the paths, the overrides and that config."""
     from arena.config import load_config
 
     paths, overrides = [a for a in args if "=" not in a], [a for a in args if "=" in a]
-    knowledge = load_config(None, overrides).model.warm_start
+    knowledge = load_config(config, overrides).model.warm_start
     if not isinstance(knowledge, KnowledgeConfig):
         raise SystemExit(f"the overrides {overrides} leave no knowledge warm start (model.warm_start.recipe: knowledge)")
     return paths, overrides, knowledge

@@ -455,13 +455,19 @@ def forced_answers(
 
 
 def search_probabilities(
-    model: str | Path | tuple[Any, Any], world: WorldConfig, questions: Sequence[QuestionRecord], seed: int = 0, helpers: int = 0
+    model: str | Path | tuple[Any, Any],
+    world: WorldConfig,
+    questions: Sequence[QuestionRecord],
+    seed: int = 0,
+    helpers: int = 0,
+    game_kwargs: Mapping[str, Any] | None = None,
 ) -> list[float]:
     """The probability ``model`` gives ``SEARCH`` as its first move alone with the tool of each question's
     corpus (the game's own first prompt; with ``helpers``, the asker holds that tool beside as many helpers,
     as ``asker_tool`` games train it). Greedy play shows only which move wins; this shows whether the
     choice leans on what the model knows: a model that searches everywhere may still search more readily
-    where it does not know, and one that searches nowhere less readily where it does."""
+    where it does not know, and one that searches nowhere less readily where it does. ``game_kwargs``: the
+    game's other options (its ``search_cost``, ...), as for :func:`forced_answers`."""
     import math
 
     from arena.agents.base import PlayerView
@@ -470,7 +476,7 @@ def search_probabilities(
 
     engine = HFEngine(model) if isinstance(model, (str, Path)) else HFEngine.from_model(*model)
     agent, keyword = LLMAgent(engine), engine.tokenizer.encode("SEARCH", add_special_tokens=False)
-    table, bank = _Table(world), _bank_of(cached_world(world))
+    table, bank = _Table(world, game_kwargs), _bank_of(cached_world(world))
     out = []
     for q in questions:
         prompt = list(agent.prompt_ids(PlayerView(game=GAME, player="asker", observation=table.first_look(bank, q, q.domain, seed, helpers))))

@@ -30,7 +30,11 @@ attribute.
 
 Questions and splits. Each fact of a person or compound gets one question,
 in the ``train`` or ``test`` split (``test_fraction`` of them in test), worded
-with one of its attribute's in-distribution templates. The ``ood`` split holds
+with one of its attribute's in-distribution templates. ``test_split`` picks the
+test facts: at random among all of them (``facts``), or so that every entity
+keeps at least one fact in train (``within_entities``): then every test question
+is about an entity that training asks about, and what a policy learns about an
+entity (that it knows it, or not) can carry to the entity's other facts. The ``ood`` split holds
 what training never shows: every test fact asked with its attribute's held-out
 template (the last template of each attribute), and every fact about the
 unseen entity kinds (``ood_kinds``, default towns and organisms).
@@ -55,7 +59,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 QUESTIONS_FILE = "questions.jsonl"
 CORPORA_DIR = "corpora"
@@ -439,6 +443,11 @@ class WorldConfig(BaseModel):
     )
     test_fraction: float = Field(0.3, ge=0.0, le=1.0, description="share of person/compound facts whose question is in test")
     ood_kinds: tuple[str, ...] = Field(("town", "organism"), description="entity kinds asked about only in the ood split")
+    test_split: Literal["facts", "within_entities"] = Field(
+        "facts",
+        description="which facts are asked in test: any (facts), or never an entity's last one in train "
+        "(within_entities: every test question is about an entity training asks about)",
+    )
 
     @field_validator("ood_kinds")
     @classmethod
@@ -452,7 +461,31 @@ class WorldConfig(BaseModel):
     def _check_sizes(self) -> WorldConfig:
         if self.persons + self.towns + self.compounds + self.organisms > 20_000:
             raise ValueError("a generated world holds at most 20000 entities (names would start to run out)")
+        if self.test_split == "within_entities":
+            counts = {"person": self.persons, "town": self.towns, "compound": self.compounds, "organism": self.organisms}
+            in_dist = [(counts[k], len(KINDS[k][1])) for k in counts if k not in self.ood_kinds]
+            n_test = round(self.test_fraction * sum(n * attrs for n, attrs in in_dist))
+            most = sum(n * (attrs - 1) for n, attrs in in_dist)
+            if n_test > most:
+                raise ValueError(
+                    f"test_split 'within_entities' keeps one fact of each entity in train: at most {most} test questions, "
+                    f"but test_fraction {self.test_fraction:g} asks for {n_test} (lower test_fraction or use test_split 'facts')"
+                )
         return self
+
+    @model_serializer(mode="wrap")
+    def _split_only_when_set(self, handler: Any) -> dict[str, Any]:
+        # the models and worlds cached before test_split keep their keys (the JSON of the config)
+        out = handler(self)
+        if self.test_split == "facts":
+            out.pop("test_split", None)
+        return out
+
+    def text_world(self) -> WorldConfig:
+        """This world with the default ``test_split``: the same entities, facts, documents and question
+        wordings (the split moves questions between train and test, not words), for what depends on the
+        world's text alone (its tokenizer, reading, pre-training) and so is shared by both splits."""
+        return self.model_copy(update={"test_split": "facts"})
 
 
 @dataclass
@@ -591,7 +624,20 @@ def generate_world(cfg: WorldConfig | None = None) -> QADataset:
 
     in_dist = [i for i, f in enumerate(facts) if f.kind not in cfg.ood_kinds]
     n_test = round(cfg.test_fraction * len(in_dist))
-    test = set(in_dist[int(i)] for i in rng.permutation(len(in_dist))[:n_test])
+    order = [in_dist[int(i)] for i in rng.permutation(len(in_dist))]
+    if cfg.test_split == "facts":
+        test = set(order[:n_test])
+    else:  # the same draw, skipping a fact that would leave its entity with none in train
+        left = {f.entity: 0 for f in facts}
+        for i in in_dist:
+            left[facts[i].entity] += 1
+        test = set()
+        for i in order:
+            if len(test) == n_test:
+                break
+            if left[facts[i].entity] > 1:
+                test.add(i)
+                left[facts[i].entity] -= 1
     questions: list[QuestionRecord] = []
 
     def ask(f: FactRecord, template: int, split: str) -> None:

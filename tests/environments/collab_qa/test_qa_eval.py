@@ -394,7 +394,8 @@ def test_csp_benchmark_keeps_each_splits_summary_beside_the_fixed_strategies(tmp
     # a kept run whose figures were saved: only what they lack (here the baseline) is measured, and saved beside them
     kept = tmp_path / "kept"
     (kept / "runs" / cfg.name / "r1" / "checkpoints").mkdir(parents=True)
-    saved = {"before": out, "after": other, "seconds": {"train": 1.0}, "run_id": "r1"}
+    decision = csp.search_decision(str(qa_model_dir), cfg, ["test", "ood"], limit=3)
+    saved = {"before": out, "after": other, "seconds": {"train": 1.0}, "run_id": "r1", "search_decision": {"before": decision, "after": decision}}
     (kept / csp.RESULT_FILE).write_text(json.dumps(saved))
     again = csp.one_run([], ["test", "ood"], 3, kept, str(_qa_config(tmp_path, qa_knowledge)), kept=True)
     assert json.dumps(again["after"], sort_keys=True) == json.dumps(other, sort_keys=True)  # not evaluated again (JSON: NaN is not equal to itself)
@@ -402,6 +403,46 @@ def test_csp_benchmark_keeps_each_splits_summary_beside_the_fixed_strategies(tmp
     same = json.dumps(supervised, sort_keys=True)  # as JSON: a summary may hold NaN (an AUROC with one class), never equal to itself
     assert json.dumps(again["action_supervised"], sort_keys=True) == same
     assert json.dumps(json.loads((kept / csp.RESULT_FILE).read_text())["action_supervised"], sort_keys=True) == same
+    # and the baseline's search decision, beside the kept run's own, in the report's rows
+    supervised_decision = csp.search_decision(str(action_supervised_dir), cfg, ["test", "ood"], limit=3)
+    assert json.dumps(again["search_decision"], sort_keys=True) == json.dumps(
+        {**saved["search_decision"], "action_supervised": supervised_decision}, sort_keys=True
+    )
+    row = csp.aggregate([again], ["test"])["in_distribution"]
+    assert set(row) >= {f"{k}_{t}" for k in csp.DECISION for t in ("before", "after", "action_supervised")}
+    assert row["p_search_known_action_supervised"]["values"] == [supervised_decision["test"]["p_search_known"]]
+
+
+def test_search_decision_benchmark_splits_the_lean_by_whether_training_asks_about_the_entity(qa_model_dir, qa_knowledge):
+    """benchmarks/search_decision.py: per split, P(SEARCH) on known and unknown facts and the AUROC between
+    them, over all questions and over those about entities a train question asks about or not."""
+    import importlib.util
+
+    from arena.environments.collab_qa.reading import search_probabilities
+    from arena.environments.collab_qa.world import cached_world
+
+    path = Path(__file__).parents[3] / "benchmarks" / "search_decision.py"
+    module_spec = importlib.util.spec_from_file_location("search_decision", path)
+    bench = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(bench)
+    lean = bench._lean([0.9, 0.8, 0.1, 0.2], [False, False, True, True])
+    assert lean["auroc"] == 1.0 and lean["gap"] == pytest.approx(0.7) and (lean["n_known"], lean["n_unknown"]) == (2, 2)
+    assert bench._lean([0.5], [True])["auroc"] is None  # one kind only
+    world = qa_knowledge.world
+    out = bench.decision(str(qa_model_dir), world)
+    ds = cached_world(world)
+    trained = {q.meta["entity"] for q in ds.split("train")}
+    for split in ("train", "test", "ood"):
+        parts = out[split]["by_entity"]
+        questions = ds.split(split)
+        assert parts["trained"]["n_known"] + parts["trained"]["n_unknown"] == sum(q.meta["entity"] in trained for q in questions)
+        assert sum(p["n_known"] + p["n_unknown"] for p in parts.values()) == len(questions)
+    assert out["train"]["by_entity"]["other"]["n_known"] + out["train"]["by_entity"]["other"]["n_unknown"] == 0
+    # the ood split asks about towns and organisms, which no train question does
+    assert out["ood"]["by_entity"]["other"]["n_known"] + out["ood"]["by_entity"]["other"]["n_unknown"] > 0
+    p = search_probabilities(str(qa_model_dir), world, ds.split("test"))
+    known = [x for x, q in zip(p, ds.split("test")) if q.meta["known"]]
+    assert out["test"]["p_search_known"] == pytest.approx(float(np.mean(known)))
 
 
 def test_report_sets_the_played_reward_beside_the_models_fixed_strategies(qa_model_dir, qa_knowledge, mlflow_store):

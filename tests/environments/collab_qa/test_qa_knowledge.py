@@ -213,6 +213,20 @@ def test_asker_tool_demonstrations_seat_an_asker_with_the_tool_of_its_questions_
     assert not teacher_demonstrations(cfg.model_copy(update={"asker_tool_episodes": 0}), FromMemory({}), seed=0)
 
 
+def test_demonstrations_play_the_runs_game_options_in_every_seating():
+    """A baseline built for a run whose searches cost 0.25 is shown prompts that say so, and charged it."""
+    from arena.environments.collab_qa.knowledge import teacher_demonstrations
+
+    cfg = KnowledgeConfig(collaborative_episodes=2, isolated_episodes=2, asker_tool_episodes=2)
+    episodes = teacher_demonstrations(cfg, FromMemory({}, default_recall=0.0), seed=0, game={"search_cost": 0.25})
+    assert len({(ep.matchup.game_kwargs.get("helpers"), ep.matchup.game_kwargs.get("asker_tool")) for ep in episodes}) == 5
+    for ep in episodes:
+        assert ep.matchup.game_kwargs["search_cost"] == 0.25 and "costs 0.25." in ep.turns[0].observation
+        assert ep.reward_components["search_cost"] == pytest.approx(-0.25 * ep.metrics["searches"])
+    default = teacher_demonstrations(cfg, FromMemory({}, default_recall=0.0), seed=0)
+    assert all("costs 0.05." in ep.turns[0].observation for ep in default)
+
+
 def test_a_field_added_later_changes_the_cache_key_only_when_set():
     from arena.environments.collab_qa.knowledge import config_key
 
@@ -235,6 +249,20 @@ def test_the_knowledge_models_key_leaves_out_the_action_supervised_stage_only():
     assert knowledge_key(cfg) == config_key(cfg) == knowledge_key(other)
     assert config_key(other) != config_key(cfg)  # the baseline's model is keyed by the whole config
     assert knowledge_key(cfg.model_copy(update={"warm_start": Stage(steps=301, batch_size=32, lr=2e-3)})) != knowledge_key(cfg)
+
+
+def test_reading_and_pretraining_are_shared_by_both_splits_of_a_world_and_the_warm_start_is_not():
+    """Stages 0 and 1 read pages and learn facts, never which split a question is in: a world split within
+    entities reuses them (their keys), while the warm start, which plays the train split, is its own."""
+    from arena.environments.collab_qa.knowledge import knowledge_key, pretrain_config, reading_config
+
+    cfg = KnowledgeConfig(reading_source="redrawn")
+    within = cfg.model_copy(update={"world": cfg.world.model_copy(update={"test_split": "within_entities"})})
+    assert reading_config(within) == reading_config(cfg) and pretrain_config(within) == pretrain_config(cfg)
+    assert knowledge_key(within) != knowledge_key(cfg)
+    # reading the world's own train split depends on the split
+    own, own_within = (c.model_copy(update={"reading_source": "own"}) for c in (cfg, within))
+    assert reading_config(own_within) != reading_config(own)
 
 
 # ----- what the built model knows -----------------------------------------------------------------------

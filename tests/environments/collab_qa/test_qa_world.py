@@ -89,6 +89,39 @@ def test_splits_separate_facts_templates_and_kinds(world):
     assert not train_texts & {q.question for q in by_split["ood"]}
 
 
+def test_a_split_within_entities_asks_every_test_question_about_an_entity_trained_on(world):
+    """``test_split: within_entities`` moves questions between train and test so that no entity has all its
+    facts in test, and changes nothing else: the split sizes, the train and test wordings, the facts."""
+    cfg = WorldConfig(known_by="entity", test_fraction=0.6, test_split="within_entities")
+    ds, default = generate_world(cfg), generate_world(cfg.text_world())
+    train, test, ood = (ds.split(s) for s in ("train", "test", "ood"))
+    trained_on = {q.meta["entity"] for q in train}
+    assert test and all(q.meta["entity"] in trained_on for q in test)
+    # the default split of the same world leaves some entities to test alone (what this split is for)
+    default_trained = {q.meta["entity"] for q in default.split("train")}
+    assert any(q.meta["entity"] not in default_trained for q in default.split("test"))
+    assert {s: len(ds.split(s)) for s in ("train", "test", "ood")} == {s: len(default.split(s)) for s in ("train", "test", "ood")}
+    wordings = lambda d: sorted(q.question for q in d.split("train") + d.split("test"))  # noqa: E731
+    assert wordings(ds) == wordings(default) and ds.facts == default.facts and ds.corpora == default.corpora
+    key = lambda q: (q.meta["entity"], q.meta["attribute"])  # noqa: E731
+    assert {key(q) for q in ood if q.meta["kind"] not in cfg.ood_kinds} == {key(q) for q in test}
+    assert not {key(q) for q in train} & {key(q) for q in test}
+
+
+def test_a_split_within_entities_that_cannot_hold_its_test_fraction_is_refused():
+    # 30 persons and 30 compounds of 3 facts keep 60 in train: 120 test questions at most, 0.7 asks 126
+    with pytest.raises(ValidationError, match="at most 120 test questions.*0.7 asks for 126"):
+        WorldConfig(test_split="within_entities", test_fraction=0.7)
+    assert WorldConfig(test_split="within_entities", test_fraction=2 / 3).test_split == "within_entities"
+
+
+def test_the_default_split_leaves_a_worlds_json_as_it_was():
+    """Models and worlds cached before ``test_split`` are keyed by the world's JSON: at its default it is left out."""
+    assert "test_split" not in WorldConfig().model_dump_json()
+    assert json.loads(WorldConfig(test_split="within_entities").model_dump_json())["test_split"] == "within_entities"
+    assert WorldConfig(test_split="within_entities").text_world() == WorldConfig()
+
+
 def test_known_fact_lines(world):
     lines = list(known_fact_lines(world))
     known = [f for f in world.facts if f.known]
