@@ -46,23 +46,27 @@ def _lean(p: list[float], known: list[bool]) -> dict:
     }
 
 
+def lean_by_entity(ds, split: str, p: list[float]) -> dict:
+    """:func:`_lean` of the probabilities ``p`` of the questions of ``split`` of ``ds``, over all of them and
+    ``by_entity``: those about an entity some train question asks about (``trained``) and the others."""
+    trained = {q.meta.get("entity") for q in ds.split("train")}
+    questions = ds.split(split)
+    known = [bool(q.meta.get("known")) for q in questions]
+    out = _lean(p, known)
+    out["by_entity"] = {}
+    for tag, wanted in (("trained", True), ("other", False)):
+        keep = [(q.meta.get("entity") in trained) == wanted for q in questions]
+        out["by_entity"][tag] = _lean([x for x, k in zip(p, keep) if k], [kn for kn, k in zip(known, keep) if k])
+    return out
+
+
 def decision(model_dir: str, world, helpers: int = 0, game_kwargs: dict | None = None) -> dict:
     from arena.environments.collab_qa.reading import search_probabilities
     from arena.environments.collab_qa.world import cached_world
 
     ds = cached_world(world)
-    trained = {q.meta.get("entity") for q in ds.split("train")}
-    out: dict = {}
-    for split in ("train", "test", "ood"):
-        questions = ds.split(split)
-        p = search_probabilities(model_dir, world, questions, helpers=helpers, game_kwargs=game_kwargs)
-        known = [bool(q.meta.get("known")) for q in questions]
-        out[split] = _lean(p, known)
-        out[split]["by_entity"] = {}
-        for tag, wanted in (("trained", True), ("other", False)):
-            keep = [(q.meta.get("entity") in trained) == wanted for q in questions]
-            out[split]["by_entity"][tag] = _lean([x for x, k in zip(p, keep) if k], [kn for kn, k in zip(known, keep) if k])
-    return out
+    splits = ("train", "test", "ood")
+    return {s: lean_by_entity(ds, s, search_probabilities(model_dir, world, ds.split(s), helpers=helpers, game_kwargs=game_kwargs)) for s in splits}
 
 
 def main(argv: list[str] | None = None) -> dict:
