@@ -117,15 +117,23 @@ def isolated_eval(model_dir: str, cfg, splits: list[str], limit: int | None) -> 
     return out
 
 
+def _world_and_game(cfg):
+    """The world the run config's collab_qa entries play, and their other options (search cost, ...): the
+    prompts the isolated evaluation plays, for what reads the model outside a game."""
+    from arena.environments.collab_qa.evaluation import qa_game_kwargs
+    from arena.environments.collab_qa.world import WorldConfig
+
+    kwargs = qa_game_kwargs(cfg)
+    return WorldConfig.model_validate(kwargs.pop("world", None) or {}), kwargs
+
+
 def fixed_strategies(model_dir: str, cfg, splits: list[str], limit: int | None) -> dict[str, dict[str, float]]:
     """split -> the rewards of the model made to never search, always search, or search exactly where the
     fact is unknown (merged into :func:`isolated_eval`'s summaries)."""
-    from arena.environments.collab_qa.evaluation import qa_game_kwargs
     from arena.environments.collab_qa.reading import fixed_strategy_rewards, forced_answers
-    from arena.environments.collab_qa.world import WorldConfig, cached_world
+    from arena.environments.collab_qa.world import cached_world
 
-    kwargs = qa_game_kwargs(cfg)
-    world = WorldConfig.model_validate(kwargs.pop("world", None) or {})
+    world, kwargs = _world_and_game(cfg)
     cost = float(kwargs.get("search_cost", 0.05))
     ds = cached_world(world)
     # the prompts the entries play (their search cost, results per search, ...), as the isolated evaluation does
@@ -138,12 +146,11 @@ def search_decision(model_dir: str, cfg, splits: list[str], limit: int | None) -
     does not, and its AUROC between them (1: every unknown fact searched more readily than every known one;
     0.5: no lean). Greedy play shows only the move that wins; this shows whether the choice leans on what
     the model knows, wherever the threshold falls."""
-    from arena.environments.collab_qa.evaluation import auroc, qa_game_kwargs
+    from arena.environments.collab_qa.evaluation import auroc
     from arena.environments.collab_qa.reading import search_probabilities
-    from arena.environments.collab_qa.world import WorldConfig, cached_world
+    from arena.environments.collab_qa.world import cached_world
 
-    kwargs = qa_game_kwargs(cfg)
-    world = WorldConfig.model_validate(kwargs.pop("world", None) or {})
+    world, kwargs = _world_and_game(cfg)
     out = {}
     for split in splits:
         questions = cached_world(world).split(split)[:limit]
