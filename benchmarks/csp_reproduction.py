@@ -33,6 +33,13 @@ answer is wrong; ``--no-action-supervised`` skips it).
     python benchmarks/csp_reproduction.py --keep csp-runs ...  # keep every run's episodes and checkpoints
     python benchmarks/csp_reproduction.py --keep csp-runs --evaluate-kept ...  # evaluate those runs again, no training
     python benchmarks/csp_reproduction.py --config configs/collab_qa_asker_tool.yaml --no-deanonymised
+    python benchmarks/csp_reproduction.py --select-checkpoint ...  # "after": the checkpoint best on the train split
+
+With ``--select-checkpoint`` the trained model is not the run's last checkpoint but the one whose isolated
+reward on the train split (the questions self-play trained on) is highest, round 0 (the warm start)
+included: model selection that never sees a test or ood question. ``selected_round`` says which, each
+run's ``selection`` has every checkpoint's train reward, and the last checkpoint's figures are in the
+rows with a ``_last`` suffix.
 """
 
 from __future__ import annotations
@@ -74,6 +81,8 @@ SPLITS = {"test": "in_distribution", "ood": "ood"}
 RESULT_FILE = "csp_result.json"
 #: the action-supervised baseline's isolated figures in the report, per split (with an _action_supervised suffix)
 ACTION_SUPERVISED = ("searches_per_question", "searches_known", "searches_unknown", "f1", "selective_auc", "reward")
+#: the last checkpoint's isolated figures in the report with ``--select-checkpoint`` (with a _last suffix)
+LAST = ("searches_per_question", "searches_known", "searches_unknown", "f1", "reward")
 #: the search decision's figures (:func:`search_decision`) in the report, before, after and of the
 #: action-supervised baseline: P(SEARCH) on known and unknown facts, and its AUROC between them
 DECISION = ("p_search_known", "p_search_unknown", "search_auroc")
@@ -174,6 +183,29 @@ def _after_dir(run_dir: Path) -> str:
     return str(last / "policies" / checkpoint.policy_dirname("main"))
 
 
+def checkpoint_rewards(run_dir: Path, cfg, limit: int | None) -> dict[int, float]:
+    """Round -> the isolated reward on the *train* split of the policy each checkpoint of the run saved
+    (round 0: the warm start): the questions self-play trained on, never the test or ood questions."""
+    from arena import checkpoint
+
+    out = {}
+    for ckpt in sorted((run_dir / "checkpoints").glob("round_*")):
+        policy = ckpt / "policies" / checkpoint.policy_dirname("main")
+        if policy.is_dir():
+            out[int(ckpt.name.removeprefix("round_"))] = played_eval(str(policy), cfg, ["train"], limit)["train"]["reward"]
+    if not out:
+        raise SystemExit(f"no checkpoint under {run_dir}")
+    return out
+
+
+def selected_dir(run_dir: Path, rewards: dict[int, float]) -> tuple[int, str]:
+    """The checkpoint with the best train-split reward (the latest of equals) and its ``main``."""
+    from arena import checkpoint
+
+    best = max(rewards, key=lambda r: (rewards[r], r))
+    return best, str(run_dir / "checkpoints" / f"round_{best:05d}" / "policies" / checkpoint.policy_dirname("main"))
+
+
 def _stderr_progress(every_s: float = 30.0):
     """A build-progress callback (arena.progress) printing to stderr at most every ``every_s`` seconds,
     and each stage's last step: a first build's stages run for minutes each."""
@@ -190,13 +222,21 @@ def _stderr_progress(every_s: float = 30.0):
 
 
 def one_run(
-    overrides: list[str], splits: list[str], limit: int | None, workdir: Path, config: str | None = None, kept: bool = False, action_supervised: bool = True
+    overrides: list[str],
+    splits: list[str],
+    limit: int | None,
+    workdir: Path,
+    config: str | None = None,
+    kept: bool = False,
+    action_supervised: bool = True,
+    select: bool = False,
 ) -> dict:
     """Train one variant (overrides on the quick start), evaluate before and after; the per-split summaries.
     ``kept``: evaluate the run ``workdir`` already holds (from ``--keep``) instead of training; where that
     run's figures were saved (:data:`RESULT_FILE`), only what they lack is measured.
     ``action_supervised``: also the action-supervised baseline (the warm start fine-tuned to search exactly
-    where its own closed-book answer is wrong), alone with a tool like the trained model."""
+    where its own closed-book answer is wrong), alone with a tool like the trained model.
+    ``select``: the trained model is the checkpoint with the best train-split reward, not the last one."""
     from arena.config import load_config
     from arena.environments.collab_qa.evaluation import demonstration_game
     from arena.environments.collab_qa.knowledge import KnowledgeConfig, cached_action_supervised
@@ -216,7 +256,11 @@ def one_run(
         before_dir = run_model_path(cfg)  # the model the run starts from: the knowledge model (its warm start)
     build_s = time.perf_counter() - tick
     saved = workdir / RESULT_FILE
-    out = json.loads(saved.read_text()) if kept and saved.is_file() else _trained_and_evaluated(cfg, splits, limit, before_dir, build_s, run_dir)
+    out = json.loads(saved.read_text()) if kept and saved.is_file() else _trained_and_evaluated(cfg, splits, limit, before_dir, build_s, run_dir, select)
+    if select and "selection" not in out:  # a kept run evaluated at its last checkpoint: every "after" figure again
+        again = _trained_and_evaluated(cfg, splits, limit, before_dir, build_s, run_dir, select)
+        out = {**out, **again, "seconds": {**out["seconds"], "eval": again["seconds"]["eval"]}}
+        out["search_decision"] = {**out.get("search_decision", {}), **again["search_decision"]}
     if "search_decision" not in out:  # a kept run measured before the decision was
         after_dir = _after_dir(workdir / "runs" / cfg.name / out["run_id"])
         out["search_decision"] = {tag: search_decision(d, cfg, splits, limit) for tag, d in (("before", before_dir), ("after", after_dir))}
@@ -234,8 +278,10 @@ def one_run(
     return out
 
 
-def _trained_and_evaluated(cfg, splits: list[str], limit: int | None, before_dir: str, build_s: float, run_dir: Path | None) -> dict:
-    """:func:`one_run`'s training (none where ``run_dir`` holds the kept run) and its evaluation before and after."""
+def _trained_and_evaluated(cfg, splits: list[str], limit: int | None, before_dir: str, build_s: float, run_dir: Path | None, select: bool = False) -> dict:
+    """:func:`one_run`'s training (none where ``run_dir`` holds the kept run) and its evaluation before and after.
+    ``select``: "after" is the checkpoint with the best isolated reward on the train split
+    (:func:`checkpoint_rewards`), and the last checkpoint's isolated figures are kept as "last"."""
     from rich.console import Console
 
     from arena.environments.collab_qa.reading import reading_probe, relay_probe
@@ -249,7 +295,13 @@ def _trained_and_evaluated(cfg, splits: list[str], limit: int | None, before_dir
     train_s = time.perf_counter() - tick
     after_dir = _after_dir(run_dir)
     tick = time.perf_counter()
-    out = {"before": isolated_eval(before_dir, cfg, splits, limit), "after": isolated_eval(after_dir, cfg, splits, limit)}
+    out: dict = {}
+    if select:
+        rewards = checkpoint_rewards(run_dir, cfg, limit)
+        last_dir, (chosen, after_dir) = after_dir, selected_dir(run_dir, rewards)
+        out["selection"] = {"train_reward": {str(r): v for r, v in rewards.items()}, "round": chosen}
+        out["last"] = played_eval(last_dir, cfg, splits, limit)
+    out.update(before=isolated_eval(before_dir, cfg, splits, limit), after=isolated_eval(after_dir, cfg, splits, limit))
     out["search_decision"] = {tag: search_decision(d, cfg, splits, limit) for tag, d in (("before", before_dir), ("after", after_dir))}
     # unseen pages of the world (its names, every value drawn anew), fresh worlds (names in pieces), its unknown facts
     for key, facts in PROBES.items():
@@ -280,6 +332,10 @@ def aggregate(runs: list[dict], splits: list[str]) -> dict:
             row["selectivity_action_supervised"] = interval(
                 [r["action_supervised"][split]["searches_unknown"] - r["action_supervised"][split]["searches_known"] for r in runs]
             )
+        if all("last" in r for r in runs):  # with --select-checkpoint: the last checkpoint beside the one chosen
+            for name in LAST:
+                row[f"{name}_last"] = interval([r["last"][split][METRICS[name]] for r in runs])
+            row["selectivity_last"] = interval([r["last"][split]["searches_unknown"] - r["last"][split]["searches_known"] for r in runs])
         decisions = [r.get("search_decision", {}) for r in runs]
         for tag in ("before", "after", "action_supervised"):  # the lean of the choice, wherever greedy play's threshold falls
             if all(split in d.get(tag, {}) for d in decisions):
@@ -349,6 +405,12 @@ def main(argv: list[str] | None = None) -> dict:
         help="with --keep DIR holding the runs of an earlier call with the same arguments: evaluate those runs again, without training",
     )
     ap.add_argument("--no-action-supervised", action="store_true", help="skip the action-supervised baseline (built once per seed's warm start, then cached)")
+    ap.add_argument(
+        "--select-checkpoint",
+        action="store_true",
+        help="the trained model is the run's checkpoint with the best isolated reward on the train split (round 0, the warm start, "
+        "included), not its last one; the last one's figures are reported with a _last suffix",
+    )
     ap.add_argument("--config", default=None, help="a run config to reproduce instead of the quick start's (its collab_qa entries)")
     ap.add_argument("overrides", nargs="*", help="key=value overrides of the config")
     args = ap.parse_args(argv)
@@ -384,7 +446,16 @@ def main(argv: list[str] | None = None) -> dict:
             for v, extra in variants.items():
                 print(f"seed {seed}, {v}: {'evaluating' if args.evaluate_kept else 'training and evaluating'}", file=sys.stderr, flush=True)
                 runs[v].append(
-                    one_run([*seeded, *extra], splits, limit, Path(tmp) / f"{v}-{seed}", args.config, args.evaluate_kept, baseline and v == "anonymous")
+                    one_run(
+                        [*seeded, *extra],
+                        splits,
+                        limit,
+                        Path(tmp) / f"{v}-{seed}",
+                        args.config,
+                        args.evaluate_kept,
+                        baseline and v == "anonymous",
+                        args.select_checkpoint,
+                    )
                 )
                 # each run's own figures as soon as it ends: a later failure loses nothing
                 print(f"run {json.dumps({'variant': v, 'seed': seed, **runs[v][-1]})}", file=sys.stderr, flush=True)
@@ -397,6 +468,8 @@ def main(argv: list[str] | None = None) -> dict:
         "overrides": overrides,
         "evaluated_kept_runs": bool(args.evaluate_kept),
         "limit": limit,
+        "checkpoint": "best isolated train-split reward" if args.select_checkpoint else "last",
+        **({"selected_round": [r.get("selection", {}).get("round") for r in runs["anonymous"]]} if args.select_checkpoint else {}),
         **{key: interval([r[key] for r in runs["anonymous"]]) for key in PROBES},
         "reading_probe_target": 0.9,
         **table,

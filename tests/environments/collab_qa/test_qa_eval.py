@@ -411,6 +411,25 @@ def test_csp_benchmark_keeps_each_splits_summary_beside_the_fixed_strategies(tmp
     row = csp.aggregate([again], ["test"])["in_distribution"]
     assert set(row) >= {f"{k}_{t}" for k in csp.DECISION for t in ("before", "after", "action_supervised")}
     assert row["p_search_known_action_supervised"]["values"] == [supervised_decision["test"]["p_search_known"]]
+    # --select-checkpoint: each checkpoint's isolated reward on the train split, the best one chosen
+    run_dir = tmp_path / "selecting"
+    for r, model in ((0, qa_model_dir), (2, action_supervised_dir)):
+        policies = run_dir / "checkpoints" / f"round_{r:05d}" / "policies"
+        policies.mkdir(parents=True)
+        (policies / "main").symlink_to(model, target_is_directory=True)
+    rewards = csp.checkpoint_rewards(run_dir, cfg, limit=3)
+    train = {r: csp.played_eval(str(m), cfg, ["train"], 3)["train"]["reward"] for r, m in ((0, qa_model_dir), (2, action_supervised_dir))}
+    assert rewards == pytest.approx(train)
+    chosen, chosen_dir = csp.selected_dir(run_dir, rewards)
+    assert rewards[chosen] == max(rewards.values()) and chosen_dir == str(run_dir / "checkpoints" / f"round_{chosen:05d}" / "policies" / "main")
+    assert csp.selected_dir(run_dir, {0: 0.5, 2: 0.5})[0] == 2  # the later of equals
+    with pytest.raises(SystemExit, match="no checkpoint under"):
+        csp.checkpoint_rewards(tmp_path / "none", cfg, limit=3)
+    # the last checkpoint's figures, beside the chosen one's, once every run has them
+    row = csp.aggregate([{**again, "last": other}, {**again, "last": out}], ["test"])["in_distribution"]
+    assert row["searches_unknown_last"]["values"] == [other["test"]["searches_unknown"], out["test"]["searches_unknown"]]
+    assert row["selectivity_last"]["values"][0] == pytest.approx(row["selectivity_last"]["values"][1] + 0.5)
+    assert "reward_last" not in csp.aggregate([again], ["test"])["in_distribution"]
 
 
 def test_search_decision_benchmark_splits_the_lean_by_whether_training_asks_about_the_entity():
