@@ -217,7 +217,11 @@ class TrainerConfig(Section):
     #: everywhere: on collab_qa a warm start that reads every search right scores alike on every unknown fact
     #: (all search, all right: nothing kept), while on known facts an answer from memory beats a search by its
     #: cost, so ReST imitated only not searching (seed 0 of the 200-question world: 1.00 -> 0.07 searches a
-    #: test question; with it 0.015: fairer, and no cure there; README, "A world of 200 questions a split")
+    #: test question; with it 0.015: fairer, and no cure there; README, "A world of 200 questions a split").
+    #: With it the filter has a fixed point of its own where one move is better but the other already dominates:
+    #: a group of 8 keeping 2 on a fact the model knows keeps on average 2p^8 searches against
+    #: 2(1-p^8) - 8(1-p)p^7 answers (p: its search rate), so above p ~ 0.89 it teaches searching there
+    #: (README, "ReST without keeping alike groups")
     rest_keep_uniform: bool = False
     #: DPO: inverse temperature of the implicit reward (how far from the warm start the policy may move)
     dpo_beta: float = Field(0.1, gt=0)
