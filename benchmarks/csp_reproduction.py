@@ -395,6 +395,9 @@ def checks(table: dict) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument(
+        "--first-seed", type=int, default=0, help="the seeds run are FIRST_SEED .. FIRST_SEED+SEEDS-1 (more seeds for a kept set: --keep the same DIR)"
+    )
     ap.add_argument("--quick", action="store_true", help="1 seed, 2 training rounds, the first 16 questions of each split")
     ap.add_argument("--limit", type=int, default=None, help="only the first N questions of each split")
     ap.add_argument("--no-deanonymised", action="store_true", help="skip the de-anonymised variant")
@@ -440,7 +443,7 @@ def main(argv: list[str] | None = None) -> dict:
         Path(args.keep).mkdir(parents=True, exist_ok=True)
     with contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory(prefix="csp-") as tmp:
         os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{Path(tmp) / 'mlflow.db'}")
-        for seed in range(seeds):
+        for seed in range(args.first_seed, args.first_seed + seeds):
             seeded = [f"seed={seed}", f"model.warm_start.seed={seed}", *overrides]
             baseline = not args.no_action_supervised  # built from the warm start, which both variants share
             for v, extra in variants.items():
@@ -464,6 +467,7 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "csp_reproduction",
         "setting": "isolated (one agent, the search tool of the question's corpus), greedy",
         "seeds": seeds,
+        "first_seed": args.first_seed,
         "config": args.config or "the quick start",
         "overrides": overrides,
         "evaluated_kept_runs": bool(args.evaluate_kept),
