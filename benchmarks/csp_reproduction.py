@@ -173,6 +173,13 @@ def search_decision(model_dir: str, cfg, splits: list[str], limit: int | None) -
     return out
 
 
+def _main_policy(ckpt: Path) -> Path:
+    """The trained policy ``main`` as a checkpoint directory holds it."""
+    from arena import checkpoint
+
+    return ckpt / "policies" / checkpoint.policy_dirname("main")
+
+
 def _after_dir(run_dir: Path) -> str:
     """The trained policy of a run: its last checkpoint's ``main``."""
     from arena import checkpoint
@@ -180,17 +187,15 @@ def _after_dir(run_dir: Path) -> str:
     last = checkpoint.latest(run_dir.parent, run_dir.name)
     if last is None:
         raise SystemExit(f"no checkpoint under {run_dir}")
-    return str(last / "policies" / checkpoint.policy_dirname("main"))
+    return str(_main_policy(last))
 
 
 def checkpoint_rewards(run_dir: Path, cfg, limit: int | None) -> dict[int, float]:
     """Round -> the isolated reward on the *train* split of the policy each checkpoint of the run saved
     (round 0: the warm start): the questions self-play trained on, never the test or ood questions."""
-    from arena import checkpoint
-
     out = {}
     for ckpt in sorted((run_dir / "checkpoints").glob("round_*")):
-        policy = ckpt / "policies" / checkpoint.policy_dirname("main")
+        policy = _main_policy(ckpt)
         if policy.is_dir():
             out[int(ckpt.name.removeprefix("round_"))] = played_eval(str(policy), cfg, ["train"], limit)["train"]["reward"]
     if not out:
@@ -200,10 +205,8 @@ def checkpoint_rewards(run_dir: Path, cfg, limit: int | None) -> dict[int, float
 
 def selected_dir(run_dir: Path, rewards: dict[int, float]) -> tuple[int, str]:
     """The checkpoint with the best train-split reward (the latest of equals) and its ``main``."""
-    from arena import checkpoint
-
     best = max(rewards, key=lambda r: (rewards[r], r))
-    return best, str(run_dir / "checkpoints" / f"round_{best:05d}" / "policies" / checkpoint.policy_dirname("main"))
+    return best, str(_main_policy(run_dir / "checkpoints" / f"round_{best:05d}"))
 
 
 def _stderr_progress(every_s: float = 30.0):
