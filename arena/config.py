@@ -223,6 +223,14 @@ class TrainerConfig(Section):
     #: 2(1-p^8) - 8(1-p)p^7 answers (p: its search rate), so above p ~ 0.89 it teaches searching there
     #: (README, "ReST without keeping alike groups")
     rest_keep_uniform: bool = False
+    #: ReST: how much each kept seat is imitated. ``one``: alike (the paper's filter). ``margin``: in
+    #: proportion to how far its return beat its group's worst, the kept seats weighing 1 on the mean
+    #: (advantage-weighted imitation). Filtering alone imitates a move once wherever it won, whatever it
+    #: saved: on collab_qa a search where the fact is unknown saves 0.75 (a wrong answer scores 0, a search
+    #: costs 0.25) and an answer where it is known saves 0.25 (the search it spares), so a model unsure
+    #: which it faces should search, while imitating both alike teaches it to search only above even odds.
+    #: Needs alike groups left out (a group that scored alike has no margin to weigh by)
+    rest_weight: Literal["one", "margin"] = "one"
     #: DPO: inverse temperature of the implicit reward (how far from the warm start the policy may move)
     dpo_beta: float = Field(0.1, gt=0)
     #: DPO: continuations sampled at a tree's branch point (each training matchup grows one tree per model seat)
@@ -256,6 +264,12 @@ class TrainerConfig(Section):
     @property
     def training(self) -> bool:
         return self.recipe != NO_RECIPE and self.rounds > 0
+
+    @model_validator(mode="after")
+    def _margin_needs_a_worst(self) -> TrainerConfig:
+        if self.rest_weight == "margin" and self.rest_keep_uniform:
+            raise ValueError("rest_weight: margin weighs a kept seat by how far it beat its group's worst; set rest_keep_uniform: false")
+        return self
 
     @field_validator("recipe")
     @classmethod

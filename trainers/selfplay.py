@@ -85,11 +85,14 @@ def rest_samples(seats: list[Seat], cfg: TrainerConfig) -> tuple[list[Sample], d
     Within groups, a seat is kept only if it beat the group's worst: where every episode scored
     alike, nothing tells a better move from a worse one. With ``cfg.rest_min_return``, only seats with
     at least that return are kept: a group's best failure is not imitated. With ``cfg.rest_keep_uniform``,
-    a group whose seats all scored alike keeps its top fraction too."""
+    a group whose seats all scored alike keeps its top fraction too. With ``cfg.rest_weight="margin"``, a
+    kept seat is imitated in proportion to how far it beat its group's worst (scaled so the kept seats
+    weigh 1 on the mean): a move that saved much outweighs one that saved little."""
     by: dict[object, list[Seat]] = defaultdict(list)
     for s in seats:
         by[s.group if cfg.rest_within == "group" else s.label].append(s)
     kept: list[Seat] = []
+    margins: list[float] = []
     for group in by.values():
         k = max(1, int(round(cfg.rest_top_fraction * len(group))))
         best = sorted(group, key=lambda s: s.ret, reverse=True)[:k]
@@ -100,14 +103,20 @@ def rest_samples(seats: list[Seat], cfg: TrainerConfig) -> tuple[list[Sample], d
         if cfg.rest_min_return is not None:
             best = [s for s in best if s.ret >= cfg.rest_min_return]
         kept += best
+        margins += [s.ret - worst for s in best]
+    weights = [1.0] * len(kept)
+    if cfg.rest_weight == "margin" and kept and np.mean(margins) > 0:
+        weights = [m / float(np.mean(margins)) for m in margins]
     samples = [
-        Sample(t.prompt_ids, t.completion_ids, t.logprobs, 1.0, s.episode.episode_id, s.player)
-        for s in kept
+        Sample(t.prompt_ids, t.completion_ids, t.logprobs, w, s.episode.episode_id, s.player)
+        for s, w in zip(kept, weights)
         for t in s.episode.turns
         if t.player == s.player and t.completion_ids and not t.illegal
     ]
     threshold = min((s.ret for s in kept), default=0.0)
     stats = {"rest_kept_seats": float(len(kept)), "rest_return_threshold": threshold, "rest_groups": float(len(by))}
+    if kept:
+        stats["rest_margin_mean"] = float(np.mean(margins))
     if cfg.rest_within == "group":
         stats["rest_groups_kept"] = float(len({s.group for s in kept}))
     return samples, stats

@@ -122,6 +122,26 @@ def test_rest_with_a_floor_does_not_imitate_a_groups_best_failure():
     assert TrainerConfig(recipe="rest").rest_min_return is None  # off unless set
 
 
+def test_rest_weighted_by_margin_imitates_a_seat_by_how_far_it_beat_its_groups_worst():
+    """collab_qa's stakes: where the fact is unknown a search (0.75) beats a wrong answer (0.0) by 0.75; where
+    it is known an answer (1.0) beats a search by 0.25. Filtering imitates both once; weighted by margin the
+    search weighs three times the answer, the kept seats 1 on the mean, and alike groups still keep nothing."""
+    unknown = [_episode(1, k, r, 0.0) for k, r in enumerate([0.75, 0.0, 0.75, 0.0])]
+    known = [_episode(2, k, r, 0.0) for k, r in enumerate([0.75, 1.0, 0.75, 0.75])]
+    alike = [_episode(3, k, 0.75, 0.0) for k in range(4)]
+    seats = trained_seats(unknown + known + alike, "main", 0.0)
+    cfg = TrainerConfig(recipe="rest", rest_min_return=0.5, rest_weight="margin")
+    samples, stats = rest_samples(seats, cfg)
+    weights = {s.episode_id: s.advantage for s in samples}
+    assert weights == pytest.approx({"e1-0": 1.5, "e2-1": 0.5})  # margins 0.75 and 0.25 over their mean, 0.5
+    assert stats["rest_margin_mean"] == pytest.approx(0.5) and stats["rest_kept_seats"] == 2
+    plain, _ = rest_samples(seats, TrainerConfig(recipe="rest", rest_min_return=0.5))
+    assert {s.episode_id: s.advantage for s in plain} == {"e1-0": 1.0, "e2-1": 1.0}  # the same seats, alike
+    assert TrainerConfig(recipe="rest").rest_weight == "one"  # off unless set
+    with pytest.raises(ValueError, match="rest_keep_uniform: false"):
+        TrainerConfig(recipe="rest", rest_weight="margin", rest_keep_uniform=True)
+
+
 def test_rest_keeping_uniform_groups_imitates_a_move_that_succeeds_everywhere():
     """A warm start that searches and reads right on every unknown fact scores alike there (0.95 each), while
     on a known fact an answer from memory (1.0) beats a search: ranked against the worst, only the known
