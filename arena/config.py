@@ -229,7 +229,8 @@ class TrainerConfig(Section):
     #: saved: on collab_qa a search where the fact is unknown saves 0.75 (a wrong answer scores 0, a search
     #: costs 0.25) and an answer where it is known saves 0.25 (the search it spares), so a model unsure
     #: which it faces should search, while imitating both alike teaches it to search only above even odds.
-    #: Needs alike groups left out (a group that scored alike has no margin to weigh by)
+    #: Needs alike groups left out (a group that scored alike has no margin to weigh by). On collab_qa's
+    #: seed 0 it did not search more where unknown (README, "Four passes over what ReST keeps")
     rest_weight: Literal["one", "margin"] = "one"
     #: DPO: inverse temperature of the implicit reward (how far from the warm start the policy may move)
     dpo_beta: float = Field(0.1, gt=0)
