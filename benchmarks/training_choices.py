@@ -41,12 +41,13 @@ def first_move(episode, player: str) -> str:
 
 def run_config(run_dir: Path):
     """The run's config, from its latest checkpoint's state."""
+    from arena import checkpoint
     from arena.config import RunConfig
 
-    states = sorted(run_dir.glob("checkpoints/round_*/state.json"))
-    if not states:
+    last = checkpoint.latest(run_dir.parent, run_dir.name)
+    if last is None:
         raise SystemExit(f"{run_dir}: no checkpoints/round_*/state.json (not a run directory?)")
-    return RunConfig.model_validate(json.loads(states[-1].read_text())["config"])
+    return RunConfig.model_validate(checkpoint.read_state(last)["config"])
 
 
 def round_choices(episodes: list, labels: list[str], cfg) -> dict:

@@ -105,8 +105,9 @@ def rest_samples(seats: list[Seat], cfg: TrainerConfig) -> tuple[list[Sample], d
         kept += best
         margins += [s.ret - worst for s in best]
     weights = [1.0] * len(kept)
-    if cfg.rest_weight == "margin" and kept and np.mean(margins) > 0:
-        weights = [m / float(np.mean(margins)) for m in margins]
+    scale = float(np.mean(margins)) if margins else 0.0
+    if cfg.rest_weight == "margin" and scale > 0:
+        weights = [m / scale for m in margins]
     samples = [
         Sample(t.prompt_ids, t.completion_ids, t.logprobs, w, s.episode.episode_id, s.player)
         for s, w in zip(kept, weights)
@@ -116,7 +117,7 @@ def rest_samples(seats: list[Seat], cfg: TrainerConfig) -> tuple[list[Sample], d
     threshold = min((s.ret for s in kept), default=0.0)
     stats = {"rest_kept_seats": float(len(kept)), "rest_return_threshold": threshold, "rest_groups": float(len(by))}
     if kept:
-        stats["rest_margin_mean"] = float(np.mean(margins))
+        stats["rest_margin_mean"] = scale
     if cfg.rest_within == "group":
         stats["rest_groups_kept"] = float(len({s.group for s in kept}))
     return samples, stats
